@@ -1,0 +1,1 @@
+"""Local emulators of the Braze REST API and the Lytics API."""

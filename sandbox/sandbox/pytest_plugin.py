@@ -1,0 +1,1 @@
+"""pytest fixtures for the emulators (filled in by the sandbox work)."""

@@ -1,0 +1,1 @@
+"""Singer tap for Lytics audiences and their members (Meltano SDK)."""
