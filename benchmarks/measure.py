@@ -1,0 +1,65 @@
+"""Process measurement helpers shared by the benchmarks: wall time and peak RSS per process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+
+@dataclass
+class Measured:
+    """One finished process: exit code, wall seconds, peak resident memory."""
+
+    returncode: int
+    seconds: float
+    peak_rss_mb: float
+
+
+def _wait(proc: subprocess.Popen, started: float) -> Measured:
+    # os.wait4 reports the rusage of exactly this child (ru_maxrss in KiB on Linux).
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Measured(proc.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024)
+
+
+def run_measured(
+    cmd: Sequence[str],
+    *,
+    stdin: IO[Any] | int | None = None,
+    stdout: IO[Any] | int | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> Measured:
+    """Run one command to completion and measure it."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+    )
+    return _wait(proc, started)
+
+
+def run_pipeline(
+    tap: Sequence[str],
+    target: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    stdout: IO[Any] | int | None = subprocess.DEVNULL,
+) -> tuple[Measured, Measured, float]:
+    """Run `tap | target`; return each process's measurement and the pipeline's wall time."""
+    started = time.perf_counter()
+    tap_proc = subprocess.Popen(
+        tap, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+    )
+    target_proc = subprocess.Popen(
+        target, stdin=tap_proc.stdout, stdout=stdout, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+    )
+    assert tap_proc.stdout is not None
+    tap_proc.stdout.close()
+    tap_m = _wait(tap_proc, started)
+    target_m = _wait(target_proc, started)
+    return tap_m, target_m, time.perf_counter() - started

@@ -1,0 +1,49 @@
+"""Fixtures for the cross-plugin end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2e_helpers import MELTANO, ROOT, Meltano
+
+
+@pytest.fixture(scope="session")
+def meltano_installed() -> Path:
+    """Install the project's plugins into .meltano/ once per session (fast with the uv backend)."""
+    proc = subprocess.run(
+        [str(MELTANO), "install"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"},
+    )
+    assert proc.returncode == 0, f"meltano install failed:\n{proc.stdout}\n{proc.stderr}"
+    return ROOT
+
+
+@pytest.fixture
+def meltano(meltano_installed: Path, tmp_path: Path) -> Meltano:
+    """A meltano runner with its own system database."""
+    return Meltano(tmp_path)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str, dict], Path]:
+    """Write a plugin config JSON file and return its path."""
+
+    def _write(name: str, config: dict) -> Path:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(config))
+        return path
+
+    return _write

@@ -1,0 +1,70 @@
+"""Helpers for the cross-plugin end-to-end tests: real `meltano run`, real piped processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MELTANO = BIN / "meltano"
+
+
+class Meltano:
+    """Runs meltano commands in the project with an isolated system database (state store)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.env: dict[str, str] = {
+            **os.environ,
+            "MELTANO_DATABASE_URI": f"sqlite:///{tmp / 'meltano.db'}",
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "MELTANO_ENVIRONMENT": "sandbox",
+            "MELTANO_CLI_LOG_LEVEL": "info",
+        }
+
+    def set(self, **settings: object) -> None:
+        """Set plugin settings through environment variables (TAP_X_SETTING=...)."""
+        for key, value in settings.items():
+            self.env[key] = value if isinstance(value, str) else json.dumps(value)
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run `meltano <args>` and return the finished process (output captured)."""
+        return subprocess.run(
+            [str(MELTANO), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def state(self, state_id: str) -> dict:
+        """The state Meltano keeps for a state id."""
+        proc = self.run("state", "get", state_id)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def pipe(
+    tap: list[str], target: list[str], *, timeout: float = 300, cwd: Path | None = None
+) -> tuple[int, int, str, str]:
+    """Run `tap | target` as two real processes; return (tap rc, target rc, target stdout, stderrs)."""
+    tap_proc = subprocess.Popen(tap, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    target_proc = subprocess.Popen(
+        target,
+        stdin=tap_proc.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    assert tap_proc.stdout is not None
+    tap_proc.stdout.close()
+    out, target_err = target_proc.communicate(timeout=timeout)
+    tap_err = tap_proc.stderr.read().decode() if tap_proc.stderr else ""
+    tap_proc.wait(timeout=timeout)
+    return tap_proc.returncode, target_proc.returncode, out, tap_err + target_err
