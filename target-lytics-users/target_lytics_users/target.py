@@ -2,25 +2,52 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
 from singer_sdk import typing as th
-from singer_sdk.sinks import BatchSink
 from singer_sdk.target_base import Target
 
+from target_lytics_users.client import (
+    CollectResult,
+    LyticsAbortedError,
+    LyticsClient,
+    LyticsError,
+)
+from target_lytics_users.serialize import LineCountingOrjsonReader
+from target_lytics_users.sinks import LyticsSink
 
-class PlaceholderSink(BatchSink):
-    """Placeholder until the target issue lands: refuses to load anything."""
+if t.TYPE_CHECKING:
+    from pathlib import PurePath
 
-    def process_batch(self, context: dict) -> None:
-        """Refuse: nothing is implemented yet."""
-        msg = "target-lytics-users is not implemented yet"
-        raise NotImplementedError(msg)
+    from singer_sdk.singerlib.encoding.base import GenericSingerReader
+
+DEFAULT_MAX_BATCH_BYTES = 4_000_000
+LYTICS_MAX_BYTES = 10 * 1024 * 1024
+
+
+@dataclass
+class RunStats:
+    """Per-run counters for the summary."""
+
+    records_sent: int = 0  # records in bodies Lytics answered 2xx to
+    batches: int = 0
+    rejected: int = 0  # Lytics' data.rejected_count, summed
+    oversized: int = 0  # records never sent: larger than max_batch_bytes on their own
+    bytes: int = 0
+    requests: int = 0
+    retries: int = 0
 
 
 class TargetLyticsUsers(Target):
     """Loads user records into a Lytics stream through the collect API."""
 
     name = "target-lytics-users"
-    default_sink_class = PlaceholderSink
+    default_sink_class = LyticsSink
+    message_reader_class = LineCountingOrjsonReader
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -53,7 +80,267 @@ class TargetLyticsUsers(Target):
             default=False,
             description="Pass `dryrun=true`: Lytics validates but stores nothing.",
         ),
+        th.Property(
+            "lytics_stream_map",
+            th.ObjectType(additional_properties=th.StringType),
+            description=(
+                "Singer stream name -> Lytics stream name, e.g. "
+                '`{"braze_users": "braze_users", "crm_contacts": "crm"}`. '
+                "Streams not listed go to `stream`."
+            ),
+        ),
+        th.Property(
+            "max_batch_records",
+            th.IntegerType(minimum=1),
+            default=5000,
+            description=(
+                "Most records per request. The SDK's `batch_size_rows`, when set, "
+                "lowers it further."
+            ),
+        ),
+        th.Property(
+            "max_batch_bytes",
+            th.IntegerType(minimum=1024, maximum=LYTICS_MAX_BYTES),
+            default=DEFAULT_MAX_BATCH_BYTES,
+            description=(
+                "Most bytes per request body (the JSON array). Lytics takes up to 10 MB; "
+                "the default 4 MB leaves headroom."
+            ),
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType(minimum=0),
+            default=8,
+            description="Retries of a request answered 429/5xx or failing on the network.",
+        ),
+        th.Property(
+            "retry_backoff_base",
+            th.NumberType(minimum=0),
+            default=1.0,
+            description=(
+                "Seconds of the first retry delay; doubles each retry (with jitter). "
+                "A `Retry-After` header wins."
+            ),
+        ),
+        th.Property(
+            "retry_backoff_max",
+            th.NumberType(minimum=0),
+            default=60.0,
+            description="Longest wait between retries, in seconds (also caps `Retry-After`).",
+        ),
+        th.Property(
+            "request_timeout",
+            th.NumberType(minimum=1),
+            default=120.0,
+            description="Seconds to wait for Lytics to answer one request.",
+        ),
+        th.Property(
+            "max_concurrency",
+            th.IntegerType(minimum=1, maximum=16),
+            default=2,
+            description="Requests in flight at once; reading goes on while they are sent.",
+        ),
+        th.Property(
+            "skip_oversized_records",
+            th.BooleanType,
+            default=False,
+            description=(
+                "A record larger than `max_batch_bytes` on its own is always logged as "
+                "rejected (stream, key, input line). By default the run then exits non-zero "
+                "and emits no STATE past it; `true` tolerates it: the run goes on and succeeds."
+            ),
+        ),
+        th.Property(
+            "fail_on_rejected",
+            th.BooleanType,
+            default=False,
+            description=(
+                "Stop the run (non-zero exit, no STATE past the batch) when Lytics reports "
+                "`rejected_count` > 0 for a batch. By default rejections are logged and counted."
+            ),
+        ),
     ).to_dict()
+
+    def __init__(
+        self,
+        *,
+        config: dict | PurePath | str | list[PurePath | str] | None = None,
+        parse_env_config: bool = False,
+        validate_config: bool = True,
+        setup_mapper: bool = True,
+        message_reader: GenericSingerReader | None = None,
+    ) -> None:
+        """Set up the Lytics client, counters and failure tracking."""
+        super().__init__(
+            config=config,
+            parse_env_config=parse_env_config,
+            validate_config=validate_config,
+            setup_mapper=setup_mapper,
+            message_reader=message_reader,
+        )
+        cfg = self.config
+        self.client = LyticsClient(
+            api_url=cfg.get("api_url") or "https://api.lytics.io",
+            api_token=cfg.get("api_token") or "",
+            dry_run=bool(cfg.get("dry_run")),
+            timestamp_field=cfg.get("timestamp_field"),
+            timeout=float(cfg.get("request_timeout") or 120.0),
+            max_retries=int(cfg.get("max_retries", 8)),
+            backoff_base=float(cfg.get("retry_backoff_base", 1.0)),
+            backoff_max=float(cfg.get("retry_backoff_max", 60.0)),
+            logger=self.logger,
+        )
+        rows = int(cfg.get("max_batch_records") or 5000)
+        if cfg.get("batch_size_rows"):
+            rows = min(rows, int(cfg["batch_size_rows"]))
+        self.max_batch_records = rows
+        self.max_batch_bytes = int(cfg.get("max_batch_bytes") or DEFAULT_MAX_BATCH_BYTES)
+        self.max_concurrency = int(cfg.get("max_concurrency") or 2)
+        self.max_pending_batches = self.max_concurrency * 2
+        self.fail_on_rejected = bool(cfg.get("fail_on_rejected"))
+        self.skip_oversized = bool(cfg.get("skip_oversized_records"))
+        self._stream_map: dict[str, str] = dict(cfg.get("lytics_stream_map") or {})
+        self._default_stream: str = cfg.get("stream") or "braze_users"
+        self.stats = RunStats()
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._error: BaseException | None = None
+        self._state_blocked: str | None = None
+        self._summary_logged = False
+        self._started = time.monotonic()
+
+    # Helpers used by the sinks -----------------------------------------------------------
+
+    @property
+    def line_number(self) -> int:
+        """Input line being processed (1-based), for messages about a record."""
+        return int(getattr(self.message_reader, "line_number", 0))
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """Thread pool posting request bodies while input is read."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.max_concurrency, thread_name_prefix="lytics-collect"
+            )
+        return self._executor
+
+    def lytics_stream_for(self, stream_name: str) -> str:
+        """Lytics stream for a Singer stream (`lytics_stream_map`, else `stream`)."""
+        return self._stream_map.get(stream_name, self._default_stream)
+
+    @property
+    def failed(self) -> bool:
+        """A batch failed: the run must stop."""
+        return self._error is not None
+
+    def fail(self, exc: BaseException) -> BaseException:
+        """Record the failure that stops the run (the first real one) and stop retries."""
+        with self._lock:
+            if self._error is None and not isinstance(exc, LyticsAbortedError):
+                self._error = exc
+            self.client.abort.set()
+            return self._error or exc
+
+    def record_batch(self, sink: LyticsSink, count: int, size: int, result: CollectResult) -> None:
+        """Count a batch Lytics accepted (called from pool threads)."""
+        with self._lock:
+            self.stats.records_sent += count
+            self.stats.batches += 1
+            self.stats.rejected += result.rejected_count
+            self.stats.bytes += size
+            sink.batch_counter.increment()
+
+    def reject_oversized(self, sink: LyticsSink, record: dict, line: int, size: int) -> None:
+        """Report a record too large for any request; block STATE unless tolerated."""
+        key = {k: record.get(k) for k in sink.key_properties}
+        where = f"stream '{sink.stream_name}', input line {line}" + (f", key {key}" if key else "")
+        self.logger.error(
+            "Record REJECTED (%s): it serializes to %d bytes, more than max_batch_bytes=%d "
+            "allows for one record; it is not sent to Lytics.",
+            where,
+            size,
+            self.max_batch_bytes,
+        )
+        with self._lock:
+            self.stats.oversized += 1
+        if not self.skip_oversized and self._state_blocked is None:
+            self._state_blocked = where
+
+    # STATE and end of run ----------------------------------------------------------------
+
+    def _write_state_message(self, state: dict) -> None:
+        """Emit STATE unless a record was left behind (the SDK calls this after drain_all).
+
+        `drain_all` reaches this only after every sink's `process_batch` returned, i.e.
+        after Lytics accepted every body; a failure raises before it. An oversized record
+        that was not tolerated means the input position in this STATE was not fully
+        delivered, so no STATE is written from then on.
+        """
+        if self._state_blocked is not None:
+            self.logger.warning(
+                "STATE not emitted: a record too large to send (%s) was not delivered.",
+                self._state_blocked,
+            )
+            return
+        super()._write_state_message(state)
+
+    def process_endofpipe(self) -> None:
+        """Drain everything, log the summary, and fail if a record was left behind."""
+        try:
+            super().process_endofpipe()
+        except BaseException:
+            self.log_summary(failed=True)
+            self._shutdown()
+            raise
+        self._shutdown()
+        self.log_summary(failed=self._state_blocked is not None)
+        if self._state_blocked is not None:
+            msg = (
+                f"{self.stats.oversized} record(s) larger than max_batch_bytes="
+                f"{self.max_batch_bytes} were not sent to Lytics (first: {self._state_blocked}); "
+                "STATE was not emitted past them. Shrink them at the source, raise "
+                "`max_batch_bytes`, or set `skip_oversized_records` to accept the loss."
+            )
+            raise LyticsError(msg)
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.client.close()
+
+    def summary(self) -> dict[str, t.Any]:
+        """Counters of this run (also logged at the end)."""
+        with self._lock:
+            out = asdict(self.stats)
+        out["requests"] = self.client.stats.requests
+        out["retries"] = self.client.stats.retries
+        out["dry_run"] = bool(self.config.get("dry_run"))
+        out["seconds"] = round(time.monotonic() - self._started, 3)
+        return out
+
+    def log_summary(self, *, failed: bool = False) -> None:
+        """Log the per-run summary once."""
+        if self._summary_logged:
+            return
+        self._summary_logged = True
+        s = self.summary()
+        self.logger.info(
+            "Lytics load summary%s: %d records sent in %d batches (%d bytes), %d rejected by "
+            "Lytics, %d too large to send, %d requests, %d retries%s, %.1fs",
+            " (run FAILED)" if failed else "",
+            s["records_sent"],
+            s["batches"],
+            s["bytes"],
+            s["rejected"],
+            s["oversized"],
+            s["requests"],
+            s["retries"],
+            " [dry run: nothing stored]" if s["dry_run"] else "",
+            s["seconds"],
+            extra={"summary": s},
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,290 @@
+"""HTTP client for Lytics' collect API: one POST per batch, bounded retries, clear errors."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+import typing as t
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import orjson
+import requests
+from singer_sdk import metrics
+
+USER_AGENT = "target-lytics-users"
+
+
+class LyticsError(Exception):
+    """A batch could not be delivered; the run must stop and exit non-zero."""
+
+
+class LyticsConfigError(LyticsError):
+    """Lytics refused the request because of a setting (token, URL, stream, sizes)."""
+
+
+class LyticsRetriesExhaustedError(LyticsError):
+    """Lytics kept answering 429/5xx (or the network kept failing) past `max_retries`."""
+
+
+class LyticsAbortedError(LyticsError):
+    """A batch was not (re)sent because another batch already failed the run."""
+
+
+class LyticsRejectedError(LyticsError):
+    """Lytics rejected records of a batch and `fail_on_rejected` is set."""
+
+
+@dataclass
+class CollectResult:
+    """What Lytics said about one accepted batch."""
+
+    status: int
+    message_count: int
+    rejected_count: int
+    attempts: int
+
+
+@dataclass
+class ClientStats:
+    """Counters shared by every sending thread (guarded by `lock`)."""
+
+    requests: int = 0
+    retries: int = 0
+    bytes_sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, *, requests: int = 0, retries: int = 0, bytes_sent: int = 0) -> None:
+        """Add to the counters."""
+        with self.lock:
+            self.requests += requests
+            self.retries += retries
+            self.bytes_sent += bytes_sent
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
+    """Delay before retry number `attempt` (0-based).
+
+    Exponential (`base * 2**attempt`, capped at `cap`) with "equal jitter": half the
+    delay is fixed, half is random, so concurrent senders spread out but never retry
+    immediately. A `Retry-After` from the server wins (capped at `cap` as well) plus a
+    little jitter.
+    """
+    if retry_after is not None:
+        return min(retry_after, cap) + random.uniform(0, min(base, cap))
+    delay = min(cap, base * (2**attempt))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class LyticsClient:
+    """Posts JSON-array bodies to `{api_url}/collect/json/{stream}`.
+
+    The token goes in the `Authorization` header only (raw, no "Bearer"), never in the
+    URL, so it cannot reach logs, proxies or exception messages. One `requests.Session`
+    per thread keeps connections alive.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        api_token: str,
+        dry_run: bool = False,
+        timestamp_field: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 8,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """Configure the client (no connection is opened yet)."""
+        self.api_url = api_url.rstrip("/")
+        self._token = api_token
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.logger = logger or logging.getLogger(__name__)
+        self.params: dict[str, str] = {}
+        if dry_run:
+            self.params["dryrun"] = "true"
+        if timestamp_field:
+            self.params["timestamp_field"] = timestamp_field
+        self.stats = ClientStats()
+        self.abort = threading.Event()  # set by the target when the run fails: retries stop
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(
+                {
+                    "Authorization": self._token,
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "User-Agent": USER_AGENT,
+                }
+            )
+            self._local.session = session
+        return session
+
+    def collect_url(self, stream: str) -> str:
+        """URL of the collect endpoint for `stream` (no query string, no secret)."""
+        return f"{self.api_url}/collect/json/{quote(stream, safe='')}"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+    def _server_message(self, response: requests.Response) -> str:
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            text = response.text[:300]
+        else:
+            text = (
+                str(payload.get("message", payload)) if isinstance(payload, dict) else str(payload)
+            )
+        return self._redact(text.strip() or response.reason or "")
+
+    def _fatal(
+        self, response: requests.Response, stream: str, label: str, size: int
+    ) -> LyticsError:
+        status = response.status_code
+        server = self._server_message(response)
+        url = self.collect_url(stream)
+        if status in {401, 403}:
+            return LyticsConfigError(
+                f"Lytics refused the token (HTTP {status}) on POST {url} for {label}: check the "
+                f"`api_token` setting (a valid, unexpired token whose role may write to stream "
+                f"'{stream}', e.g. Data Manager). Server said: {server}"
+            )
+        if status == 404:
+            return LyticsConfigError(
+                f"Lytics answered 404 Not Found on POST {url} for {label}: check the `api_url` "
+                f"setting ({self.api_url!r}) and the Lytics stream name {stream!r} (settings "
+                f"`stream` / `lytics_stream_map`). Server said: {server}"
+            )
+        if status == 413:
+            return LyticsConfigError(
+                f"Lytics refused a request body of {size} bytes as too large (HTTP 413) on POST "
+                f"{url} for {label}: lower the `max_batch_bytes` setting. Server said: {server}"
+            )
+        return LyticsError(
+            f"Lytics rejected {label} with HTTP {status} on POST {url}; client errors are not "
+            f"retried. Server said: {server}"
+        )
+
+    def collect(self, stream: str, body: bytes, *, label: str) -> CollectResult:
+        """POST one batch; retry 429/5xx/network errors; raise `LyticsError` when it cannot land.
+
+        Args:
+            stream: Lytics stream name.
+            body: The serialized JSON array.
+            label: Human description of the batch for messages (stream, number, input lines).
+
+        Returns:
+            The parsed response counts.
+
+        """
+        url = self.collect_url(stream)
+        session = self._session()
+        endpoint = "/collect/json/{stream}"
+        reason = ""
+        for attempt in range(self.max_retries + 1):
+            if self.abort.is_set():
+                msg = f"{label} not sent: the run is stopping after an earlier failure"
+                raise LyticsAbortedError(msg)
+            retry_after: float | None = None
+            timer = metrics.Timer(
+                metrics.Metric.HTTP_REQUEST_DURATION,
+                tags={metrics.Tag.ENDPOINT: endpoint, metrics.Tag.STREAM: stream},
+            )
+            try:
+                with timer:
+                    response = session.post(
+                        url, params=self.params, data=body, timeout=self.timeout
+                    )
+                    timer.tags[metrics.Tag.HTTP_STATUS_CODE] = response.status_code
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self.stats.add(requests=1)
+                reason = f"{type(exc).__name__} talking to {self.api_url}"
+            else:
+                self.stats.add(requests=1)
+                status = response.status_code
+                if 200 <= status < 300:
+                    self.stats.add(bytes_sent=len(body))
+                    return self._result(response, stream, label, attempt + 1)
+                if status != 429 and status < 500:
+                    raise self._fatal(response, stream, label, len(body))
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                reason = f"HTTP {status} ({self._server_message(response)[:120]})"
+            if attempt >= self.max_retries:
+                break
+            delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after)
+            self.stats.add(retries=1)
+            self.logger.warning(
+                "Lytics: %s for %s; retry %d/%d in %.2fs%s",
+                reason,
+                label,
+                attempt + 1,
+                self.max_retries,
+                delay,
+                " (Retry-After)" if retry_after is not None else "",
+            )
+            if self.abort.wait(delay):
+                msg = f"{label} not sent: the run is stopping after an earlier failure"
+                raise LyticsAbortedError(msg)
+        msg = (
+            f"Lytics did not accept {label} on POST {url} after {self.max_retries + 1} attempts "
+            f"(last: {reason}); raise `max_retries` or retry the run later."
+        )
+        raise LyticsRetriesExhaustedError(msg)
+
+    def _result(
+        self, response: requests.Response, stream: str, label: str, attempts: int
+    ) -> CollectResult:
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            msg = (
+                f"Lytics answered HTTP {response.status_code} to {label} on POST "
+                f"{self.collect_url(stream)} with a body that is not JSON; check `api_url`."
+            )
+            raise LyticsError(msg) from exc
+        data: dict[str, t.Any] = {}
+        if isinstance(payload, dict) and isinstance(payload.get("data"), dict):
+            data = payload["data"]
+        return CollectResult(
+            status=response.status_code,
+            message_count=int(data.get("message_count") or 0),
+            rejected_count=int(data.get("rejected_count") or 0),
+            attempts=attempts,
+        )
+
+    def close(self) -> None:
+        """Close this thread's session (other threads' sessions close with their threads)."""
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()

@@ -1,0 +1,50 @@
+"""Fixtures for target-lytics-users tests (helpers live in target_lytics_testkit.py)."""
+
+from __future__ import annotations
+
+import sys
+import typing as t
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox import LyticsSandbox
+
+# --import-mode=importlib keeps test dirs off sys.path; the kit has a unique module name.
+sys.path.insert(0, str(Path(__file__).parent))
+
+from target_lytics_testkit import TOKEN, PoisonLyticsSandbox, RejectingLyticsSandbox
+
+
+@pytest.fixture
+def config(lytics_sandbox: LyticsSandbox) -> dict[str, t.Any]:
+    """Target config pointing at the sandbox with fast retries."""
+    return {
+        "api_token": TOKEN,
+        "api_url": lytics_sandbox.url,
+        "retry_backoff_base": 0.01,
+        "retry_backoff_max": 0.05,
+    }
+
+
+@pytest.fixture
+def rejecting_sandbox() -> Iterator[RejectingLyticsSandbox]:
+    """A started RejectingLyticsSandbox."""
+    server = RejectingLyticsSandbox()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def poison_sandbox() -> Iterator[PoisonLyticsSandbox]:
+    """A started PoisonLyticsSandbox."""
+    server = PoisonLyticsSandbox()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
