@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+import typing as t
+
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
+
+from tap_lytics_audience.scan import ScanLedger
+from tap_lytics_audience.streams import (
+    MEMBER_BASE_FIELDS,
+    AudienceMembersStream,
+    AudienceSnapshotsStream,
+    AudiencesStream,
+)
+
+if t.TYPE_CHECKING:
+    from types import FrameType
 
 
 class TapLyticsAudience(Tap):
@@ -28,7 +44,11 @@ class TapLyticsAudience(Tap):
         th.Property(
             "audiences",
             th.ArrayType(th.StringType),
-            description="Audience slugs or ids whose members are scanned.",
+            description=(
+                "Audience slugs or ids whose members are scanned (fully, on every run). "
+                "Empty or unset: no member scan, only the `audiences` stream. An unknown "
+                "slug or id is a configuration error listing the available slugs."
+            ),
         ),
         th.Property(
             "external_id_field",
@@ -41,11 +61,109 @@ class TapLyticsAudience(Tap):
             th.ArrayType(th.StringType),
             description="Extra profile fields copied into member records.",
         ),
+        th.Property(
+            "page_size",
+            th.IntegerType,
+            default=100,
+            description="Members per scan page (`limit`), 1 to 100.",
+        ),
+        th.Property(
+            "prefetch_pages",
+            th.IntegerType,
+            default=4,
+            description=(
+                "Scan pages fetched ahead in a background thread while the current page is "
+                "emitted (bounded memory). 0 = one page at a time, as the plain SDK does."
+            ),
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType,
+            default=5,
+            description="Retries of one request on 429, 5xx, timeouts and connection errors.",
+        ),
+        th.Property(
+            "backoff_factor",
+            th.NumberType,
+            default=1.0,
+            description="First retry wait in seconds, doubled per retry (plus up to 25% jitter).",
+        ),
+        th.Property(
+            "max_backoff",
+            th.NumberType,
+            default=60.0,
+            description="Longest wait between retries in seconds (a larger Retry-After wins).",
+        ),
+        th.Property(
+            "request_timeout",
+            th.IntegerType,
+            default=60,
+            description="Seconds to wait for one HTTP response.",
+        ),
+        th.Property(
+            "max_scan_restarts",
+            th.IntegerType,
+            default=3,
+            description=(
+                "Times one audience's scan restarts from the start after Lytics reports an "
+                "expired scan cursor, before the run fails."
+            ),
+        ),
+        th.Property(
+            "progress_every_pages",
+            th.IntegerType,
+            default=100,
+            description="Log scan progress every N pages.",
+        ),
     ).to_dict()
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        self.ledger = ScanLedger()
+        self.scan_audience_ids: set[str] = set()
+        super().__init__(*args, **kwargs)
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Validate the schema plus the checks JSON schema cannot express."""
+        errors = super()._validate_config(raise_errors=raise_errors)
+        extra: list[str] = []
+        page_size = self.config.get("page_size", 100)
+        if not isinstance(page_size, int) or not 1 <= page_size <= 100:
+            extra.append(f"Setting `page_size` must be between 1 and 100 (got {page_size!r}).")
+        clash = sorted(set(self.config.get("fields") or []) & set(MEMBER_BASE_FIELDS))
+        if clash:
+            extra.append(
+                f"Setting `fields` may not contain {', '.join(clash)}: these names are "
+                "member record fields set by the tap."
+            )
+        if not str(self.config.get("external_id_field", "braze_id")).strip():
+            extra.append("Setting `external_id_field` must not be empty.")
+        if extra and raise_errors:
+            raise ConfigValidationError(extra[0], errors=extra)
+        return [*errors, *extra]
+
     def discover_streams(self) -> list[Stream]:
-        """Return the tap's streams (filled in by the tap issue)."""
-        return []
+        """Audiences (parent) with member scans and completion snapshots as children."""
+        return [
+            AudiencesStream(self),
+            AudienceMembersStream(self),
+            AudienceSnapshotsStream(self),
+        ]
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # pragma: no cover
+        """On SIGTERM/SIGINT: write state, then exit non-zero (the SDK exits 0).
+
+        An interrupted run did not finish, so the orchestrator must not treat it as a
+        success; no snapshot is emitted for an audience whose scan was cut short.
+        """
+        self.logger.warning(
+            "Interrupted by signal %d: stopping; unfinished audience scans get no snapshot.",
+            signum,
+        )
+        try:
+            self._state_writer.write_state(self.state)
+        finally:
+            sys.stdout.flush()
+            sys.exit(128 + signum if signum in (signal.SIGTERM, signal.SIGINT) else 1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,224 @@
+"""Lytics REST plumbing shared by the streams: auth, errors, retries, cursor paging."""
+
+from __future__ import annotations
+
+import logging
+import random
+import typing as t
+from http import HTTPStatus
+from urllib.parse import urlparse
+
+import orjson
+import requests
+from singer_sdk import RESTStream
+from singer_sdk.authenticators import APIKeyAuthenticator
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.pagination import BaseAPIPaginator
+
+if t.TYPE_CHECKING:
+    from backoff.types import Details
+    from singer_sdk.helpers.types import Context
+
+EXPIRED_CURSOR_MESSAGE = "invalid or expired scan cursor"
+CURSOR_KEYS = ("_next", "next")
+
+
+class LyticsAuthError(FatalAPIError):
+    """Lytics refused the token (401/403): fail fast, never retried."""
+
+
+class ScanCursorExpired(FatalAPIError):
+    """Lytics answered 400 "invalid or expired scan cursor": the scan must restart."""
+
+
+def response_json(response: requests.Response) -> t.Any:
+    """Decode a response body once (orjson) and cache it on the response object.
+
+    Both the record parser and the paginator need the body; the SDK would decode it twice.
+    """
+    cached = getattr(response, "_lytics_json", None)
+    if cached is None:
+        cached = orjson.loads(response.content) if response.content else {}
+        response._lytics_json = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def lytics_message(response: requests.Response) -> str:
+    """Return the `message` of a Lytics error envelope, or a short excerpt of the body."""
+    try:
+        body = response_json(response)
+    except orjson.JSONDecodeError:
+        return response.text[:200]
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])[:500]
+    return ""
+
+
+class LyticsCursorPaginator(BaseAPIPaginator[t.Optional[str]]):  # noqa: UP045
+    """Opaque scan cursor read from `_next` (go-lytics) or `next` (doc text).
+
+    An absent, empty or null cursor ends the scan.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def get_next(self, response: requests.Response) -> str | None:
+        """Return the cursor for the next page, or None on the last page."""
+        body = response_json(response)
+        if not isinstance(body, dict):
+            return None
+        for key in CURSOR_KEYS:
+            value = body.get(key)
+            if value:
+                return str(value)
+        return None
+
+
+class LyticsStream(RESTStream):
+    """Base stream: raw-token auth, safe error messages, bounded retries honouring Retry-After."""
+
+    records_jsonpath = "$.data[*]"
+    extra_retry_statuses: t.Sequence[int] = [HTTPStatus.TOO_MANY_REQUESTS]
+
+    @property
+    def url_base(self) -> str:
+        """Lytics API base URL from `api_url`."""
+        return str(self.config.get("api_url") or "https://api.lytics.io").rstrip("/")
+
+    @property
+    def authenticator(self) -> APIKeyAuthenticator:
+        """Raw token in the `Authorization` header (no "Bearer"), as Lytics expects."""
+        return APIKeyAuthenticator(
+            key="Authorization", value=str(self.config["api_token"]), location="header"
+        )
+
+    @property
+    def timeout(self) -> int:
+        """Per-request timeout in seconds (`request_timeout`)."""
+        return int(self.config.get("request_timeout", 60))
+
+    # --- errors -------------------------------------------------------------------------
+
+    def validate_response(self, response: requests.Response) -> None:
+        """Classify a response: auth errors and expired cursors get their own exceptions."""
+        status = response.status_code
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            msg = (
+                f"Lytics refused the `api_token` setting (HTTP {status} on "
+                f"{urlparse(response.url).path}: {self._redact(lytics_message(response))}). "
+                "Check that `api_token` is a valid, unexpired Lytics API token with read access "
+                "to segments."
+            )
+            raise LyticsAuthError(msg)
+        if (
+            status == HTTPStatus.BAD_REQUEST
+            and EXPIRED_CURSOR_MESSAGE in lytics_message(response).lower()
+        ):
+            raise ScanCursorExpired(self.response_error_message(response))
+        super().validate_response(response)
+
+    def _redact(self, text: str) -> str:
+        token = str(self.config.get("api_token") or "")
+        return text.replace(token, "***") if token else text
+
+    def response_error_message(self, response: requests.Response) -> str:
+        """Status, path (no query) and the Lytics message, with the token redacted.
+
+        The SDK default appends the raw body and header names; we keep only what is safe.
+        """
+        kind = "Client" if response.status_code < HTTPStatus.INTERNAL_SERVER_ERROR else "Server"
+        path = urlparse(response.url).path or self.path
+        msg = f"{response.status_code} {kind} Error: {response.reason} for path: {path}"
+        detail = lytics_message(response)
+        if detail:
+            msg += f": {detail}"
+        return self._redact(msg)
+
+    # --- retries ------------------------------------------------------------------------
+
+    def backoff_max_tries(self) -> int:
+        """Return the attempts per request: 1 + `max_retries`."""
+        return 1 + int(self.config.get("max_retries", 5))
+
+    def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
+        """Exponential backoff capped at `max_backoff`, replaced by Retry-After when sent.
+
+        backoff sends the raised exception into the generator, so the response is in scope.
+        """
+        factor = float(self.config.get("backoff_factor", 1.0))
+        cap = float(self.config.get("max_backoff", 60.0))
+
+        def waits() -> t.Generator[float, t.Any, None]:
+            exc = yield 0.0  # priming send(None)
+            attempt = 0
+            while True:
+                wait = min(cap, factor * (2**attempt))
+                retry_after = _retry_after_seconds(exc)
+                if retry_after is not None:
+                    wait = max(wait, retry_after)  # the server knows best
+                attempt += 1
+                exc = yield wait
+
+        return waits()
+
+    def backoff_jitter(self, value: float) -> float:
+        """Add up to 25 % jitter, never going below the computed wait (so Retry-After holds)."""
+        return value * (1.0 + 0.25 * random.random())
+
+    def backoff_handler(self, details: Details) -> None:
+        """Log a retry without request arguments (they could carry headers)."""
+        exc = details.get("exception")
+        status = (
+            exc.response.status_code
+            if isinstance(exc, RetriableAPIError) and exc.response is not None
+            else type(exc).__name__
+        )
+        self.log(
+            "Retrying %s in %.2fs after attempt %d (%s)",
+            self.path,
+            details.get("wait") or 0.0,
+            details.get("tries") or 0,
+            status,
+            level=logging.WARNING,
+        )
+
+    # --- sending on a given session (used by the prefetch thread) -------------------------
+
+    def send_on(
+        self,
+        session: requests.Session,
+        prepared: requests.PreparedRequest,
+        context: Context | None,
+    ) -> requests.Response:
+        """Send like the SDK's `_request`, but on a caller-owned session (one per thread)."""
+        response = session.send(prepared, timeout=self.timeout, allow_redirects=True)
+        self._write_request_duration_log(
+            endpoint=self.path or "",
+            response=response,
+            context=context,
+            extra_tags=None,
+        )
+        self.validate_response(response)
+        return response
+
+
+def _retry_after_seconds(exc: t.Any) -> float | None:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime  # HTTP-date form
+
+        try:
+            import datetime as dt
+
+            when = parsedate_to_datetime(value)
+            return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        except (TypeError, ValueError):
+            return None

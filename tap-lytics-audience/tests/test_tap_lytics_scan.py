@@ -1,0 +1,448 @@
+"""Behaviour of tap-lytics-audience against the Lytics sandbox."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections import Counter
+
+import pytest
+from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
+from tap_lytics_audience.client import LyticsAuthError, LyticsCursorPaginator
+from tap_lytics_audience.streams import AudienceMembersStream
+from tap_lytics_audience.tap import TapLyticsAudience
+
+
+def parse(ts: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def scan_requests(sandbox, audience_id: str | None = None):
+    reqs = [r for r in sandbox.requests_snapshot() if r.path.endswith("/scan")]
+    if audience_id:
+        reqs = [r for r in reqs if r.path == f"/api/segment/{audience_id}/scan"]
+    return reqs
+
+
+def members(n: int, prefix: str = "u") -> list[dict]:
+    return [
+        {"_uid": f"lu{i}", "braze_id": f"{prefix}{i}", "email": f"{prefix}{i}@x.io"}
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+@pytest.mark.parametrize("cursor_key", ["_next", "next"])
+def test_scan_pages_to_the_end_with_either_cursor_key(
+    lytics_sandbox, tap_runner, make_config, prefetch, cursor_key
+):
+    lytics_sandbox.cursor_key = cursor_key
+    aid = lytics_sandbox.generate_members("big", 250, prefix="b")
+    run = tap_runner(
+        make_config(
+            lytics_sandbox.url,
+            audiences=["big"],
+            page_size=100,
+            prefetch_pages=prefetch,
+            fields=["email"],
+        )
+    )
+    recs = run.records["audience_members"]
+    assert [r["external_id"] for r in recs] == [f"b{i}" for i in range(250)]
+    assert {r["audience_id"] for r in recs} == {aid}
+    assert {r["audience_slug"] for r in recs} == {"big"}
+    assert recs[7]["lytics_uid"] == "lu7"
+    assert recs[7]["email"] == "b7@example.com"
+    assert len({r["scan_id"] for r in recs}) == 1
+    reqs = scan_requests(lytics_sandbox, aid)
+    assert len(reqs) == 3  # 100 + 100 + 50, stopped when the cursor was absent
+    assert [r.query.get("limit") for r in reqs] == ["100"] * 3
+    assert "start" not in reqs[0].query
+    assert reqs[1].query["start"]
+    assert reqs[2].query["start"] != reqs[1].query["start"]
+    assert reqs[0].query["fields"] == "braze_id,_uid,email"
+    assert all(r.headers["authorization"] == "sandbox-lytics-token" for r in reqs)
+    (snap,) = run.records["audience_snapshots"]
+    assert snap["audience_id"] == aid
+    assert snap["member_count"] == 250
+    assert snap["skipped_without_id"] == 0
+    assert snap["scan_id"] == recs[0]["scan_id"]
+    assert snap["started_at"] <= snap["completed_at"]
+
+
+def test_snapshot_comes_after_all_members_of_its_audience(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.add_audience("a", members=members(30, "a"))
+    lytics_sandbox.add_audience("b", members=members(20, "b"))
+    run = tap_runner(make_config(lytics_sandbox.url, audiences=["a", "b"], page_size=7))
+    order = [
+        (m["stream"], m["record"]["audience_slug"])
+        for m in run.messages
+        if m["type"] == "RECORD" and m["stream"] != "audiences"
+    ]
+    snap_a = order.index(("audience_snapshots", "a"))
+    assert all(o == ("audience_members", "a") for o in order[:snap_a])
+    assert len(order[:snap_a]) == 30
+    snaps = run.records["audience_snapshots"]
+    assert Counter(s["audience_slug"] for s in snaps) == {"a": 1, "b": 1}
+    assert order[-1] == ("audience_snapshots", "b")
+
+
+def test_users_without_id_are_counted_skipped_and_logged(
+    lytics_sandbox, tap_runner, make_config, caplog
+):
+    profiles = [
+        {"_uid": "l1", "braze_id": "x1"},
+        {"_uid": "l2"},
+        {"_uid": "l3", "braze_id": ""},
+        {"_uid": "l4", "braze_id": "   "},
+        {"_uid": "l5", "braze_id": None},
+        {"braze_id": 42},
+    ]
+    lytics_sandbox.add_audience("mixed", members=profiles)
+    with caplog.at_level(logging.INFO):
+        run = tap_runner(make_config(lytics_sandbox.url, audiences=["mixed"]))
+    recs = run.records["audience_members"]
+    assert [(r["external_id"], r["lytics_uid"]) for r in recs] == [("x1", "l1"), ("42", None)]
+    (snap,) = run.records["audience_snapshots"]
+    assert (snap["member_count"], snap["skipped_without_id"]) == (2, 4)
+    assert any(
+        "4 members skipped" in r.getMessage() and "braze_id" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_custom_external_id_field(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.add_audience(
+        "e", members=[{"email": "a@x.io", "braze_id": "b"}, {"braze_id": "c"}]
+    )
+    run = tap_runner(make_config(lytics_sandbox.url, audiences=["e"], external_id_field="email"))
+    assert [r["external_id"] for r in run.records["audience_members"]] == ["a@x.io"]
+    assert run.records["audience_snapshots"][0]["skipped_without_id"] == 1
+
+
+def test_unknown_audience_is_a_configuration_error_listing_slugs(
+    lytics_sandbox, tap_runner, make_config
+):
+    lytics_sandbox.add_audience("high_value", members=members(3))
+    lytics_sandbox.add_audience("churn_risk", members=[])
+    run = tap_runner(
+        make_config(lytics_sandbox.url, audiences=["high_value", "nope"]), expect_error=True
+    )
+    assert isinstance(run.error, ConfigValidationError)
+    text = str(run.error)
+    assert "'nope'" in text
+    assert "`audiences`" in text
+    assert "churn_risk" in text
+    assert "high_value" in text
+    assert scan_requests(lytics_sandbox) == []
+    assert run.records["audience_snapshots"] == []
+
+
+def test_audiences_accepts_ids_and_merges_duplicates(lytics_sandbox, tap_runner, make_config):
+    aid = lytics_sandbox.add_audience("by_id", members=members(5))
+    run = tap_runner(make_config(lytics_sandbox.url, audiences=[aid, "by_id"]))
+    assert len(run.records["audience_members"]) == 5
+    assert len(run.records["audience_snapshots"]) == 1
+    assert len(scan_requests(lytics_sandbox)) == 1
+
+
+def test_empty_audience_gets_a_zero_snapshot(lytics_sandbox, tap_runner, make_config):
+    aid = lytics_sandbox.add_audience("nobody", members=[])
+    run = tap_runner(make_config(lytics_sandbox.url, audiences=["nobody"]))
+    assert run.records["audience_members"] == []
+    (snap,) = run.records["audience_snapshots"]
+    assert (snap["audience_id"], snap["member_count"], snap["skipped_without_id"]) == (aid, 0, 0)
+    assert len(scan_requests(lytics_sandbox, aid)) == 1
+
+
+def test_no_configured_audiences_scans_nothing(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.add_audience("a", members=members(3))
+    run = tap_runner(make_config(lytics_sandbox.url))
+    assert [r["slug_name"] for r in run.records["audiences"]] == ["a"]
+    assert run.records["audience_members"] == []
+    assert run.records["audience_snapshots"] == []
+    assert scan_requests(lytics_sandbox) == []
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_transient_errors_are_retried(lytics_sandbox, tap_runner, make_config, status):
+    aid = lytics_sandbox.generate_members("r", 120)
+    lytics_sandbox.fail_next(2, status=status, path_prefix=f"/api/segment/{aid}/scan")
+    lytics_sandbox.fail_next(1, status=status, path_prefix="/api/segment")
+    run = tap_runner(make_config(lytics_sandbox.url, audiences=["r"], max_retries=3))
+    assert len(run.records["audience_members"]) == 120
+    assert run.records["audience_snapshots"][0]["member_count"] == 120
+    statuses = [r.status for r in lytics_sandbox.requests_snapshot()]
+    assert statuses.count(status) == 3
+    assert lytics_sandbox.stats_snapshot()["faults"] == 3
+
+
+def test_rate_limit_429_from_the_server_is_retried(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.generate_members("rl", 500)
+    lytics_sandbox.rate_limit = 2
+    lytics_sandbox.rate_limit_window = 0.2
+    run = tap_runner(
+        make_config(
+            lytics_sandbox.url,
+            audiences=["rl"],
+            max_retries=8,
+            backoff_factor=0.05,
+            max_backoff=0.3,
+        )
+    )
+    assert len(run.records["audience_members"]) == 500
+    assert lytics_sandbox.stats_snapshot()["rate_limited"] > 0
+    assert run.records["audience_snapshots"][0]["member_count"] == 500
+
+
+def test_retries_are_bounded_and_a_crash_emits_no_snapshot(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.add_audience("done_first", members=members(3))
+    aid = lytics_sandbox.generate_members("crash", 500)
+    config = make_config(
+        lytics_sandbox.url,
+        audiences=["done_first", "crash"],
+        page_size=100,
+        max_retries=2,
+        prefetch_pages=2,
+    )
+    calls = {"n": 0}
+    original = LyticsCursorPaginator.get_next
+
+    def failing_after_two_pages(self, response):
+        token = original(self, response)
+        if response.url.split("?")[0].endswith(f"{aid}/scan"):
+            calls["n"] += 1
+            if calls["n"] == 2:  # every later request of this scan fails with 500
+                lytics_sandbox.fail_next(1000, status=500, path_prefix=f"/api/segment/{aid}/scan")
+        return token
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LyticsCursorPaginator, "get_next", failing_after_two_pages)
+        run = tap_runner(config, expect_error=True)
+    assert isinstance(run.error, RetriableAPIError)
+    crash_reqs = scan_requests(lytics_sandbox, aid)
+    assert len(crash_reqs) == 2 + 3  # two pages, then 1 + max_retries attempts
+    crashed = [r for r in run.records["audience_members"] if r["audience_id"] == aid]
+    assert len(crashed) == 200
+    snaps = run.records["audience_snapshots"]
+    assert [s["audience_slug"] for s in snaps] == ["done_first"]
+    assert "sandbox-lytics-token" not in str(run.error)
+
+
+@pytest.mark.parametrize("prefetch", [0, 4])
+def test_expired_cursor_restarts_the_scan_with_a_new_scan_id(
+    lytics_sandbox, tap_runner, make_config, caplog, prefetch
+):
+    aid = lytics_sandbox.generate_members("exp", 95)
+    calls = {"n": 0}
+    original = LyticsCursorPaginator.get_next
+
+    def expire_after_page_two(self, response):
+        token = original(self, response)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            lytics_sandbox.expire_cursors()
+        return token
+
+    config = make_config(
+        lytics_sandbox.url, audiences=["exp"], page_size=20, prefetch_pages=prefetch
+    )
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.WARNING):
+        mp.setattr(LyticsCursorPaginator, "get_next", expire_after_page_two)
+        run = tap_runner(config)
+    recs = run.records["audience_members"]
+    scan_ids = list(dict.fromkeys(r["scan_id"] for r in recs))
+    assert len(scan_ids) == 2
+    first, second = scan_ids
+    assert sum(r["scan_id"] == first for r in recs) == 40  # two pages before the cursor expired
+    assert [r["external_id"] for r in recs if r["scan_id"] == second] == [
+        f"user{i}" for i in range(95)
+    ]
+    (snap,) = run.records["audience_snapshots"]
+    assert (snap["scan_id"], snap["member_count"]) == (second, 95)
+    statuses = [r.status for r in scan_requests(lytics_sandbox, aid)]
+    assert statuses.count(400) == 1
+    assert any(
+        "expired" in r.getMessage() and "restarting" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_cursor_expiring_forever_fails_after_bounded_restarts(
+    lytics_sandbox, tap_runner, make_config
+):
+    aid = lytics_sandbox.generate_members("flaky", 50)
+    original = LyticsCursorPaginator.get_next
+
+    def always_expire(self, response):
+        token = original(self, response)
+        lytics_sandbox.expire_cursors()
+        return token
+
+    config = make_config(lytics_sandbox.url, audiences=["flaky"], page_size=10, max_scan_restarts=2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LyticsCursorPaginator, "get_next", always_expire)
+        run = tap_runner(config, expect_error=True)
+    assert isinstance(run.error, FatalAPIError)
+    assert "max_scan_restarts" in str(run.error)
+    assert run.records["audience_snapshots"] == []
+    assert [r.status for r in scan_requests(lytics_sandbox, aid)].count(400) == 3
+
+
+def test_membership_change_mid_scan_invalidates_cursor_and_restarts(
+    lytics_sandbox, tap_runner, make_config
+):
+    lytics_sandbox.add_audience("live", members=members(30, "old"))
+    original = LyticsCursorPaginator.get_next
+    calls = {"n": 0}
+
+    def change_after_first_page(self, response):
+        token = original(self, response)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            lytics_sandbox.set_members("live", members(25, "new"))
+        return token
+
+    config = make_config(lytics_sandbox.url, audiences=["live"], page_size=10, prefetch_pages=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LyticsCursorPaginator, "get_next", change_after_first_page)
+        run = tap_runner(config)
+    (snap,) = run.records["audience_snapshots"]
+    final = [
+        r["external_id"] for r in run.records["audience_members"] if r["scan_id"] == snap["scan_id"]
+    ]
+    assert final == [f"new{i}" for i in range(25)]
+    assert snap["member_count"] == 25
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_errors_fail_fast_without_leaking_the_token(
+    lytics_sandbox, tap_runner, make_config, caplog, status
+):
+    lytics_sandbox.add_audience("a", members=members(3))
+    if status == 401:
+        config = make_config(
+            lytics_sandbox.url, audiences=["a"], api_token="wrong-SECRET-token-xyz"
+        )
+    else:
+        config = make_config(lytics_sandbox.url, audiences=["a"])
+        lytics_sandbox.fail_next(1, status=403, path_prefix="/api/segment")
+    with caplog.at_level(logging.DEBUG):
+        run = tap_runner(config, expect_error=True)
+    assert isinstance(run.error, LyticsAuthError)
+    assert "`api_token`" in str(run.error)
+    assert f"HTTP {status}" in str(run.error)
+    assert len(lytics_sandbox.requests_snapshot()) == 1  # no retry
+    secret = config["api_token"]
+    assert secret not in str(run.error)
+    assert secret not in run.stdout
+    assert secret not in caplog.text
+
+
+def test_audiences_stream_is_incremental_on_updated(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.add_audience("one", members=members(2))
+    lytics_sandbox.add_audience("two", members=members(2))
+    lytics_sandbox.add_audience("three", members=members(2))
+    run1 = tap_runner(make_config(lytics_sandbox.url))
+    assert sorted(r["slug_name"] for r in run1.records["audiences"]) == ["one", "three", "two"]
+    final = run1.states[-1]
+    bookmark = final["bookmarks"]["audiences"]
+    newest = max(r["updated"] for r in run1.records["audiences"])
+    assert bookmark["replication_key"] == "updated"
+    assert parse(bookmark["replication_key_value"]) == parse(newest)
+    assert "progress_markers" not in bookmark
+
+    run2 = tap_runner(make_config(lytics_sandbox.url), state=final)
+    assert run2.records["audiences"] == []
+    assert parse(run2.states[-1]["bookmarks"]["audiences"]["replication_key_value"]) == parse(
+        newest
+    )
+
+    lytics_sandbox.set_members("two", members(4))  # bumps `updated`
+    run3 = tap_runner(make_config(lytics_sandbox.url), state=run2.states[-1])
+    assert [r["slug_name"] for r in run3.records["audiences"]] == ["two"]
+    assert parse(run3.states[-1]["bookmarks"]["audiences"]["replication_key_value"]) > parse(newest)
+
+    # configured audiences are scanned (and their definition re-emitted) on every run
+    run4 = tap_runner(make_config(lytics_sandbox.url, audiences=["one"]), state=run3.states[-1])
+    assert [r["slug_name"] for r in run4.records["audiences"]] == ["one"]
+    assert len(run4.records["audience_members"]) == 2
+    assert run4.records["audience_snapshots"][0]["member_count"] == 2
+
+
+def test_audience_records_carry_the_segment_definition(lytics_sandbox, tap_runner, make_config):
+    aid = lytics_sandbox.add_audience(
+        "hv", name="High value", description="big spenders", members=[]
+    )
+    run = tap_runner(make_config(lytics_sandbox.url))
+    (rec,) = run.records["audiences"]
+    assert rec["id"] == aid
+    assert (rec["slug_name"], rec["name"], rec["description"], rec["table"]) == (
+        "hv",
+        "High value",
+        "big spenders",
+        "user",
+    )
+    assert rec["segment_ql"]
+    assert rec["created"]
+    assert rec["updated"]
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"page_size": 500}, "page_size"),
+        ({"page_size": 0}, "page_size"),
+        ({"fields": ["email", "external_id"]}, "fields"),
+        ({"external_id_field": " "}, "external_id_field"),
+    ],
+)
+def test_bad_settings_are_clear_errors(make_config, override, fragment):
+    with pytest.raises(ConfigValidationError) as err:
+        TapLyticsAudience(config=make_config("http://127.0.0.1:9", **override))
+    assert fragment in str(err.value)
+
+
+def test_retry_after_is_honoured_by_the_wait_generator(make_config):
+    import requests as rq
+
+    tap = TapLyticsAudience(
+        config=make_config("http://127.0.0.1:9", backoff_factor=0.5, max_backoff=4)
+    )
+    stream = tap.streams["audience_members"]
+    assert isinstance(stream, AudienceMembersStream)
+    gen = stream.backoff_wait_generator()
+    gen.send(None)
+
+    def exc_with(headers):
+        resp = rq.Response()
+        resp.status_code = 429
+        resp.headers.update(headers)
+        return RetriableAPIError("429", resp)
+
+    assert gen.send(exc_with({})) == 0.5
+    assert gen.send(exc_with({"Retry-After": "3"})) == 3.0
+    assert gen.send(exc_with({})) == 2.0
+    assert gen.send(exc_with({})) == 4.0
+    assert gen.send(exc_with({})) == 4.0  # capped
+    for value in (1.0, 3.0):
+        jittered = [stream.backoff_jitter(value) for _ in range(50)]
+        assert all(value <= j <= value * 1.25 for j in jittered)
+    assert stream.backoff_max_tries() == 6
+
+
+def test_profile_fields_are_rendered_as_nullable_strings(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.add_audience(
+        "f",
+        members=[
+            {"braze_id": "a", "segments": ["x", "y"], "score": 3, "vip": True, "email": "a@x.io"},
+            {"braze_id": "b"},
+        ],
+    )
+    run = tap_runner(
+        make_config(
+            lytics_sandbox.url, audiences=["f"], fields=["segments", "score", "vip", "email"]
+        )
+    )
+    a, b = run.records["audience_members"]
+    assert (a["segments"], a["score"], a["vip"], a["email"]) == ('["x","y"]', "3", "true", "a@x.io")
+    assert (b["segments"], b["score"], b["vip"], b["email"]) == (None, None, None, None)
