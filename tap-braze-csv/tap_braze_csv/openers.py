@@ -1,0 +1,416 @@
+"""Open what Braze delivers: CSV, zip of CSVs, gzip, any of them PGP-encrypted.
+
+`iter_csv_members(ref, raw, config)` yields `(member, text stream)` pairs: member is "" for a
+plain or gzipped CSV and the zip member's name for zips. Everything streams: zips are read in
+place when the input is seekable (local files) and otherwise spooled to an anonymous temporary
+file; PGP files are decrypted by `gpg` (python-gnupg) into a private temporary directory that is
+removed afterwards. Failures, including ones that only show up mid-read (a CRC mismatch at the
+end of a zip member, a truncated gzip, bytes that are not UTF-8), become `BrazeCsvError`s that
+name the file and member. Key material and passphrases never reach messages, logs or file names.
+
+Close the generator (`contextlib.closing`) if you stop before the end, so temporary files go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import logging
+import os
+import posixpath
+import shutil
+import subprocess
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO, cast
+
+from tap_braze_csv.errors import BrazeCsvError
+from tap_braze_csv.sources import FileRef
+
+logger = logging.getLogger(__name__)
+
+PGP_SUFFIXES = (".pgp", ".gpg", ".asc")
+ZIP_SUFFIXES = (".zip",)
+GZIP_SUFFIXES = (".gz", ".gzip")
+CSV_ENCODING = "utf-8-sig"
+SPOOL_CHUNK = 1024 * 1024
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_GZIP_MAGIC = b"\x1f\x8b"
+_ARMOR_MAGIC = b"-----BEGIN PGP MESSAGE"
+
+
+class _DropSecretsFromGnupgLogs(logging.Filter):
+    """python-gnupg logs the first 256 characters of imported key data at DEBUG: drop those."""
+
+    _LEAKY = ("import_keys: ", "scan_keys: ", "chunk: ", "verify_data: ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        return not (isinstance(msg, str) and msg.startswith(self._LEAKY))
+
+
+_gnupg_logger = logging.getLogger("gnupg")
+if not any(isinstance(f, _DropSecretsFromGnupgLogs) for f in _gnupg_logger.filters):
+    _gnupg_logger.addFilter(_DropSecretsFromGnupgLogs())
+
+
+def iter_csv_members(
+    ref: FileRef, raw: BinaryIO, config: Mapping[str, Any]
+) -> Iterator[tuple[str, TextIO]]:
+    """Yield (member name, text stream) for each CSV inside one input file.
+
+    Text streams are opened `encoding="utf-8-sig", newline=""` (ready for `csv.reader`) and are
+    closed when the next member is yielded or the generator ends.
+    """
+    with contextlib.ExitStack() as stack:
+        name = posixpath.basename(ref.path)
+        kind = _kind(name, raw)
+        if kind == "pgp":
+            raw = stack.enter_context(_decrypted(ref, raw, config))
+            name = _strip_suffix(name, PGP_SUFFIXES)
+            kind = _kind(name, raw)
+            if kind == "pgp":
+                raise BrazeCsvError(f"{ref.uri}: is encrypted twice (PGP inside PGP)")
+        if kind == "zip":
+            yield from _zip_members(ref, raw, stack)
+        elif kind == "gzip":
+            yield "", _guarded_text(ref, "", cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb")))
+        else:
+            yield "", _guarded_text(ref, "", raw)
+
+
+def _strip_suffix(name: str, suffixes: tuple[str, ...]) -> str:
+    lower = name.lower()
+    for suffix in suffixes:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _peek(raw: BinaryIO, n: int) -> bytes:
+    peek = getattr(raw, "peek", None)
+    if peek is not None:
+        try:
+            return bytes(peek(n)[:n])
+        except (OSError, ValueError):
+            return b""
+    if raw.seekable():
+        pos = raw.tell()
+        head = raw.read(n)
+        raw.seek(pos)
+        return head
+    return b""
+
+
+def _kind(name: str, raw: BinaryIO) -> str:
+    """Tell what a file is ("zip", "gzip", "pgp" or "csv") from its first bytes, else its name."""
+    head = _peek(raw, len(_ARMOR_MAGIC))
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ARMOR_MAGIC):
+        return "pgp"
+    lower = name.lower()
+    if lower.endswith(PGP_SUFFIXES):
+        return "pgp"
+    if lower.endswith(ZIP_SUFFIXES):
+        return "zip"
+    if lower.endswith(GZIP_SUFFIXES):
+        return "gzip"
+    return "csv"
+
+
+def _where(ref: FileRef, member: str) -> str:
+    return f"{ref.uri} (zip member {member})" if member else ref.uri
+
+
+# --------------------------------------------------------------------------------------------
+# Text streams that turn mid-read failures into BrazeCsvError
+
+
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, OSError)
+
+
+class _GuardedText:
+    """A text stream whose read errors (corrupt zip/gzip data, non-UTF-8 bytes) name the file.
+
+    Iteration delegates to the underlying TextIOWrapper with `yield from`, so `csv.reader`
+    reads lines at C speed.
+    """
+
+    def __init__(self, inner: io.TextIOWrapper, where: str) -> None:
+        self._inner = inner
+        self.where = where
+
+    def _error(self, exc: BaseException) -> BrazeCsvError:
+        where = self.where
+        if isinstance(exc, UnicodeDecodeError):
+            return BrazeCsvError(
+                f"{where}: is not UTF-8 text ({exc.reason}); export or convert it as UTF-8"
+            )
+        if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
+            return BrazeCsvError(f"{where}: corrupt compressed data ({exc})")
+        if isinstance(exc, EOFError):
+            return BrazeCsvError(f"{where}: truncated: the data ends before its end marker")
+        if isinstance(exc, zipfile.BadZipFile):
+            return BrazeCsvError(f"{where}: corrupt or truncated zip data ({exc})")
+        return BrazeCsvError(f"{where}: read error ({type(exc).__name__}: {exc})")
+
+    @property
+    def name(self) -> str:
+        return self.where
+
+    @property
+    def encoding(self) -> str:
+        return self._inner.encoding
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        try:
+            return self._inner.read(size)
+        except _READ_ERRORS as exc:
+            raise self._error(exc) from None
+
+    def readline(self, size: int = -1) -> str:
+        try:
+            return self._inner.readline(size)
+        except _READ_ERRORS as exc:
+            raise self._error(exc) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return self._lines()
+
+    def __next__(self) -> str:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def _lines(self) -> Iterator[str]:
+        try:
+            yield from self._inner
+        except _READ_ERRORS as exc:
+            raise self._error(exc) from None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._inner.close()
+
+    def __enter__(self) -> _GuardedText:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _guarded_text(ref: FileRef, member: str, binary: BinaryIO) -> TextIO:
+    text = io.TextIOWrapper(
+        cast(Any, binary), encoding=CSV_ENCODING, newline="", write_through=False
+    )
+    return cast(TextIO, _GuardedText(text, _where(ref, member)))
+
+
+# --------------------------------------------------------------------------------------------
+# Zip
+
+
+def _is_junk(name: str) -> bool:
+    base = posixpath.basename(name)
+    return name.startswith("__MACOSX/") or "/__MACOSX/" in name or base.startswith("._")
+
+
+def _seekable_copy(ref: FileRef, raw: BinaryIO, stack: contextlib.ExitStack) -> BinaryIO:
+    """Return the input itself when seekable, else an anonymous temporary copy of it."""
+    try:
+        if raw.seekable():
+            return raw
+    except (AttributeError, ValueError, OSError):
+        pass
+    spool = stack.enter_context(tempfile.TemporaryFile(prefix="tap-braze-csv-"))  # noqa: SIM115
+    try:
+        shutil.copyfileobj(raw, spool, SPOOL_CHUNK)
+    except BrazeCsvError:
+        raise
+    except OSError as exc:
+        raise BrazeCsvError(f"{ref.uri}: could not be copied to a temporary file ({exc})") from None
+    spool.seek(0)
+    return cast(BinaryIO, spool)
+
+
+def _zip_members(
+    ref: FileRef, raw: BinaryIO, stack: contextlib.ExitStack
+) -> Iterator[tuple[str, TextIO]]:
+    source = _seekable_copy(ref, raw, stack)
+    try:
+        archive = stack.enter_context(zipfile.ZipFile(source))
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise BrazeCsvError(
+            f"{ref.uri}: is not a readable zip file: truncated or corrupt ({exc})"
+        ) from None
+    files = [
+        info for info in archive.infolist() if not info.is_dir() and not _is_junk(info.filename)
+    ]
+    members = sorted(
+        (info for info in files if info.filename.lower().endswith(".csv")),
+        key=lambda info: info.filename,
+    )
+    if not members:
+        listed = ", ".join(info.filename for info in files[:10]) or "nothing"
+        raise BrazeCsvError(f"{ref.uri}: the zip holds no .csv file (it holds: {listed})")
+    for info in members:
+        where = _where(ref, info.filename)
+        if info.flag_bits & 0x1:
+            raise BrazeCsvError(f"{where}: is password-protected; zip encryption is not supported")
+        try:
+            member = archive.open(info)
+        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, zlib.error) as exc:
+            raise BrazeCsvError(
+                f"{where}: cannot be opened: corrupt or truncated ({exc})"
+            ) from None
+        text = _guarded_text(ref, info.filename, cast(BinaryIO, member))
+        try:
+            yield info.filename, text
+        finally:
+            text.close()
+
+
+# --------------------------------------------------------------------------------------------
+# PGP
+
+
+class _RecordingReader(io.RawIOBase):
+    """Pass reads through, keeping the first error: python-gnupg's feeder thread swallows them."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__()
+        self._inner = inner
+        self.error: BaseException | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._inner.read(size)
+        except BaseException as exc:
+            self.error = self.error or exc
+            raise
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _pgp_key_data(config: Mapping[str, Any]) -> bytes | str | None:
+    value = config.get("pgp_private_key")
+    if not value:
+        return None
+    if "-----BEGIN PGP" in value:
+        return str(value)
+    if "\n" not in value and len(value) < 4096:
+        path = Path(value.strip()).expanduser()
+        with contextlib.suppress(OSError, ValueError):
+            if path.is_file():
+                return path.read_bytes()  # armoured or binary
+    raise BrazeCsvError(
+        "pgp_private_key is neither an armoured PGP private key "
+        "(-----BEGIN PGP PRIVATE KEY BLOCK-----) nor the path of a readable key file"
+    )
+
+
+def _stop_agent(home: str) -> None:
+    gpgconf = shutil.which("gpgconf")
+    if gpgconf:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                [gpgconf, "--homedir", home, "--kill", "gpg-agent"],
+                capture_output=True,
+                check=False,
+                timeout=30,
+            )
+
+
+@contextlib.contextmanager
+def _decrypted(ref: FileRef, raw: BinaryIO, config: Mapping[str, Any]) -> Iterator[BinaryIO]:
+    """Decrypt a PGP file into a private temporary directory; yield the plaintext file."""
+    import gnupg  # deferred: only PGP inputs need it
+
+    key_data = _pgp_key_data(config)
+    if key_data is None:
+        raise BrazeCsvError(f"{ref.uri}: is PGP-encrypted but pgp_private_key is not set")
+    passphrase = config.get("pgp_passphrase") or None
+    home = tempfile.mkdtemp(prefix="tap-braze-csv-gpg-")
+    os.chmod(home, 0o700)
+    try:
+        try:
+            gpg = gnupg.GPG(gnupghome=home)
+        except (OSError, ValueError, RuntimeError):
+            raise BrazeCsvError(
+                f"{ref.uri}: is PGP-encrypted; decrypting it needs the gpg program (GnuPG), "
+                "which could not be run (install gnupg)"
+            ) from None
+        imported = gpg.import_keys(key_data, passphrase=passphrase)
+        if not imported.sec_imported:
+            raise BrazeCsvError(
+                "pgp_private_key holds no PGP private key (a public key cannot decrypt); "
+                f"needed for {ref.uri}"
+            )
+        fingerprints = ", ".join(sorted(set(imported.fingerprints)))
+        plaintext = os.path.join(home, "plaintext")
+        feeder = _RecordingReader(raw)
+        result = gpg.decrypt_file(
+            feeder, passphrase=passphrase, output=plaintext, always_trust=True
+        )
+        if feeder.error is not None:
+            if isinstance(feeder.error, BrazeCsvError):
+                raise feeder.error
+            raise BrazeCsvError(
+                f"{ref.uri}: read error while decrypting ({type(feeder.error).__name__}: "
+                f"{feeder.error})"
+            )
+        if not result.ok or result.returncode not in (0, None):
+            raise BrazeCsvError(_decrypt_failure(ref, result, fingerprints, passphrase))
+        logger.debug("Decrypted %s with key %s", ref.uri, fingerprints)
+        with open(plaintext, "rb") as handle:
+            yield cast(BinaryIO, handle)
+    finally:
+        _stop_agent(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _decrypt_failure(ref: FileRef, result: Any, fingerprints: str, passphrase: str | None) -> str:
+    status = str(result.status or "")
+    stderr = str(result.stderr or "")
+    if status == "no data was provided" or "no valid OpenPGP data" in stderr:
+        return f"{ref.uri}: is not a PGP-encrypted file (no OpenPGP data found)"
+    if "Bad passphrase" in stderr:
+        return f"{ref.uri}: pgp_passphrase is wrong for pgp_private_key (key {fingerprints})"
+    if status == "no secret key" or "NO_SECKEY" in stderr:
+        return (
+            f"{ref.uri}: is encrypted for PGP key {result.key_id or '(unknown)'}, which "
+            f"pgp_private_key (key {fingerprints}) cannot decrypt: wrong pgp_private_key"
+        )
+    if passphrase is None and "pkdecrypt_failed" in stderr:
+        return (
+            f"{ref.uri}: pgp_private_key (key {fingerprints}) is passphrase-protected: "
+            "set pgp_passphrase"
+        )
+    if "pkdecrypt_failed" in stderr:
+        return f"{ref.uri}: pgp_private_key (key {fingerprints}) could not decrypt the file"
+    return (
+        f"{ref.uri}: PGP decryption failed ({status or 'gpg error'}); the file is probably "
+        "truncated or corrupt"
+    )
