@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+
+from tap_braze_csv.columns import COLUMN_TYPES, validate_column_types
+from tap_braze_csv.streams import BrazeUsersStream, build_schema, peek_header_columns
 
 
 class TapBrazeCsv(Tap):
@@ -28,6 +33,13 @@ class TapBrazeCsv(Tap):
                 th.Property("private_key", th.StringType, secret=True),
                 th.Property("private_key_passphrase", th.StringType, secret=True),
                 th.Property("known_hosts", th.StringType),
+                th.Property(
+                    "allow_unknown_host_key",
+                    th.BooleanType,
+                    default=False,
+                    description="Accept a server whose host key is not in `known_hosts` "
+                    "(logged with its fingerprint). Off: an unknown key is an error.",
+                ),
             ),
             description="SFTP server to read `paths` from.",
         ),
@@ -49,11 +61,77 @@ class TapBrazeCsv(Tap):
             default="braze_users",
             description="Name of the output stream.",
         ),
+        th.Property(
+            "on_bad_row",
+            th.StringType(allowed_values=["fail", "skip"]),
+            default="fail",
+            description="A row with a broken quote, a wrong field count or a cell that does "
+            "not convert: `fail` stops with the file and line; `skip` logs it, counts it and "
+            "goes on.",
+        ),
+        th.Property(
+            "column_types",
+            th.ObjectType(additional_properties=th.StringType(allowed_values=list(COLUMN_TYPES))),
+            description="Type of custom attribute columns, by header or output name: "
+            "`string` (default), `integer`, `number`, `boolean`, `date`, `date-time`. "
+            'Example: `{"Lifetime Value": "number", "vip": "boolean"}`.',
+        ),
+        th.Property(
+            "encoding",
+            th.StringType,
+            default="utf-8-sig",
+            description="Text encoding of the CSV files (a UTF-8 BOM is removed either way).",
+        ),
+        th.Property(
+            "delimiter",
+            th.StringType,
+            default=",",
+            description="CSV field delimiter.",
+        ),
+        th.Property(
+            "segment_name_regex",
+            th.StringType,
+            description="Python regex searched in the file name (extensions removed) whose "
+            "`segment` group (or group 1) is the `segment_name` field. Default: see README.",
+        ),
+        th.Property(
+            "fast_writer",
+            th.BooleanType,
+            default=True,
+            description="Write records with the tap's buffered orjson writer when no stream "
+            "maps or flattening are configured. Off: every record goes through the SDK's "
+            "standard (slower) record path.",
+        ),
     ).to_dict()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._validate_settings()
+
+    def _validate_settings(self) -> None:
+        column_types = self.config.get("column_types") or {}
+        validate_column_types(column_types)
+        delimiter = self.config.get("delimiter") or ","
+        if len(delimiter) != 1:
+            msg = f"delimiter: must be one character, got {delimiter!r}"
+            raise ValueError(msg)
+
     def discover_streams(self) -> list[Stream]:
-        """Return the tap's streams (filled in by the tap issue)."""
-        return []
+        """One stream; its schema has the Braze columns plus the first file's custom columns.
+
+        With an input catalog holding the stream, its schema is used as is (no file is opened).
+        """
+        name = self.config.get("stream_name") or "braze_users"
+        catalog = self.input_catalog
+        entry = catalog.get_stream(name) if catalog is not None else None
+        if entry is not None and entry.schema is not None:
+            schema = entry.schema.to_dict()
+        else:
+            column_types = self.config.get("column_types") or {}
+            validate_column_types(column_types)
+            header = peek_header_columns(self.config, self.logger)
+            schema = build_schema(header, column_types)
+        return [BrazeUsersStream(tap=self, schema=schema, name=name)]
 
 
 if __name__ == "__main__":
