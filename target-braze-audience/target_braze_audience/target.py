@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import typing as t
+
 from singer_sdk import typing as th
-from singer_sdk.sinks import BatchSink
+from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.target_base import Target
 
+from target_braze_audience.client import BrazeClient, BrazeSettingError
+from target_braze_audience.deltas import (
+    DeliveryIncompleteError,
+    DeltaEngine,
+    EngineSettings,
+    RunSummary,
+    TargetTerminatedError,
+)
+from target_braze_audience.sinks import BrazeAudienceSink, OrjsonSingerReader
+from target_braze_audience.store import MembershipStore, StoreMismatchError
 
-class PlaceholderSink(BatchSink):
-    """Placeholder until the target issue lands: refuses to load anything."""
+if t.TYPE_CHECKING:
+    from types import FrameType
 
-    def process_batch(self, context: dict) -> None:
-        """Refuse: nothing is implemented yet."""
-        msg = "target-braze-audience is not implemented yet"
-        raise NotImplementedError(msg)
+    from singer_sdk.sinks import Sink
+
+IDENTIFIERS = ["external_id", "braze_id", "email", "phone", "user_alias"]
 
 
 class TargetBrazeAudience(Target):
     """Writes audience membership to a Braze array attribute as add/remove deltas."""
 
     name = "target-braze-audience"
-    default_sink_class = PlaceholderSink
+    default_sink_class = BrazeAudienceSink
+    message_reader_class = OrjsonSingerReader
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -46,7 +60,10 @@ class TargetBrazeAudience(Target):
             "backfill_existing_users",
             th.BooleanType,
             default=True,
-            description="First sync sends current members (true) or takes them as a silent baseline (false).",
+            description=(
+                "First complete snapshot of an audience sends its current members (true) "
+                "or records them as a silent baseline, sending only later enters and exits (false)."
+            ),
         ),
         th.Property(
             "update_existing_only",
@@ -57,21 +74,246 @@ class TargetBrazeAudience(Target):
         th.Property(
             "store_url",
             th.StringType,
-            description="Membership store: a SQLite file path or a SQLAlchemy URL (postgresql://...).",
+            secret=True,
+            description=(
+                "Membership store: a SQLite file path or a SQLAlchemy URL "
+                "(`postgresql://user:pass@host/db`). Default: `.braze_audience_store.sqlite` "
+                "in the working directory."
+            ),
         ),
         th.Property(
             "batch_size",
-            th.IntegerType,
+            th.IntegerType(minimum=1, maximum=75),
             default=75,
-            description="Attribute objects per /users/track request (at most 75).",
+            description="Attribute objects (users) per /users/track request (at most 75).",
         ),
         th.Property(
             "dry_run",
             th.BooleanType,
             default=False,
-            description="Compute and report deltas; send nothing and change no store.",
+            description=(
+                "Compute and report deltas; send nothing, change no store, emit no STATE."
+            ),
+        ),
+        th.Property(
+            "identifier_field",
+            th.StringType(allowed_values=IDENTIFIERS),
+            default="external_id",
+            description=(
+                "Braze identifier the record's id is sent as: external_id, braze_id, email, "
+                "phone or user_alias (with `alias_label`)."
+            ),
+        ),
+        th.Property(
+            "alias_label",
+            th.StringType,
+            description="`alias_label` of the user alias when identifier_field is user_alias.",
+        ),
+        th.Property(
+            "external_id_field",
+            th.StringType,
+            default="external_id",
+            description="Record field holding the user's identifier.",
+        ),
+        th.Property(
+            "audience_field",
+            th.StringType,
+            default="audience_slug",
+            description="Record field holding the audience (the stream name when absent).",
+        ),
+        th.Property(
+            "snapshot_stream",
+            th.StringType,
+            default="audience_snapshots",
+            description="Stream carrying the tap's completion signal (member_count per scan).",
+        ),
+        th.Property(
+            "ignore_streams",
+            th.ArrayType(th.StringType),
+            default=["audiences"],
+            description="Streams that carry no membership (e.g. the tap's audience definitions).",
+        ),
+        th.Property(
+            "max_concurrency",
+            th.IntegerType(minimum=1, maximum=32),
+            default=4,
+            description="Requests in flight at once.",
+        ),
+        th.Property(
+            "rate_limit_per_second",
+            th.NumberType(minimum=0),
+            default=50,
+            description=(
+                "Client-side cap on /users/track requests per second (0 = none). Braze "
+                "also paces us through X-RateLimit-* headers and 429s."
+            ),
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType(minimum=0),
+            default=5,
+            description="Retries of a request on 5xx, timeouts and connection errors.",
+        ),
+        th.Property(
+            "max_rate_limit_retries",
+            th.IntegerType(minimum=0),
+            default=30,
+            description="Waits (until X-RateLimit-Reset) after 429 before a request is given up.",
+        ),
+        th.Property(
+            "request_timeout",
+            th.NumberType(minimum=0),
+            default=30,
+            description="Seconds before an HTTP request times out (then retried).",
+        ),
+        th.Property(
+            "retry_backoff_seconds",
+            th.NumberType(minimum=0),
+            default=1.0,
+            description="First backoff delay; doubles per retry (capped at 30 s), with jitter.",
         ),
     ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Initialize; the store opens with the first message."""
+        super().__init__(*args, **kwargs)
+        self._engine: DeltaEngine | None = None
+        self._stop = threading.Event()
+        self._fast: dict[str, Sink | None] = {}
+        self.last_summary: RunSummary | None = None
+
+    # -- pipeline --------------------------------------------------------------------
+
+    @property
+    def engine(self) -> DeltaEngine:
+        """The run's delta pipeline (opens the store and the Braze client)."""
+        if self._engine is None:
+            cfg = self.config
+            settings = EngineSettings.from_config(cfg)
+            if settings.identifier_field == "user_alias" and not cfg.get("alias_label"):
+                msg = "identifier_field is user_alias: set alias_label"
+                raise ValueError(msg)
+            store = MembershipStore(
+                cfg.get("store_url"), dry_run=settings.dry_run, logger=self.logger
+            )
+            self.logger.info(
+                "Membership store: %s%s",
+                store.display_url,
+                " (dry run: nothing is committed)" if settings.dry_run else "",
+            )
+            try:
+                store.check_meta(
+                    attribute_name=settings.attribute_name,
+                    identifier_field=settings.identifier_field,
+                )
+            except Exception:
+                store.close()
+                raise
+            client = None
+            if not settings.dry_run:
+                client = BrazeClient(
+                    api_key=cfg["api_key"],
+                    rest_endpoint=cfg["rest_endpoint"],
+                    rate_limit_per_second=float(cfg.get("rate_limit_per_second", 50)),
+                    max_retries=int(cfg.get("max_retries", 5)),
+                    max_rate_limit_retries=int(cfg.get("max_rate_limit_retries", 30)),
+                    request_timeout=float(cfg.get("request_timeout", 30)),
+                    retry_backoff_seconds=float(cfg.get("retry_backoff_seconds", 1.0)),
+                    stop=self._stop,
+                    logger=self.logger,
+                )
+            self._engine = DeltaEngine(settings, store, client, self.logger, self._stop)
+        return self._engine
+
+    def _fast_sink(self, stream: str) -> Sink | None:
+        """Return the sink validating `stream`, or None when stream maps are in play."""
+        if stream not in self._fast:
+            self._assert_sink_exists(stream)
+            plain = not self.config.get("stream_maps") and not self.config.get("flattening_enabled")
+            self._fast[stream] = self.get_sink(stream) if plain else None
+        return self._fast[stream]
+
+    def _process_schema_message(self, message_dict: dict) -> None:
+        super()._process_schema_message(message_dict)
+        self._fast.pop(message_dict.get("stream", ""), None)
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        """Validate and hand the record to the pipeline, in input order.
+
+        The SDK's per-record path (copy, map transform, metadata, timestamp parsing,
+        per-sink buffering, drain-when-full) costs more than everything this target
+        does with a record and lets streams drain out of order; without stream maps we
+        keep its schema validation and metrics and skip the rest. With stream maps the
+        SDK path is used (the sink forwards to the same pipeline).
+        """
+        if "stream" not in message_dict or "record" not in message_dict:
+            self._assert_line_requires(message_dict, requires={"stream", "record"})
+        stream: str = message_dict["stream"]
+        record: dict[str, t.Any] = message_dict["record"]
+        sink = self._fast.get(stream) if stream in self._fast else self._fast_sink(stream)
+        if sink is None:
+            super()._process_record_message(message_dict)
+            return
+        validator = sink._validator
+        if validator is not None:
+            try:
+                validator.validate(record)
+            except InvalidRecord as exc:
+                msg = (
+                    f"Stream '{stream}' record #{sink._total_records_read + 1} does not "
+                    f"match its schema: {exc}"
+                )
+                raise InvalidRecord(msg, record) from exc
+        self.engine.handle(stream, record)
+        sink._total_records_read += 1
+        sink.record_counter_metric.increment()
+
+    # -- end of input / signals ---------------------------------------------------------
+
+    def process_endofpipe(self) -> None:
+        """Deliver everything, then (and only then) let the SDK emit STATE."""
+        engine = self.engine
+        try:
+            self.last_summary = engine.finish()
+        finally:
+            engine.store.close()
+        if engine.s.dry_run:
+            self.logger.info("Dry run: no STATE emitted")
+            self._latest_state = None
+        super().process_endofpipe()
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: stop; remove nobody; never mark undelivered deltas delivered."""
+        self.logger.warning(
+            "Received signal %d: stopping. Nobody is removed; deltas not confirmed by "
+            "Braze stay pending for the next run.",
+            signum,
+        )
+        self._stop.set()
+        if self._engine is not None and self._engine.delivering:
+            return  # the delivery loop finishes in-flight requests, records them, then stops
+        raise TargetTerminatedError(signum)
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: t.Any = None,
+        file_input: t.IO[str] | None = None,
+    ) -> None:
+        """Run the target; known failures exit non-zero with one clear log line."""
+        try:
+            super().invoke(
+                about=about, about_format=about_format, config=config, file_input=file_input
+            )
+        except TargetTerminatedError as exc:
+            cls.logger.error("Stopped by signal %d: no STATE emitted", exc.signum)
+            sys.exit(128 + exc.signum)
+        except (BrazeSettingError, DeliveryIncompleteError, StoreMismatchError) as exc:
+            cls.logger.error("%s", exc)
+            sys.exit(1)
 
 
 if __name__ == "__main__":

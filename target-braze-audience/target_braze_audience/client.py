@@ -1,0 +1,232 @@
+"""HTTP client for Braze `POST /users/track`: rate limit, retries, partial errors.
+
+The SDK's REST retry machinery exists for streams only (taps), so the sink side brings
+its own: a shared client-side rate limiter that also obeys Braze's `X-RateLimit-*`
+headers, bounded exponential backoff for 5xx/timeouts, waits until
+`X-RateLimit-Reset` on 429, and fail-fast errors naming the setting on 401/403/404.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+import orjson
+import requests
+from singer_sdk import metrics
+
+TRACK_PATH = "/users/track"
+
+
+class BrazeSettingError(Exception):
+    """Braze refused the credentials or the endpoint: fail fast, naming the setting."""
+
+
+@dataclass
+class TrackResult:
+    """Outcome of one `/users/track` request (after retries)."""
+
+    ok: bool
+    """True when Braze answered 2xx with message "success"."""
+    rejected: dict[int, str] = field(default_factory=dict)
+    """Index in `attributes` -> Braze's reason, for objects named in `errors`."""
+    error: str | None = None
+    """Why the request finally failed (ok is False)."""
+    attempts: int = 0
+    rate_limited: int = 0
+
+
+class RateLimiter:
+    """Spaces requests to at most `per_second` and honours server-imposed pauses."""
+
+    def __init__(self, per_second: float, stop: threading.Event) -> None:
+        """Create a limiter; `stop` interrupts any wait."""
+        self.interval = 1.0 / per_second if per_second and per_second > 0 else 0.0
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._blocked_until = 0.0
+        self._stop = stop
+
+    def acquire(self) -> bool:
+        """Wait for the next slot. Returns False when the run is stopping."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next, self._blocked_until)
+            self._next = slot + self.interval
+        delay = slot - time.monotonic()
+        if delay > 0:
+            return not self._stop.wait(delay)
+        return not self._stop.is_set()
+
+    def block_for(self, seconds: float) -> None:
+        """Pause every sender for `seconds` (Braze said the window is spent)."""
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+
+
+def _reset_delay(headers: t.Mapping[str, str], default: float) -> float:
+    """Seconds until `X-RateLimit-Reset` (UTC epoch seconds), or `default`."""
+    raw = headers.get("X-RateLimit-Reset")
+    try:
+        reset = float(raw) if raw is not None else None
+    except ValueError:
+        reset = None
+    if reset is None:
+        return default
+    # Reset has one-second resolution: add a little slack so we land in the new window.
+    return min(max(reset - time.time(), 0.0) + 0.05, 300.0)
+
+
+class BrazeClient:
+    """Sends attribute batches to `/users/track` from several threads."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        rest_endpoint: str,
+        rate_limit_per_second: float,
+        max_retries: int,
+        max_rate_limit_retries: int,
+        request_timeout: float,
+        retry_backoff_seconds: float,
+        stop: threading.Event,
+        logger: logging.Logger,
+    ) -> None:
+        """Configure the client; nothing is sent until `track`."""
+        self._api_key = api_key
+        self.endpoint = rest_endpoint.rstrip("/")
+        self.url = self.endpoint + TRACK_PATH
+        self.max_retries = max_retries
+        self.max_rate_limit_retries = max_rate_limit_retries
+        self.timeout = request_timeout
+        self.backoff = retry_backoff_seconds
+        self.stop = stop
+        self.logger = logger
+        self.limiter = RateLimiter(rate_limit_per_second, stop)
+        self._local = threading.local()
+        self.request_counter = metrics.http_request_counter(
+            "braze_users_track", TRACK_PATH, log_interval=10.0
+        )
+        self._metric_lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        sess = getattr(self._local, "session", None)
+        if sess is None:
+            sess = requests.Session()
+            sess.headers.update(
+                {
+                    "Authorization": f"Bearer {self._api_key}",
+                    "Content-Type": "application/json",
+                    "User-Agent": "target-braze-audience",
+                }
+            )
+            self._local.session = sess
+        return sess
+
+    def _scrub(self, text: str) -> str:
+        """Never let the key into a log line or exception."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _sleep(self, seconds: float) -> bool:
+        return not self.stop.wait(seconds)
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff * (2 ** (attempt - 1)), 30.0) * random.uniform(0.5, 1.0)
+
+    def _setting_error(self, status: int, body: str) -> BrazeSettingError:
+        if status == 401:
+            hint = (
+                "check the `api_key` setting (a Braze REST API key of this workspace) and "
+                "that `rest_endpoint` is your instance's REST URL"
+            )
+        elif status == 403:
+            hint = (
+                "the `api_key` lacks the users.track permission, the key's IP allowlist "
+                "refuses this host, or the account is inactive"
+            )
+        else:
+            hint = f"{self.url} does not exist: check the `rest_endpoint` setting"
+        msg = f"Braze answered {status} to POST {TRACK_PATH}: {hint}. Braze said: {body}"
+        return BrazeSettingError(self._scrub(msg))
+
+    def track(self, payload: dict[str, t.Any]) -> TrackResult:
+        """POST one batch; retries 5xx/timeouts/429 within bounds. Thread-safe."""
+        body = orjson.dumps(payload)
+        result = TrackResult(ok=False)
+        failures = 0
+        while True:
+            if not self.limiter.acquire():
+                result.error = "stopped before the request could be sent"
+                return result
+            result.attempts += 1
+            try:
+                with metrics.Timer(
+                    metrics.Metric.HTTP_REQUEST_DURATION, {metrics.Tag.ENDPOINT: TRACK_PATH}
+                ) as timer:
+                    resp = self._session().post(self.url, data=body, timeout=self.timeout)
+                    timer.tags[metrics.Tag.HTTP_STATUS_CODE] = resp.status_code
+                with self._metric_lock:
+                    self.request_counter.increment()
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                failures += 1
+                reason = f"{type(exc).__name__} talking to {self.url}"
+                if failures > self.max_retries:
+                    result.error = reason
+                    return result
+                self.logger.warning("%s; retry %d/%d", reason, failures, self.max_retries)
+                if not self._sleep(self._backoff(failures)):
+                    result.error = reason
+                    return result
+                continue
+            status = resp.status_code
+            text = self._scrub(resp.text[:300])
+            remaining = resp.headers.get("X-RateLimit-Remaining")
+            if status == 429:
+                result.rate_limited += 1
+                delay = _reset_delay(resp.headers, self._backoff(result.rate_limited))
+                self.limiter.block_for(delay)
+                if result.rate_limited > self.max_rate_limit_retries:
+                    result.error = f"still rate limited (429) after {result.rate_limited} waits"
+                    return result
+                self.logger.info("Braze rate limit reached (429); waiting %.2fs", delay)
+                continue
+            if remaining is not None and remaining.strip() == "0":
+                self.limiter.block_for(_reset_delay(resp.headers, 1.0))
+            if status in {401, 403, 404}:
+                raise self._setting_error(status, text)
+            if status >= 500:
+                failures += 1
+                reason = f"Braze answered {status}: {text}"
+                if failures > self.max_retries:
+                    result.error = reason
+                    return result
+                self.logger.warning("%s; retry %d/%d", reason, failures, self.max_retries)
+                if not self._sleep(self._backoff(failures)):
+                    result.error = reason
+                    return result
+                continue
+            if status >= 400:
+                result.error = f"Braze answered {status}: {text}"
+                return result
+            try:
+                data = resp.json()
+            except ValueError:
+                data = {}
+            message = data.get("message") if isinstance(data, dict) else None
+            errors = data.get("errors") if isinstance(data, dict) else None
+            if message != "success":
+                result.error = f"Braze answered {status} with message {message!r}: {text}"
+                return result
+            for item in errors or []:
+                if not isinstance(item, dict):
+                    continue
+                idx = item.get("index")
+                if item.get("input_array", "attributes") == "attributes" and isinstance(idx, int):
+                    result.rejected[idx] = self._scrub(str(item.get("type") or "rejected"))
+            result.ok = True
+            return result

@@ -1,0 +1,628 @@
+"""The membership store: what Braze was last told, plus pending and rejected deltas.
+
+One small interface (:class:`MembershipStore`) over SQLAlchemy Core, with two backends:
+an embedded SQLite file (default ``.braze_audience_store.sqlite`` in the working
+directory) and PostgreSQL (``postgresql://`` / ``postgresql+psycopg://`` URLs).
+
+Memory stays flat whatever the audience sizes: the per-run "seen" marks live in a
+temporary table of the same database, deltas are computed with set-based SQL
+(``INSERT ... SELECT``), membership rows arrive in chunks through ``executemany`` and
+pending deltas are read back in keyset-paginated pages.
+
+Persistent tables (prefixed ``braze_`` so they can share a PostgreSQL database):
+
+- ``braze_membership(audience, user_id, present)``: what Braze accepted. ``present``
+  false is a tombstone for a confirmed ``remove``.
+- ``braze_pending(user_id, audience, op, status, attempted, reason)``: deltas not yet
+  confirmed. ``status`` is ``pending`` or ``rejected`` (with Braze's reason);
+  ``attempted`` means a request carrying it may have reached Braze.
+- ``braze_audience(audience, initialized, ...)``: audiences with a complete snapshot.
+- ``braze_store_meta(key, value)``: the attribute and identifier the store was built for.
+
+Run-scoped temporary tables: ``braze_seen_tmp`` (memberships seen this run, per
+scan id) and ``braze_incoming_tmp`` (the chunk being flushed).
+
+Transactions: everything a run computes stays in one open transaction until the first
+delivery result is committed; a crash, SIGTERM or failure before that leaves the store
+untouched. In ``dry_run`` the transaction is always rolled back and a missing SQLite
+file is never created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import typing as t
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+DEFAULT_STORE_PATH = ".braze_audience_store.sqlite"
+ADD = "add"
+REMOVE = "remove"
+PENDING = "pending"
+REJECTED = "rejected"
+
+metadata = sa.MetaData()
+membership = sa.Table(
+    "braze_membership",
+    metadata,
+    sa.Column("audience", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("present", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+)
+pending = sa.Table(
+    "braze_pending",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("audience", sa.Text, primary_key=True),
+    sa.Column("op", sa.String(8), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("attempted", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("updated_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+)
+sa.Index("ix_braze_pending_audience", pending.c.audience)
+audience_tbl = sa.Table(
+    "braze_audience",
+    metadata,
+    sa.Column("audience", sa.Text, primary_key=True),
+    sa.Column("initialized", sa.Boolean, nullable=False),
+    sa.Column("last_scan_id", sa.Text),
+    sa.Column("last_member_count", sa.BigInteger),
+    sa.Column("last_complete_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+)
+meta_tbl = sa.Table(
+    "braze_store_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+temp_metadata = sa.MetaData()
+seen = sa.Table(
+    "braze_seen_tmp",
+    temp_metadata,
+    sa.Column("audience", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("scan_id", sa.Text, primary_key=True),
+    prefixes=["TEMPORARY"],
+)
+incoming = sa.Table(
+    "braze_incoming_tmp",
+    temp_metadata,
+    sa.Column("seq", sa.Integer),
+    sa.Column("audience", sa.Text),
+    sa.Column("user_id", sa.Text),
+    sa.Column("scan_id", sa.Text),
+    sa.Column("op", sa.String(8)),
+    prefixes=["TEMPORARY"],
+)
+
+
+class StoreMismatchError(Exception):
+    """The store was built for another attribute or identifier."""
+
+
+@dataclass
+class SnapshotOutcome:
+    """What a complete snapshot changed in the pending deltas."""
+
+    removes: int = 0
+    baseline: int = 0
+    dropped_adds: int = 0
+
+
+def resolve_store_url(store_url: str | None, cwd: Path | None = None) -> URL:
+    """Turn the `store_url` setting into a SQLAlchemy URL.
+
+    No value: ``.braze_audience_store.sqlite`` in the working directory. A value without
+    ``://`` is a SQLite file path. ``postgresql://`` and ``postgres://`` use psycopg 3.
+    """
+    value = (store_url or "").strip() or DEFAULT_STORE_PATH
+    if "://" not in value:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = (cwd or Path.cwd()) / path
+        return URL.create("sqlite+pysqlite", database=str(path))
+    url = make_url(value)
+    if url.drivername in {"postgresql", "postgres"}:
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in {"sqlite", "postgresql"}:
+        msg = (
+            f"store_url: unsupported database '{url.get_backend_name()}' "
+            "(use a SQLite path or a postgresql:// URL)"
+        )
+        raise ValueError(msg)
+    return url
+
+
+class MembershipStore:
+    """What Braze holds per (audience, user), and the deltas still to deliver."""
+
+    def __init__(
+        self,
+        store_url: str | None,
+        *,
+        dry_run: bool = False,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """Open (and create) the store; in `dry_run` nothing is ever committed."""
+        self.logger = logger or logging.getLogger(__name__)
+        self.dry_run = dry_run
+        self.url = resolve_store_url(store_url)
+        self._scratch_dir: str | None = None
+        if dry_run and self.is_sqlite and not Path(str(self.url.database)).exists():
+            # Dry run on a store that does not exist yet: never create the file.
+            self._scratch_dir = tempfile.mkdtemp(prefix="braze-audience-dry-")
+            self.url = self.url.set(database=os.path.join(self._scratch_dir, "store.sqlite"))
+        self.engine = self._create_engine()
+        self.conn: Connection = self.engine.connect()
+        self._insert = sqlite_dialect.insert if self.is_sqlite else pg_dialect.insert
+        self._ph = "?" if self.is_sqlite else "%s"
+        self._closed = False
+        metadata.create_all(self.conn)
+        temp_metadata.create_all(self.conn)
+
+    # -- setup ---------------------------------------------------------------------
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded SQLite backend."""
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def display_url(self) -> str:
+        """The store URL with any password masked (safe to log)."""
+        return self.url.render_as_string(hide_password=True)
+
+    def _create_engine(self) -> Engine:
+        if not self.is_sqlite:
+            return sa.create_engine(self.url, pool_pre_ping=False)
+        Path(str(self.url.database)).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(self.url, connect_args={"timeout": 60})
+        wal = not self.dry_run
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: t.Any, _rec: t.Any) -> None:
+            # Take transaction control away from pysqlite so that BEGIN covers DDL and
+            # SELECTs too (SQLAlchemy's documented recipe); a dry run then rolls back all.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            if wal:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA temp_store=FILE")
+            cur.execute("PRAGMA cache_size=-32000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+
+    def check_meta(self, **expected: str) -> None:
+        """Record (first run) or check the settings the store was built for."""
+        rows: dict[str, str] = {
+            k: v for k, v in self.conn.execute(sa.select(meta_tbl.c.key, meta_tbl.c.value))
+        }
+        for key, value in expected.items():
+            if key not in rows:
+                self.conn.execute(meta_tbl.insert().values(key=key, value=value))
+            elif rows[key] != value:
+                msg = (
+                    f"The membership store {self.display_url} was built with {key}="
+                    f"'{rows[key]}', but the setting is '{value}'. Use another store_url "
+                    f"for a different {key}."
+                )
+                raise StoreMismatchError(msg)
+
+    # -- transactions ----------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Commit the open transaction (never in dry run)."""
+        if not self.dry_run:
+            self.conn.commit()
+
+    def close(self) -> None:
+        """Roll back anything uncommitted and release the database."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.conn.rollback()
+            self.conn.close()
+        finally:
+            self.engine.dispose()
+            if self._scratch_dir:
+                shutil.rmtree(self._scratch_dir, ignore_errors=True)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def initialized_audiences(self) -> set[str]:
+        """Audiences that have had a complete snapshot."""
+        q = sa.select(audience_tbl.c.audience).where(audience_tbl.c.initialized.is_(True))
+        return set(self.conn.execute(q).scalars())
+
+    def memberships(self, audience: str | None = None) -> dict[tuple[str, str], bool]:
+        """(audience, user_id) -> present. For tests and small audiences only."""
+        q = sa.select(membership.c.audience, membership.c.user_id, membership.c.present)
+        if audience is not None:
+            q = q.where(membership.c.audience == audience)
+        return {(a, u): bool(p) for a, u, p in self.conn.execute(q)}
+
+    def pending_rows(self) -> list[tuple[str, str, str, str, bool, str | None]]:
+        """All pending/rejected deltas (user, audience, op, status, attempted, reason)."""
+        p = pending.c
+        q = sa.select(p.user_id, p.audience, p.op, p.status, p.attempted, p.reason).order_by(
+            p.user_id, p.audience
+        )
+        return [(u, a, o, s, bool(at), r) for u, a, o, s, at, r in self.conn.execute(q)]
+
+    def pending_counts(self) -> dict[str, dict[str, int]]:
+        """Count deltas per audience: {"pending": n, "rejected": n}."""
+        q = sa.select(pending.c.audience, pending.c.status, sa.func.count()).group_by(
+            pending.c.audience, pending.c.status
+        )
+        out: dict[str, dict[str, int]] = {}
+        for aud, status, n in self.conn.execute(q):
+            out.setdefault(aud, {})[status] = int(n)
+        return out
+
+    # -- membership records --------------------------------------------------------------
+
+    def _load_incoming(self, rows: Sequence[tuple[t.Any, ...]], cols: str) -> None:
+        # Hot path: plain DB-API executemany (SQLAlchemy's per-row parameter processing
+        # costs more than the insert itself at hundreds of thousands of rows).
+        marks = ", ".join([self._ph] * len(rows[0]))
+        self.conn.exec_driver_sql(
+            f"INSERT INTO braze_incoming_tmp ({cols}) VALUES ({marks})",  # noqa: S608
+            list(rows),
+        )
+
+    def add_seen(
+        self, rows: Sequence[tuple[str, str, str]], silent_audiences: Iterable[str] = ()
+    ) -> dict[str, int]:
+        """Record memberships seen this run and queue `add` for those Braze lacks.
+
+        Args:
+            rows: (audience, user_id, scan_id or "") tuples in input order.
+            silent_audiences: audiences still in their silent baseline (no adds queued).
+
+        Returns:
+            audience -> number of newly seen members Braze already has (unchanged).
+
+        """
+        if not rows:
+            return {}
+        self._load_incoming(rows, "audience, user_id, scan_id")
+        i, m, s, p = incoming.c, membership.c, seen.c, pending.c
+        join_m = sa.and_(m.audience == i.audience, m.user_id == i.user_id)
+        not_seen_before = ~sa.exists().where(s.audience == i.audience, s.user_id == i.user_id)
+        present_pairs = (
+            sa.select(i.audience, i.user_id)
+            .distinct()
+            .select_from(incoming.join(membership, join_m))
+            .where(m.present.is_(True), not_seen_before)
+            .subquery()
+        )
+        unchanged = {
+            a: int(n)
+            for a, n in self.conn.execute(
+                sa.select(present_pairs.c.audience, sa.func.count()).group_by(
+                    present_pairs.c.audience
+                )
+            )
+        }
+        self.conn.execute(
+            self._insert(seen)
+            .from_select(
+                ["audience", "user_id", "scan_id"],
+                sa.select(i.audience, i.user_id, i.scan_id).where(i.user_id.is_not(None)),
+            )
+            .on_conflict_do_nothing()
+        )
+        silent = list(silent_audiences)
+        cond = [sa.or_(m.present.is_(None), m.present.is_(False))]
+        if silent:
+            cond.append(i.audience.not_in(silent))
+        adds = (
+            sa.select(
+                i.user_id,
+                i.audience,
+                sa.literal(ADD),
+                sa.literal(PENDING),
+                sa.false(),
+            )
+            .distinct()
+            .select_from(incoming.outerjoin(membership, join_m))
+            .where(*cond)
+        )
+        ins = self._insert(pending).from_select(
+            ["user_id", "audience", "op", "status", "attempted"], adds
+        )
+        self.conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[p.user_id, p.audience],
+                set_={
+                    "op": ADD,
+                    "status": PENDING,
+                    "reason": None,
+                    "updated_at": sa.func.current_timestamp(),
+                },
+            )
+        )
+        # A member seen again cancels a remove still pending for them.
+        has_removes = self.conn.execute(sa.select(p.user_id).where(p.op == REMOVE).limit(1)).first()
+        if has_removes:
+            in_chunk = sa.tuple_(p.user_id, p.audience).in_(sa.select(i.user_id, i.audience))
+            # A remove that may already have reached Braze is undone with an add.
+            self.conn.execute(
+                pending.update()
+                .where(p.op == REMOVE, p.attempted.is_(True), p.status != REJECTED, in_chunk)
+                .values(op=ADD, status=PENDING, reason=None)
+            )
+            self.conn.execute(pending.delete().where(p.op == REMOVE, in_chunk))
+        self.conn.execute(incoming.delete())
+        return unchanged
+
+    # -- explicit deltas -------------------------------------------------------------------
+
+    def apply_explicit(self, rows: Sequence[tuple[str, str, str]]) -> dict[str, dict[str, int]]:
+        """Queue explicit deltas (user_id, audience, op) from a delta-shaped stream.
+
+        Latest intent wins per (user, audience). An `add` Braze already has and a
+        `remove` of a membership Braze is known not to hold are skipped.
+
+        Returns:
+            audience -> {"add": queued, "remove": queued, "skipped": n}.
+
+        """
+        if not rows:
+            return {}
+        self._load_incoming(
+            [(n, a, u, o) for n, (u, a, o) in enumerate(rows)], "seq, audience, user_id, op"
+        )
+        i, m, p = incoming.c, membership.c, pending.c
+        q = (
+            sa.select(i.user_id, i.audience, i.op, m.present, p.op, p.attempted)
+            .select_from(
+                incoming.outerjoin(
+                    membership, sa.and_(m.audience == i.audience, m.user_id == i.user_id)
+                ).outerjoin(pending, sa.and_(p.audience == i.audience, p.user_id == i.user_id))
+            )
+            .where(i.seq.is_not(None))
+            .order_by(i.seq)
+        )
+        state: dict[tuple[str, str], tuple[bool | None, str | None, bool]] = {}
+        for user, aud, op, present, p_op, p_att in self.conn.execute(q):
+            key = (user, aud)
+            if key not in state:
+                state[key] = (present, p_op, bool(p_att))
+            present, p_op, p_att = state[key]
+            if op == ADD:
+                maybe_gone = present is not True or (p_op == REMOVE and p_att)
+                new_op = ADD if maybe_gone else None
+            else:
+                maybe_held = present is not False or (p_op == ADD and p_att)
+                new_op = REMOVE if maybe_held else None
+            state[key] = (present, new_op, p_att)
+        self.conn.execute(incoming.delete())
+        upserts = [
+            {"user_id": u, "audience": a, "op": o, "status": PENDING, "attempted": False}
+            for (u, a), (_pr, o, _at) in state.items()
+            if o is not None
+        ]
+        deletes = [{"u": u, "a": a} for (u, a), (_pr, o, _at) in state.items() if o is None]
+        counts: dict[str, dict[str, int]] = {}
+        for (_u, a), (_pr, o, _at) in state.items():
+            c = counts.setdefault(a, {ADD: 0, REMOVE: 0, "skipped": 0})
+            c[o or "skipped"] += 1
+        if upserts:
+            ins = self._insert(pending)
+            self.conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[p.user_id, p.audience],
+                    set_={
+                        "op": ins.excluded.op,
+                        "status": PENDING,
+                        "reason": None,
+                        "updated_at": sa.func.current_timestamp(),
+                    },
+                ),
+                upserts,
+            )
+        if deletes:
+            self.conn.execute(
+                pending.delete().where(
+                    p.user_id == sa.bindparam("u"), p.audience == sa.bindparam("a")
+                ),
+                deletes,
+            )
+        return counts
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    def complete_snapshot(
+        self,
+        audience: str,
+        scan_id: str | None,
+        *,
+        baseline: bool,
+        member_count: int | None = None,
+    ) -> SnapshotOutcome:
+        """Apply a verifiably complete snapshot of `audience`.
+
+        Queues `remove` for members Braze holds that were not seen with `scan_id` (any
+        scan of this run when None); with `baseline`, first records the seen members as
+        what Braze already has, silently. Pending adds for users no longer in the
+        audience are dropped (or turned into removes when a request carrying them may
+        have reached Braze). Marks the audience initialized.
+        """
+        out = SnapshotOutcome()
+        s, m, p = seen.c, membership.c, pending.c
+
+        def seen_where(aud_col: t.Any, user_col: t.Any) -> t.Any:
+            cond = [s.audience == aud_col, s.user_id == user_col]
+            if scan_id is not None:
+                cond.append(s.scan_id == scan_id)
+            return sa.exists().where(*cond)
+
+        if baseline:
+            sel = (
+                sa.select(s.audience, s.user_id, sa.true()).distinct().where(s.audience == audience)
+            )
+            if scan_id is not None:
+                sel = sel.where(s.scan_id == scan_id)
+            # Counted separately: rowcount of INSERT ... SELECT is unreliable across drivers.
+            out.baseline = int(
+                self.conn.execute(sa.select(sa.func.count()).select_from(sel.subquery())).scalar()
+                or 0
+            )
+            ins = self._insert(membership).from_select(["audience", "user_id", "present"], sel)
+            self.conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[m.audience, m.user_id],
+                    set_={"present": True, "updated_at": sa.func.current_timestamp()},
+                )
+            )
+        gone = (
+            sa.select(m.user_id, m.audience, sa.literal(REMOVE), sa.literal(PENDING), sa.false())
+            .where(m.audience == audience, m.present.is_(True))
+            .where(~seen_where(m.audience, m.user_id))
+        )
+        out.removes = int(
+            self.conn.execute(sa.select(sa.func.count()).select_from(gone.subquery())).scalar() or 0
+        )
+        ins = self._insert(pending).from_select(
+            ["user_id", "audience", "op", "status", "attempted"], gone
+        )
+        self.conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[p.user_id, p.audience],
+                set_={
+                    "op": REMOVE,
+                    "status": PENDING,
+                    "reason": None,
+                    "updated_at": sa.func.current_timestamp(),
+                },
+            )
+        )
+        stale = [p.audience == audience, p.op == ADD, ~seen_where(p.audience, p.user_id)]
+        res = self.conn.execute(
+            pending.delete().where(*stale, sa.or_(p.status == REJECTED, p.attempted.is_(False)))
+        )
+        out.dropped_adds = max(res.rowcount or 0, 0)
+        # An add that may have reached Braze (attempted, outcome unknown) is undone.
+        self.conn.execute(
+            pending.update()
+            .where(*stale, p.attempted.is_(True), p.status != REJECTED)
+            .values(op=REMOVE, status=PENDING, reason=None)
+        )
+        ins_a = self._insert(audience_tbl).values(
+            audience=audience,
+            initialized=True,
+            last_scan_id=scan_id,
+            last_member_count=member_count,
+        )
+        self.conn.execute(
+            ins_a.on_conflict_do_update(
+                index_elements=[audience_tbl.c.audience],
+                set_={
+                    "initialized": True,
+                    "last_scan_id": scan_id,
+                    "last_member_count": member_count,
+                    "last_complete_at": sa.func.current_timestamp(),
+                },
+            )
+        )
+        return out
+
+    # -- delivery --------------------------------------------------------------------
+
+    def mark_attempted(self) -> None:
+        """Flag every deliverable delta as possibly reaching Braze (before sending)."""
+        self.conn.execute(
+            pending.update().where(pending.c.attempted.is_(False)).values(attempted=True)
+        )
+
+    def iter_pending_users(
+        self, page_size: int = 5000
+    ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+        """Yield (user_id, [(audience, op), ...]) for every pending or rejected delta.
+
+        Ordered by user; read in keyset pages so memory stays flat and rows deleted
+        behind the cursor (confirmed deltas) do not disturb it.
+        """
+        p = pending.c
+        last: tuple[str, str] | None = None
+        cur_user: str | None = None
+        cur: list[tuple[str, str]] = []
+        while True:
+            q = sa.select(p.user_id, p.audience, p.op).order_by(p.user_id, p.audience)
+            if last is not None:
+                q = q.where(
+                    sa.tuple_(p.user_id, p.audience)
+                    > sa.tuple_(sa.literal(last[0]), sa.literal(last[1]))
+                )
+            rows = self.conn.execute(q.limit(page_size)).all()
+            for user, aud, op in rows:
+                if user != cur_user:
+                    if cur_user is not None:
+                        yield cur_user, cur
+                    cur_user, cur = user, []
+                cur.append((aud, op))
+            if len(rows) < page_size:
+                break
+            last = (rows[-1][0], rows[-1][1])
+        if cur_user is not None:
+            yield cur_user, cur
+
+    def record_results(
+        self,
+        accepted: Sequence[tuple[str, str, str]],
+        rejected: Sequence[tuple[str, str, str]],
+    ) -> None:
+        """Apply Braze's answer: accepted (user, audience, op); rejected (user, audience, reason)."""
+        if accepted:
+            ins = self._insert(membership)
+            self.conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[membership.c.audience, membership.c.user_id],
+                    set_={
+                        "present": ins.excluded.present,
+                        "updated_at": sa.func.current_timestamp(),
+                    },
+                ),
+                [{"audience": a, "user_id": u, "present": o == ADD} for u, a, o in accepted],
+            )
+            self.conn.execute(
+                pending.delete().where(
+                    pending.c.user_id == sa.bindparam("u"),
+                    pending.c.audience == sa.bindparam("a"),
+                ),
+                [{"u": u, "a": a} for u, a, _o in accepted],
+            )
+        if rejected:
+            self.conn.execute(
+                pending.update()
+                .where(
+                    pending.c.user_id == sa.bindparam("u"),
+                    pending.c.audience == sa.bindparam("a"),
+                )
+                .values(
+                    status=REJECTED,
+                    reason=sa.bindparam("r"),
+                    updated_at=sa.func.current_timestamp(),
+                ),
+                [{"u": u, "a": a, "r": r} for u, a, r in rejected],
+            )

@@ -1,0 +1,209 @@
+"""The membership store, run against SQLite and PostgreSQL (`store_url` fixture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from target_braze_audience.store import (
+    MembershipStore,
+    StoreMismatchError,
+    resolve_store_url,
+)
+
+
+def _deliver_all(store: MembershipStore) -> None:
+    """Pretend Braze accepted every pending delta."""
+    store.mark_attempted()
+    accepted = [(u, a, op) for u, ops in store.iter_pending_users() for a, op in ops]
+    store.record_results(accepted, [])
+    store.commit()
+
+
+def test_adds_then_snapshot_removes(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    unchanged = st.add_seen([("a", "u1", "s1"), ("a", "u2", "s1"), ("b", "u1", "s1")])
+    assert unchanged == {}
+    assert [(u, a, o) for u, a, o, *_ in st.pending_rows()] == [
+        ("u1", "a", "add"),
+        ("u1", "b", "add"),
+        ("u2", "a", "add"),
+    ]
+    out = st.complete_snapshot("a", "s1", baseline=False, member_count=2)
+    assert out.removes == 0
+    _deliver_all(st)
+    assert st.memberships() == {("a", "u1"): True, ("a", "u2"): True, ("b", "u1"): True}
+    assert st.pending_rows() == []
+    st.close()
+
+    # Next run: u2 left a, u3 entered; u1 unchanged.
+    st = MembershipStore(store_url)
+    unchanged = st.add_seen([("a", "u1", "s2"), ("a", "u3", "s2")])
+    assert unchanged == {"a": 1}
+    out = st.complete_snapshot("a", "s2", baseline=False, member_count=2)
+    assert out.removes == 1
+    rows = {(u, a): o for u, a, o, *_ in st.pending_rows()}
+    assert rows == {("u3", "a"): "add", ("u2", "a"): "remove"}
+    _deliver_all(st)
+    assert st.memberships("a") == {("a", "u1"): True, ("a", "u2"): False, ("a", "u3"): True}
+    assert st.initialized_audiences() == {"a"}
+    st.close()
+
+
+def test_snapshot_is_scan_specific(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u1", "s0"), ("a", "u2", "s0")])
+    _deliver_all(st)
+    # A restarted pass: u2 only seen in the aborted pass s1, the complete pass s2 has u1.
+    st.add_seen([("a", "u2", "s1"), ("a", "u1", "s2")])
+    out = st.complete_snapshot("a", "s2", baseline=False, member_count=1)
+    assert out.removes == 1
+    assert {(u, o) for u, _a, o, *_ in st.pending_rows()} == {("u2", "remove")}
+    # Without a scan id, every record of the run counts: nobody to remove.
+    st2 = MembershipStore(store_url)
+    st.close()
+    st2.add_seen([("a", "u2", ""), ("a", "u1", "")])
+    assert st2.complete_snapshot("a", None, baseline=False).removes == 0
+    st2.close()
+
+
+def test_silent_baseline(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u1", "s1"), ("a", "u2", "s1")], silent_audiences={"a"})
+    assert st.pending_rows() == []
+    out = st.complete_snapshot("a", "s1", baseline=True, member_count=2)
+    assert out.baseline == 2
+    assert out.removes == 0
+    st.commit()
+    assert st.memberships() == {("a", "u1"): True, ("a", "u2"): True}
+    st.close()
+
+
+def test_rejected_kept_with_reason_and_retried(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u1", "s1"), ("a", "u2", "s1")])
+    st.mark_attempted()
+    st.record_results([("u1", "a", "add")], [("u2", "a", "blacklisted")])
+    st.commit()
+    st.close()
+    st = MembershipStore(store_url)
+    assert st.pending_rows() == [("u2", "a", "add", "rejected", True, "blacklisted")]
+    # Still pending for delivery next run.
+    assert list(st.iter_pending_users()) == [("u2", [("a", "add")])]
+    # If u2 left the audience meanwhile, the rejected add is dropped (Braze never had it).
+    st.add_seen([("a", "u1", "s2")])
+    out = st.complete_snapshot("a", "s2", baseline=False, member_count=1)
+    assert out.dropped_adds == 1
+    assert st.pending_rows() == []
+    st.close()
+
+
+def test_attempted_add_of_user_who_left_becomes_remove(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u1", "s1")])
+    st.mark_attempted()  # request sent, outcome unknown (crash)
+    st.commit()
+    st.close()
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u9", "s2")])
+    st.complete_snapshot("a", "s2", baseline=False, member_count=1)
+    rows = {(u, o) for u, _a, o, *_ in st.pending_rows()}
+    assert rows == {("u1", "remove"), ("u9", "add")}
+    st.close()
+
+
+def test_member_seen_again_cancels_pending_remove(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u1", "s1")])
+    _deliver_all(st)
+    st.add_seen([], ())
+    st.complete_snapshot("a", "s2", baseline=False, member_count=0)
+    assert [(u, o) for u, _a, o, *_ in st.pending_rows()] == [("u1", "remove")]
+    st.commit()
+    st.close()
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u1", "s3")])
+    assert st.pending_rows() == []
+    st.close()
+
+
+def test_explicit_deltas(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u1", "s1")])
+    _deliver_all(st)
+    counts = st.apply_explicit(
+        [
+            ("u1", "a", "add"),
+            ("u1", "b", "add"),
+            ("u2", "a", "remove"),
+            ("u3", "c", "add"),
+            ("u3", "c", "remove"),
+        ]
+    )
+    assert counts["a"] == {"add": 0, "remove": 1, "skipped": 1}
+    rows = {(u, a): o for u, a, o, *_ in st.pending_rows()}
+    assert rows == {("u1", "b"): "add", ("u2", "a"): "remove", ("u3", "c"): "remove"}
+    _deliver_all(st)
+    # Known-removed membership: a replayed remove is skipped.
+    st.apply_explicit([("u2", "a", "remove")])
+    assert st.pending_rows() == []
+    st.close()
+
+
+def test_keyset_pages_keep_users_whole(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    rows = [(aud, f"u{i:03d}", "s") for i in range(50) for aud in ("a", "b", "c")]
+    st.add_seen(rows)
+    groups = list(st.iter_pending_users(page_size=7))
+    assert len(groups) == 50
+    assert all(ops == [("a", "add"), ("b", "add"), ("c", "add")] for _u, ops in groups)
+    assert [u for u, _ in groups] == sorted(u for u, _ in groups)
+    st.close()
+
+
+def test_dry_run_changes_nothing(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u1", "s1")])
+    _deliver_all(st)
+    st.close()
+    dry = MembershipStore(store_url, dry_run=True)
+    dry.add_seen([("a", "u2", "s1")])
+    dry.complete_snapshot("a", "s1", baseline=False, member_count=1)
+    _deliver_all(dry)
+    dry.close()
+    st = MembershipStore(store_url)
+    assert st.memberships() == {("a", "u1"): True}
+    assert st.pending_rows() == []
+    assert st.initialized_audiences() == set()
+    st.close()
+
+
+def test_dry_run_never_creates_a_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.sqlite"
+    dry = MembershipStore(str(path), dry_run=True)
+    dry.add_seen([("a", "u1", "s1")])
+    dry.close()
+    assert not path.exists()
+
+
+def test_meta_mismatch_names_the_setting(store_url: str) -> None:
+    st = MembershipStore(store_url)
+    st.check_meta(attribute_name="lytics_segments", identifier_field="external_id")
+    st.commit()
+    st.close()
+    st = MembershipStore(store_url)
+    with pytest.raises(StoreMismatchError, match="attribute_name"):
+        st.check_meta(attribute_name="other", identifier_field="external_id")
+    st.close()
+
+
+def test_url_resolution(tmp_path: Path) -> None:
+    assert resolve_store_url(None, cwd=tmp_path).database == str(
+        tmp_path / ".braze_audience_store.sqlite"
+    )
+    assert resolve_store_url("x/y.db", cwd=tmp_path).database == str(tmp_path / "x/y.db")
+    url = resolve_store_url("postgresql://u:secretpw@h/db")
+    assert url.drivername == "postgresql+psycopg"
+    assert "secretpw" not in url.render_as_string(hide_password=True)
+    with pytest.raises(ValueError, match="store_url"):
+        resolve_store_url("mysql://h/db")
