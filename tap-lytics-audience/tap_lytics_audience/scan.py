@@ -1,4 +1,4 @@
-"""Scan bookkeeping: the page prefetcher and the ledger of completed scans."""
+"""Scan bookkeeping: concurrent audience scans with bounded buffers, and the completed-scan ledger."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import threading
 import typing as t
 from dataclasses import dataclass
 
+import requests
+
 _POLL_SECONDS = 0.2
+
+#: One scan event: ("page", audience, scan_id, profiles) | ("restart", audience, scan_id, pages)
+#: | ("done", audience, scan_id, started_at). `audience` is {"audience_id", "audience_slug"}.
+ScanEvent = tuple[str, dict, str, t.Any]
+ScanSource = t.Callable[[requests.Session], t.Iterator[ScanEvent]]
 
 
 @dataclass(frozen=True)
@@ -26,8 +33,9 @@ class CompletedScan:
 class ScanLedger:
     """Completed scans of this run, handed from `audience_members` to `audience_snapshots`.
 
-    The members stream records a scan only after its last page; the snapshot stream takes
-    (pops) it, so a snapshot exists only for a finished scan and at most once per run.
+    The members stream records a scan only after the last record of its last page was
+    emitted; the snapshot stream takes (pops) them, so a snapshot exists only for a finished
+    scan and at most once per audience per run.
     """
 
     def __init__(self) -> None:
@@ -44,29 +52,47 @@ class ScanLedger:
         self.members += scan.member_count
         self.skipped += scan.skipped_without_id
 
-    def take(self, audience_id: str) -> CompletedScan | None:
-        """Remove and return the finished scan of an audience, if any."""
-        return self._done.pop(audience_id, None)
+    def take_all(self) -> list[CompletedScan]:
+        """Remove and return every finished scan, in completion order."""
+        done = list(self._done.values())
+        self._done.clear()
+        return done
 
 
 class _Stop(Exception):
     """Internal: the consumer went away."""
 
 
-class PagePrefetcher:
-    """Run a page generator in a daemon thread, at most `depth` pages ahead of the consumer.
+def sequential_scans(sources: list[ScanSource], session: requests.Session) -> t.Iterator[ScanEvent]:
+    """Run the scans one after another in the calling thread (the plain SDK pattern)."""
+    for source in sources:
+        yield from source(session)
 
-    The SDK's `request_records` fetches page N+1 only after page N's records were emitted;
-    the Lytics cursor makes pages sequential, so overlapping the next request with the
-    emission of the current page is the available pipelining. Memory is bounded by `depth`
-    pages. Exceptions raised in the thread are re-raised in the consumer, in order.
+
+class ConcurrentScans:
+    """Run up to `concurrency` audience scans in daemon threads, `depth` pages ahead.
+
+    A Lytics scan is a cursor chain, so one audience's pages are sequential: the only
+    overlap is the next request with the emission of the current page. Several audiences
+    are independent, so their chains run side by side; their pages reach the consumer
+    interleaved (each audience's own events stay in order). Memory is bounded by the
+    shared queue (`depth` pages per running scan) plus one page per worker. An exception
+    in any worker stops every worker and is re-raised in the consumer.
     """
 
-    def __init__(self, pages: t.Callable[[], t.Iterator[list[dict]]], depth: int) -> None:
-        self._pages = pages
-        self._queue: queue.Queue[tuple[str, t.Any]] = queue.Queue(maxsize=max(1, depth))
+    def __init__(self, sources: list[ScanSource], concurrency: int, depth: int) -> None:
+        self._sources: queue.SimpleQueue[ScanSource] = queue.SimpleQueue()
+        for source in sources:
+            self._sources.put(source)
+        self._workers = max(1, min(concurrency, len(sources)))
+        self._queue: queue.Queue[tuple[str, t.Any]] = queue.Queue(
+            maxsize=max(1, depth) * self._workers
+        )
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lytics-scan-prefetch", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"lytics-scan-{i}", daemon=True)
+            for i in range(self._workers)
+        ]
 
     def _put(self, item: tuple[str, t.Any]) -> None:
         while True:
@@ -78,11 +104,17 @@ class PagePrefetcher:
             except queue.Full:
                 continue
 
-    def _run(self) -> None:
+    def _work(self) -> None:
         try:
-            for page in self._pages():
-                self._put(("page", page))
-            self._put(("end", None))
+            with requests.Session() as session:
+                while not self._stop.is_set():
+                    try:
+                        source = self._sources.get_nowait()
+                    except queue.Empty:
+                        break
+                    for event in source(session):
+                        self._put(("event", event))
+            self._put(("exit", None))
         except _Stop:
             return
         except BaseException as exc:  # re-raised in the consumer thread
@@ -91,22 +123,24 @@ class PagePrefetcher:
             except _Stop:
                 return
 
-    def __iter__(self) -> t.Iterator[list[dict]]:
-        """Yield pages in order; stops the thread when the consumer stops early."""
-        self._thread.start()
+    def __iter__(self) -> t.Iterator[ScanEvent]:
+        """Yield scan events as they arrive; stops the workers when the consumer stops."""
+        for thread in self._threads:
+            thread.start()
+        running = self._workers
         try:
-            while True:
+            while running:
                 try:
                     kind, value = self._queue.get(timeout=_POLL_SECONDS)
                 except queue.Empty:
-                    if not self._thread.is_alive() and self._queue.empty():
-                        msg = "Lytics scan prefetch thread ended without a result"
+                    if not any(th.is_alive() for th in self._threads) and self._queue.empty():
+                        msg = "Lytics scan workers ended without a result"
                         raise RuntimeError(msg) from None
                     continue
-                if kind == "page":
+                if kind == "event":
                     yield value
-                elif kind == "end":
-                    return
+                elif kind == "exit":
+                    running -= 1
                 else:
                     raise value
         finally:

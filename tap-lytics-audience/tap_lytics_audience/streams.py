@@ -1,11 +1,10 @@
-"""Streams: `audiences` (parent), `audience_members` and `audience_snapshots` (children)."""
+"""Streams: `audiences`, `audience_members` and `audience_snapshots`."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
 import itertools
-import logging
 import time
 import typing as t
 import uuid
@@ -24,7 +23,14 @@ from tap_lytics_audience.client import (
     ScanCursorExpired,
     response_json,
 )
-from tap_lytics_audience.scan import CompletedScan, PagePrefetcher, ScanLedger
+from tap_lytics_audience.scan import (
+    CompletedScan,
+    ConcurrentScans,
+    ScanEvent,
+    ScanLedger,
+    ScanSource,
+    sequential_scans,
+)
 
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
@@ -74,10 +80,8 @@ def _text(value: t.Any) -> str:
 class AudiencesStream(LyticsStream):
     """Audience (segment) definitions, incremental on `updated`.
 
-    It is also the parent of the member scans. Lytics has no "updated since" filter, so
-    the filter is client side: a run emits every audience updated after the bookmark, plus
-    every configured audience (each one is the parent of its full member scan, which must
-    run on every run). Re-emitted definitions are idempotent under the key `id`.
+    Lytics has no "updated since" filter, so the filter is client side: a run emits the
+    audiences whose `updated` is after the bookmark (all of them on the first run).
     """
 
     name = "audiences"
@@ -113,81 +117,78 @@ class AudiencesStream(LyticsStream):
         data = response_json(response).get("data") or []
         yield from (seg for seg in data if isinstance(seg, dict))
 
-    @property
-    def _tap_obj(self) -> TapLyticsAudience:
-        return t.cast("TapLyticsAudience", self._tap)
-
-    def resolve_audiences(self, segments: list[dict]) -> list[dict]:
-        """Map the `audiences` setting (slugs or ids) to segments; unknown ones are an error."""
-        wanted = [str(a).strip() for a in self.config.get("audiences") or [] if str(a).strip()]
-        by_key: dict[str, dict] = {}
-        for seg in segments:
-            by_key.setdefault(str(seg.get("id")), seg)
-            if seg.get("slug_name"):
-                by_key.setdefault(str(seg["slug_name"]), seg)
-        unknown = [a for a in wanted if a not in by_key]
-        if unknown:
-            slugs = sorted(str(s.get("slug_name") or s.get("id")) for s in segments)
-            msg = (
-                f"Setting `audiences`: unknown audience(s) {', '.join(map(repr, unknown))} "
-                f"(slugs or ids of user audiences). Available slugs: "
-                f"{', '.join(slugs) if slugs else '(none)'}"
-            )
-            raise ConfigValidationError(msg, errors=[msg])
-        chosen: dict[str, dict] = {}
-        for key in wanted:  # config order, duplicates (slug and id of one audience) merged
-            seg = by_key[key]
-            chosen.setdefault(str(seg["id"]), seg)
-        return list(chosen.values())
+    def list_segments(self) -> list[dict]:
+        """Every user segment (one request, cached on the tap for the run)."""
+        tap = t.cast("TapLyticsAudience", self._tap)
+        if tap.segments_cache is None:
+            tap.segments_cache = list(self.request_records(None))
+        return tap.segments_cache
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        """Emit changed audiences and every configured one; children scan the latter."""
-        segments = list(self.request_records(context))
-        configured = self.resolve_audiences(segments)
-        configured_ids = {str(s["id"]) for s in configured}
-        self._tap_obj.scan_audience_ids = configured_ids
-        if not configured_ids:
-            self.logger.info("Setting `audiences` is empty: no member scan this run.")
+        """Emit the audiences updated after the bookmark."""
         start = _parse_ts(self.get_starting_replication_key_value(context))
-        emitted = 0
-        for seg in segments:
+        for seg in self.list_segments():
             record = {k: seg.get(k) for k in AUDIENCE_FIELDS}
             record["id"] = str(record["id"])
             updated = _parse_ts(record.get("updated"))
-            changed = start is None or updated is None or updated > start
-            if changed or record["id"] in configured_ids:
-                emitted += 1
+            if start is None or updated is None or updated > start:
                 yield record
-        ledger = self._tap_obj.ledger
-        self.logger.info(
-            "Run summary: %d audiences listed, %d emitted, %d scanned, %d members emitted, "
-            "%d skipped without `%s`, %d scan restarts",
-            len(segments),
-            emitted,
-            ledger.audiences_scanned,
-            ledger.members,
-            ledger.skipped,
-            self.config.get("external_id_field", "braze_id"),
-            ledger.restarts,
-        )
 
-    def generate_child_contexts(
-        self, record: dict, context: Context | None
-    ) -> t.Iterable[Context | None]:
-        """Only configured audiences get a member scan and a snapshot."""
-        if record["id"] in self._tap_obj.scan_audience_ids:
-            yield {"audience_id": record["id"], "audience_slug": record.get("slug_name") or ""}
+
+def resolve_audiences(config: t.Mapping[str, t.Any], segments: list[dict]) -> list[dict]:
+    """Map the `audiences` setting (slugs or ids) to scan contexts; unknown ones are an error."""
+    wanted = [str(a).strip() for a in config.get("audiences") or [] if str(a).strip()]
+    by_key: dict[str, dict] = {}
+    for seg in segments:
+        by_key.setdefault(str(seg.get("id")), seg)
+        if seg.get("slug_name"):
+            by_key.setdefault(str(seg["slug_name"]), seg)
+    unknown = [a for a in wanted if a not in by_key]
+    if unknown:
+        slugs = sorted(str(s.get("slug_name") or s.get("id")) for s in segments)
+        msg = (
+            f"Setting `audiences`: unknown audience(s) {', '.join(map(repr, unknown))} "
+            "(slugs or ids of user audiences). Available slugs: "
+            f"{', '.join(slugs) if slugs else '(none)'}"
+        )
+        raise ConfigValidationError(msg, errors=[msg])
+    chosen: dict[str, dict] = {}
+    for key in wanted:  # config order; the slug and the id of one audience are merged
+        seg = by_key[key]
+        audience_id = str(seg["id"])
+        chosen.setdefault(
+            audience_id,
+            {"audience_id": audience_id, "audience_slug": str(seg.get("slug_name") or "")},
+        )
+    return list(chosen.values())
+
+
+class _ScanProgress:
+    """Counters of one scan pass, kept by the consumer (what was actually emitted)."""
+
+    __slots__ = ("members", "pages", "skipped", "t0")
+
+    def __init__(self) -> None:
+        self.members = 0
+        self.skipped = 0
+        self.pages = 0
+        self.t0 = time.monotonic()
 
 
 class AudienceMembersStream(LyticsStream):
-    """Members of one audience: a full scan per run, one record per (audience, user)."""
+    """Members of every configured audience: a full scan per audience on every run.
+
+    Not a child of `audiences`: the SDK syncs child contexts one after the other, but a
+    scan is a chain of slow cursor requests, so audiences are scanned concurrently
+    (`scan_concurrency`) with a bounded look-ahead (`prefetch_pages`) and their records
+    are emitted interleaved, each audience's records in scan order. The request loop
+    mirrors the SDK's `request_records` (paginator, retry decorator, request counter).
+    """
 
     name = "audience_members"
-    parent_stream_type = AudiencesStream
     path = "/api/segment/{audience_id}/scan"
     primary_keys = ("audience_id", "external_id")
     replication_key = None
-    state_partitioning_keys: t.Sequence[str] | None = []  # full snapshot: no per-audience state
     # Records are built here from JSON-native values; the SDK's recursive conformance pass
     # is a large share of per-record cost and has nothing to fix.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
@@ -235,12 +236,12 @@ class AudienceMembersStream(LyticsStream):
             "fields": ",".join(wanted),
         }
 
+    # --- fetching (runs in scan worker threads) -----------------------------------------
+
     def fetch_pages(self, context: Context, session: requests.Session) -> t.Iterator[list[dict]]:
         """Fetch the pages of one scan pass, following the cursor to the end.
 
-        Mirrors the SDK's `request_records` loop (paginator, retry decorator, request
-        counter) but yields whole pages and uses a caller-owned session so it can run in the
-        prefetch thread. Empty pages that still carry a cursor are followed.
+        Empty pages that still carry a cursor are followed (the SDK would stop).
         """
         paginator = self.get_new_paginator()
 
@@ -261,136 +262,176 @@ class AudienceMembersStream(LyticsStream):
                 yield [p for p in data or [] if isinstance(p, dict)]
                 paginator.advance(response)
 
-    def _pages(self, context: Context) -> t.Iterator[list[dict]]:
-        depth = int(self.config.get("prefetch_pages", 4))
-        if depth <= 0:  # the SDK's one-page-at-a-time behaviour
-            yield from self.fetch_pages(context, self.requests_session)
-            return
-
-        def pages() -> t.Iterator[list[dict]]:
-            with requests.Session() as session:
-                yield from self.fetch_pages(context, session)
-
-        yield from PagePrefetcher(pages, depth)
-
-    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        """Scan the audience; restart with a new scan_id when the cursor expires."""
-        if not context:
-            msg = "audience_members is synced per audience by its parent stream `audiences`"
-            raise FatalAPIError(msg)
-        audience_id = str(context["audience_id"])
-        slug = str(context.get("audience_slug") or "")
-        id_field = str(self.config.get("external_id_field", "braze_id"))
-        extra = [f for f in self.extra_fields]
+    def scan_events(self, audience: dict, session: requests.Session) -> t.Iterator[ScanEvent]:
+        """Scan one audience to the end; restart with a new scan_id when the cursor expires."""
         max_restarts = int(self.config.get("max_scan_restarts", 3))
-        every = max(1, int(self.config.get("progress_every_pages", 100)))
-        ledger: ScanLedger = self._tap_obj.ledger
-
         for attempt in itertools.count():
             scan_id = uuid.uuid4().hex
             started_at = utc_now()
-            t0 = time.monotonic()
-            members = skipped = pages = 0
+            pages = 0
             try:
-                for page in self._pages(context):
+                for page in self.fetch_pages(audience, session):
                     pages += 1
-                    for profile in page:
-                        raw = profile.get(id_field)
-                        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                            raw = str(raw)
-                        if not isinstance(raw, str) or not raw.strip():
-                            skipped += 1
-                            continue
-                        uid = profile.get("_uid")
-                        record = {
-                            "audience_id": audience_id,
-                            "audience_slug": slug,
-                            "external_id": raw.strip(),
-                            "lytics_uid": None if uid is None else str(uid),
-                            "scan_id": scan_id,
-                        }
-                        for name in extra:
-                            value = profile.get(name)
-                            record[name] = (
-                                value if value is None or isinstance(value, str) else _text(value)
-                            )
-                        members += 1
-                        yield record
-                    if pages % every == 0:
-                        self.logger.info(
-                            "Scanning audience %s: %d pages, %d members, %d skipped (%.0f/s)",
-                            slug or audience_id,
-                            pages,
-                            members,
-                            skipped,
-                            (members + skipped) / max(time.monotonic() - t0, 1e-9),
-                        )
+                    yield ("page", audience, scan_id, page)
             except ScanCursorExpired:
-                ledger.restarts += 1
                 if attempt >= max_restarts:
                     msg = (
-                        f"Scan of audience {slug or audience_id} lost its cursor "
-                        f"{attempt + 1} times (limit `max_scan_restarts`={max_restarts}); "
-                        "no snapshot emitted for it"
+                        f"Scan of audience {audience['audience_slug'] or audience['audience_id']} "
+                        f"lost its cursor {attempt + 1} times (limit `max_scan_restarts`="
+                        f"{max_restarts}); no snapshot emitted for it"
                     )
                     raise FatalAPIError(msg) from None
+                yield ("restart", audience, scan_id, pages)
+                continue
+            yield ("done", audience, scan_id, started_at)
+            return
+
+    def _events(self, audiences: list[dict]) -> t.Iterator[ScanEvent]:
+        sources: list[ScanSource] = [functools.partial(self.scan_events, a) for a in audiences]
+        concurrency = max(1, int(self.config.get("scan_concurrency", 3)))
+        depth = max(0, int(self.config.get("prefetch_pages", 4)))
+        if concurrency == 1 and depth == 0:  # the plain SDK pattern, in this thread
+            return sequential_scans(sources, self.requests_session)
+        return iter(ConcurrentScans(sources, concurrency, depth))
+
+    # --- emitting (main thread) ---------------------------------------------------------
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
+        """Emit the members of every configured audience; record finished scans."""
+        tap = self._tap_obj
+        audiences_stream = t.cast("AudiencesStream", tap.streams[AudiencesStream.name])
+        audiences = resolve_audiences(self.config, audiences_stream.list_segments())
+        if not audiences:
+            self.logger.info("Setting `audiences` is empty: no member scan this run.")
+            return
+        self.logger.info(
+            "Scanning %d audiences: %s",
+            len(audiences),
+            ", ".join(a["audience_slug"] or a["audience_id"] for a in audiences),
+        )
+        id_field = str(self.config.get("external_id_field", "braze_id"))
+        extra = self.extra_fields
+        every = max(1, int(self.config.get("progress_every_pages", 100)))
+        ledger: ScanLedger = tap.ledger
+        progress: dict[str, _ScanProgress] = {}
+
+        for kind, audience, scan_id, payload in self._events(audiences):
+            audience_id = audience["audience_id"]
+            slug = audience["audience_slug"]
+            label = slug or audience_id
+            prog = progress.get(scan_id)
+            if prog is None:
+                prog = progress[scan_id] = _ScanProgress()
+            if kind == "page":
+                prog.pages += 1
+                for profile in payload:
+                    raw = profile.get(id_field)
+                    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                        raw = str(raw)
+                    if not isinstance(raw, str) or not raw.strip():
+                        prog.skipped += 1
+                        continue
+                    uid = profile.get("_uid")
+                    record = {
+                        "audience_id": audience_id,
+                        "audience_slug": slug,
+                        "external_id": raw.strip(),
+                        "lytics_uid": None if uid is None else str(uid),
+                        "scan_id": scan_id,
+                    }
+                    for name in extra:
+                        value = profile.get(name)
+                        record[name] = (
+                            value if value is None or isinstance(value, str) else _text(value)
+                        )
+                    prog.members += 1
+                    yield record
+                if prog.pages % every == 0:
+                    self.logger.info(
+                        "Scanning audience %s: %d pages, %d members, %d skipped (%.0f/s)",
+                        label,
+                        prog.pages,
+                        prog.members,
+                        prog.skipped,
+                        (prog.members + prog.skipped) / max(time.monotonic() - prog.t0, 1e-9),
+                    )
+            elif kind == "restart":
+                del progress[scan_id]
+                ledger.restarts += 1
                 self.logger.warning(
                     "Scan cursor of audience %s expired after %d pages (scan_id %s); "
                     "restarting the scan from the start with a new scan_id",
-                    slug or audience_id,
-                    pages,
+                    label,
+                    payload,
                     scan_id,
                 )
-                continue
+            else:  # done: every record of this pass has been emitted
+                del progress[scan_id]
+                self._finish(ledger, audience, scan_id, payload, prog, id_field)
+        self.logger.info(
+            "Run summary: %d audiences scanned, %d members emitted, %d skipped without `%s`, "
+            "%d scan restarts",
+            ledger.audiences_scanned,
+            ledger.members,
+            ledger.skipped,
+            id_field,
+            ledger.restarts,
+        )
 
-            if skipped:
-                self.logger.warning(
-                    "Audience %s: %d members skipped because they have no `%s` "
-                    "(setting `external_id_field`)",
-                    slug or audience_id,
-                    skipped,
-                    id_field,
-                )
-            elapsed = time.monotonic() - t0
-            self.logger.info(
-                "Audience %s scanned: %d members, %d skipped without `%s`, %d pages, "
-                "%.1fs (%.0f members/s), scan_id %s",
-                slug or audience_id,
-                members,
-                skipped,
+    def _finish(
+        self,
+        ledger: ScanLedger,
+        audience: dict,
+        scan_id: str,
+        started_at: str,
+        prog: _ScanProgress,
+        id_field: str,
+    ) -> None:
+        label = audience["audience_slug"] or audience["audience_id"]
+        if prog.skipped:
+            self.logger.warning(
+                "Audience %s: %d members skipped because they have no `%s` "
+                "(setting `external_id_field`)",
+                label,
+                prog.skipped,
                 id_field,
-                pages,
-                elapsed,
-                members / max(elapsed, 1e-9),
-                scan_id,
             )
-            ledger.complete(
-                CompletedScan(
-                    audience_id=audience_id,
-                    audience_slug=slug,
-                    scan_id=scan_id,
-                    member_count=members,
-                    skipped_without_id=skipped,
-                    started_at=started_at,
-                    completed_at=utc_now(),
-                )
+        elapsed = time.monotonic() - prog.t0
+        self.logger.info(
+            "Audience %s scanned: %d members, %d skipped without `%s`, %d pages, "
+            "%.1fs (%.0f members/s), scan_id %s",
+            label,
+            prog.members,
+            prog.skipped,
+            id_field,
+            prog.pages,
+            elapsed,
+            prog.members / max(elapsed, 1e-9),
+            scan_id,
+        )
+        ledger.complete(
+            CompletedScan(
+                audience_id=audience["audience_id"],
+                audience_slug=audience["audience_slug"],
+                scan_id=scan_id,
+                member_count=prog.members,
+                skipped_without_id=prog.skipped,
+                started_at=started_at,
+                completed_at=utc_now(),
             )
-            return
+        )
 
 
 class AudienceSnapshotsStream(Stream):
     """Completion signal: one record per audience whose scan finished in this run.
 
-    Synced after `audience_members` for the same audience (children run in order) and
-    emitted only if the ledger holds a finished scan, so a crashed, aborted or interrupted
-    scan never yields one.
+    Synced after `audience_members` (stream order) from the scans it recorded as finished,
+    so a crashed, aborted or interrupted scan never yields one.
     """
 
     name = "audience_snapshots"
-    parent_stream_type = AudiencesStream
     primary_keys = ("audience_id", "scan_id")
     replication_key = None
-    state_partitioning_keys: t.Sequence[str] | None = []
 
     schema = th.PropertiesList(
         th.Property("audience_id", th.StringType, required=True),
@@ -403,32 +444,21 @@ class AudienceSnapshotsStream(Stream):
     ).to_dict()
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        """Yield the finished scan of this audience, if there is one."""
-        if not context:
-            return
+        """Yield the finished scans recorded by `audience_members` in this run."""
         tap = t.cast("TapLyticsAudience", self._tap)
-        members_stream = tap.streams.get(AudienceMembersStream.name)
-        if members_stream is not None and not members_stream.selected:
+        members_stream = tap.streams[AudienceMembersStream.name]
+        if not members_stream.selected and tap.config.get("audiences"):
             self.logger.warning(
-                "audience_snapshots needs audience_members selected (it counts its records); "
-                "no snapshot for %s",
-                context.get("audience_slug"),
+                "audience_snapshots needs audience_members selected (it counts the records "
+                "emitted): no snapshot emitted"
             )
-            return
-        scan = tap.ledger.take(str(context["audience_id"]))
-        if scan is None:
-            self.logger.log(
-                logging.WARNING,
-                "No finished scan for audience %s: no snapshot emitted",
-                context.get("audience_slug"),
-            )
-            return
-        yield {
-            "audience_id": scan.audience_id,
-            "audience_slug": scan.audience_slug,
-            "scan_id": scan.scan_id,
-            "member_count": scan.member_count,
-            "skipped_without_id": scan.skipped_without_id,
-            "started_at": scan.started_at,
-            "completed_at": scan.completed_at,
-        }
+        for scan in tap.ledger.take_all():
+            yield {
+                "audience_id": scan.audience_id,
+                "audience_slug": scan.audience_slug,
+                "scan_id": scan.scan_id,
+                "member_count": scan.member_count,
+                "skipped_without_id": scan.skipped_without_id,
+                "started_at": scan.started_at,
+                "completed_at": scan.completed_at,
+            }

@@ -72,8 +72,18 @@ class TapLyticsAudience(Tap):
             th.IntegerType,
             default=4,
             description=(
-                "Scan pages fetched ahead in a background thread while the current page is "
-                "emitted (bounded memory). 0 = one page at a time, as the plain SDK does."
+                "Scan pages buffered ahead per running scan while records are emitted "
+                "(bounded memory). 0 with `scan_concurrency` 1 = one page at a time in the "
+                "main thread, as the plain SDK does."
+            ),
+        ),
+        th.Property(
+            "scan_concurrency",
+            th.IntegerType,
+            default=3,
+            description=(
+                "Audiences scanned at the same time (their records are interleaved; each "
+                "audience's snapshot still follows all of its records)."
             ),
         ),
         th.Property(
@@ -119,7 +129,7 @@ class TapLyticsAudience(Tap):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.ledger = ScanLedger()
-        self.scan_audience_ids: set[str] = set()
+        self.segments_cache: list[dict] | None = None
         super().__init__(*args, **kwargs)
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -142,7 +152,7 @@ class TapLyticsAudience(Tap):
         return [*errors, *extra]
 
     def discover_streams(self) -> list[Stream]:
-        """Audiences (parent) with member scans and completion snapshots as children."""
+        """Audiences, member scans, then completion snapshots (synced in this order)."""
         return [
             AudiencesStream(self),
             AudienceMembersStream(self),

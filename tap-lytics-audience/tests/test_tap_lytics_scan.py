@@ -79,12 +79,16 @@ def test_snapshot_comes_after_all_members_of_its_audience(lytics_sandbox, tap_ru
         for m in run.messages
         if m["type"] == "RECORD" and m["stream"] != "audiences"
     ]
-    snap_a = order.index(("audience_snapshots", "a"))
-    assert all(o == ("audience_members", "a") for o in order[:snap_a])
-    assert len(order[:snap_a]) == 30
+    for slug, count in (("a", 30), ("b", 20)):
+        snap_at = order.index(("audience_snapshots", slug))
+        member_positions = [i for i, o in enumerate(order) if o == ("audience_members", slug)]
+        assert len(member_positions) == count
+        assert max(member_positions) < snap_at
     snaps = run.records["audience_snapshots"]
     assert Counter(s["audience_slug"] for s in snaps) == {"a": 1, "b": 1}
-    assert order[-1] == ("audience_snapshots", "b")
+    # the stream order is members, snapshots, audiences (the SDK syncs streams by name)
+    streams = list(dict.fromkeys(m["stream"] for m in run.messages if m["type"] == "RECORD"))
+    assert streams == ["audience_members", "audience_snapshots", "audiences"]
 
 
 def test_users_without_id_are_counted_skipped_and_logged(
@@ -224,8 +228,9 @@ def test_retries_are_bounded_and_a_crash_emits_no_snapshot(lytics_sandbox, tap_r
     assert len(crash_reqs) == 2 + 3  # two pages, then 1 + max_retries attempts
     crashed = [r for r in run.records["audience_members"] if r["audience_id"] == aid]
     assert len(crashed) == 200
-    snaps = run.records["audience_snapshots"]
-    assert [s["audience_slug"] for s in snaps] == ["done_first"]
+    done_first = [r for r in run.records["audience_members"] if r["audience_slug"] == "done_first"]
+    assert len(done_first) == 3  # scanned to the end, yet the failed run emits no snapshot
+    assert run.records["audience_snapshots"] == []
     assert "sandbox-lytics-token" not in str(run.error)
 
 
@@ -302,7 +307,9 @@ def test_membership_change_mid_scan_invalidates_cursor_and_restarts(
             lytics_sandbox.set_members("live", members(25, "new"))
         return token
 
-    config = make_config(lytics_sandbox.url, audiences=["live"], page_size=10, prefetch_pages=0)
+    config = make_config(
+        lytics_sandbox.url, audiences=["live"], page_size=10, prefetch_pages=0, scan_concurrency=1
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(LyticsCursorPaginator, "get_next", change_after_first_page)
         run = tap_runner(config)
@@ -362,9 +369,9 @@ def test_audiences_stream_is_incremental_on_updated(lytics_sandbox, tap_runner, 
     assert [r["slug_name"] for r in run3.records["audiences"]] == ["two"]
     assert parse(run3.states[-1]["bookmarks"]["audiences"]["replication_key_value"]) > parse(newest)
 
-    # configured audiences are scanned (and their definition re-emitted) on every run
+    # configured audiences are scanned on every run, whatever the audiences bookmark
     run4 = tap_runner(make_config(lytics_sandbox.url, audiences=["one"]), state=run3.states[-1])
-    assert [r["slug_name"] for r in run4.records["audiences"]] == ["one"]
+    assert run4.records["audiences"] == []
     assert len(run4.records["audience_members"]) == 2
     assert run4.records["audience_snapshots"][0]["member_count"] == 2
 
@@ -446,3 +453,38 @@ def test_profile_fields_are_rendered_as_nullable_strings(lytics_sandbox, tap_run
     a, b = run.records["audience_members"]
     assert (a["segments"], a["score"], a["vip"], a["email"]) == ('["x","y"]', "3", "true", "a@x.io")
     assert (b["segments"], b["score"], b["vip"], b["email"]) == (None, None, None, None)
+
+
+@pytest.mark.parametrize(("concurrency", "prefetch"), [(1, 0), (1, 2), (3, 1), (5, 4)])
+def test_concurrent_scans_emit_every_audience_completely(
+    lytics_sandbox, tap_runner, make_config, concurrency, prefetch
+):
+    sizes = {"c0": 230, "c1": 0, "c2": 99, "c3": 101, "c4": 1}
+    ids = {
+        slug: lytics_sandbox.generate_members(slug, n, prefix=f"{slug}_")
+        for slug, n in sizes.items()
+    }
+    run = tap_runner(
+        make_config(
+            lytics_sandbox.url,
+            audiences=list(sizes),
+            page_size=50,
+            scan_concurrency=concurrency,
+            prefetch_pages=prefetch,
+        )
+    )
+    recs = run.records["audience_members"]
+    for slug, n in sizes.items():
+        mine = [r for r in recs if r["audience_slug"] == slug]
+        assert [r["external_id"] for r in mine] == [f"{slug}_{i}" for i in range(n)]
+        assert {r["audience_id"] for r in mine} <= {ids[slug]}
+    snaps = {s["audience_slug"]: s for s in run.records["audience_snapshots"]}
+    assert {k: v["member_count"] for k, v in snaps.items()} == sizes
+    for slug in sizes:
+        assert {r["scan_id"] for r in recs if r["audience_slug"] == slug} <= {
+            snaps[slug]["scan_id"]
+        }
+    if concurrency == 1:  # one scan at a time: requests grouped by audience, in config order
+        paths = [r.path for r in scan_requests(lytics_sandbox)]
+        assert list(dict.fromkeys(paths)) == [f"/api/segment/{ids[s]}/scan" for s in sizes]
+        assert paths == sorted(paths, key=list(dict.fromkeys(paths)).index)
