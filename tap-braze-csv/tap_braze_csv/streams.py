@@ -205,6 +205,24 @@ class _Writer:
         """Nothing is buffered on the SDK path."""
 
 
+class _NullWriter(_Writer):
+    """``write_messages=False``: records are only yielded; the caller owns output and STATE."""
+
+    def add(self, record: dict[str, Any], end_line: int) -> None:
+        self.check_limit()
+        self.emitted += 1
+        self.cursor["line"] = end_line
+        self.counter.increment()
+
+    def check_limit(self) -> None:
+        if self.limit is not None and self.emitted >= self.limit:
+            self.stream._abort_sync(
+                MaxRecordsLimitException(
+                    f"Stream prematurely aborted: dry-run record limit ({self.limit}) reached."
+                )
+            )
+
+
 class _FastWriter(_Writer):
     """Serialises records with orjson into one buffer, written and flushed every FLUSH_ROWS.
 
@@ -218,6 +236,8 @@ class _FastWriter(_Writer):
         super().__init__(stream, counter)
         alias = stream.stream_maps[0].stream_alias
         self.prefix = b'{"type":"RECORD","stream":' + orjson.dumps(alias) + b',"record":'
+        version = stream._stream_version  # set by sync() when ACTIVATE_VERSION is enabled
+        self.version = b"" if version is None else b',"version":' + orjson.dumps(version)
         self.parts: list[bytes] = []
         self._stamp()
 
@@ -227,7 +247,7 @@ class _FastWriter(_Writer):
 
     def _stamp(self) -> None:
         now = dt.datetime.now(dt.timezone.utc).isoformat()
-        self.suffix = b',"time_extracted":' + orjson.dumps(now) + b"}\n"
+        self.suffix = self.version + b',"time_extracted":' + orjson.dumps(now) + b"}\n"
 
     def add(self, record: dict[str, Any], end_line: int) -> None:
         if self.limit is not None:
@@ -272,6 +292,7 @@ class BrazeUsersStream(Stream):
         self.rows_read = 0
         self.files_read = 0
         self.files_skipped = 0
+        self._writes_messages = True
 
     # -- SDK idiom ----------------------------------------------------------------------
 
@@ -282,7 +303,8 @@ class BrazeUsersStream(Stream):
     def emit_state(self) -> None:
         """Write a STATE message now (the stream state holds only flushed progress)."""
         self.state_manager.is_flushed = False
-        self._write_state_message()
+        if self._writes_messages:
+            self._write_state_message()
 
     def _fast_writer_allowed(self) -> bool:
         if not self.config.get("fast_writer", True):
@@ -306,12 +328,14 @@ class BrazeUsersStream(Stream):
         go through :class:`_FastWriter`; otherwise through the SDK's own
         ``_write_record_message`` so stream maps, flattening and selection behave as usual.
         """
+        self._writes_messages = write_messages
         counter = self.get_record_counter()
         timer = self.get_sync_timer()
         state = self.stream_state
         progress = _Progress(state)
         fast = write_messages and self._fast_writer_allowed()
-        writer = (_FastWriter if fast else _Writer)(self, counter)
+        writer_class = _FastWriter if fast else _Writer if write_messages else _NullWriter
+        writer = writer_class(self, counter)
         self.logger.info("Writer: %s", "fast (orjson, buffered)" if fast else "SDK")
         started = time.monotonic()
         with counter, timer, make_source(self.config) as source:

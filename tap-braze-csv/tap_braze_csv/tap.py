@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_braze_csv.columns import COLUMN_TYPES, validate_column_types
 from tap_braze_csv.streams import BrazeUsersStream, build_schema, peek_header_columns
@@ -15,6 +16,20 @@ class TapBrazeCsv(Tap):
     """Streams rows of Braze segment CSV exports."""
 
     name = "tap-braze-csv"
+
+    #: The SDK defaults minus BATCH: records are already written by a buffered orjson writer
+    #: (streams.py), and BATCH would hand them to the SDK's batcher, whose files are not yet
+    #: delivered when a STATE claims their rows.
+    capabilities: ClassVar[list[Any]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        TapCapabilities.ACTIVATE_VERSION,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -26,13 +41,27 @@ class TapBrazeCsv(Tap):
         th.Property(
             "sftp",
             th.ObjectType(
-                th.Property("host", th.StringType),
-                th.Property("port", th.IntegerType, default=22),
-                th.Property("username", th.StringType),
-                th.Property("password", th.StringType, secret=True),
-                th.Property("private_key", th.StringType, secret=True),
-                th.Property("private_key_passphrase", th.StringType, secret=True),
-                th.Property("known_hosts", th.StringType),
+                th.Property("host", th.StringType, description="SFTP server host name."),
+                th.Property("port", th.IntegerType, default=22, description="SFTP port."),
+                th.Property("username", th.StringType, description="Login user name."),
+                th.Property("password", th.StringType, secret=True, description="Login password."),
+                th.Property(
+                    "private_key",
+                    th.StringType,
+                    secret=True,
+                    description="Private key (RSA or Ed25519), as PEM/OpenSSH text or a file path.",
+                ),
+                th.Property(
+                    "private_key_passphrase",
+                    th.StringType,
+                    secret=True,
+                    description="Passphrase of `private_key`.",
+                ),
+                th.Property(
+                    "known_hosts",
+                    th.StringType,
+                    description="known_hosts lines (or a file path) holding the server's host key.",
+                ),
                 th.Property(
                     "allow_unknown_host_key",
                     th.BooleanType,

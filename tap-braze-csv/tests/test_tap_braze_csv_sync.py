@@ -459,3 +459,40 @@ def test_secrets_never_in_records_state_or_logs(
     assert run.records
     assert secret_pass not in blob
     assert "NOTAREALKEY" not in blob
+
+
+@pytest.mark.parametrize("fast_writer", [True, False])
+def test_activate_version_messages(tap_runner, export_dir: Path, fast_writer: bool) -> None:
+    write(export_dir / "a.csv", HAND_MADE)
+    run = tap_runner(
+        {
+            "paths": [str(export_dir / "a.csv")],
+            "emit_activate_version_messages": True,
+            "fast_writer": fast_writer,
+        }
+    )
+    activate = [m for m in run.messages if m["type"] == "ACTIVATE_VERSION"]
+    assert len(activate) == 1
+    recs = [m for m in run.messages if m["type"] == "RECORD"]
+    assert {m["version"] for m in recs} == {activate[0]["version"]}
+
+
+def test_records_without_writing_messages(
+    export_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    write(export_dir / "a.csv", HAND_MADE)
+    tap = TapBrazeCsv(config={"paths": [str(export_dir / "a.csv")]})
+    stream = tap.streams["braze_users"]
+    records = list(stream._sync_records(write_messages=False))
+    assert [r["braze_id"] for r in records] == ["b1", "b2", "-b3"]
+    assert capsys.readouterr().out == ""
+
+
+def test_batch_capability_is_not_advertised() -> None:
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    about = TapBrazeCsv._get_about_info()
+    assert "batch" not in [str(c) for c in about.capabilities]
+    assert "state" in [str(c) for c in about.capabilities]
