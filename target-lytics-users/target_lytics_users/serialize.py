@@ -40,11 +40,6 @@ def dumps_record(record: dict) -> bytes:
     return orjson.dumps(record, default=_default)
 
 
-def join_array(parts: list[bytes]) -> bytes:
-    """Build the request body (a JSON array) from serialized records."""
-    return b"[" + b",".join(parts) + b"]"
-
-
 class LineCountingOrjsonReader(SingerReader):
     """Singer reader that parses lines with orjson and counts them.
 

@@ -25,7 +25,7 @@ from target_lytics_users.client import (
     LyticsError,
     LyticsRejectedError,
 )
-from target_lytics_users.serialize import dumps_record, join_array, make_validator
+from target_lytics_users.serialize import dumps_record, make_validator
 
 if t.TYPE_CHECKING:
     from concurrent.futures import Future
@@ -74,8 +74,10 @@ class LyticsSink(BatchSink):
         self.lytics_stream = target.lytics_stream_for(stream_name)
         self.max_records = target.max_batch_records
         self.max_bytes = target.max_batch_bytes
-        self._parts: list[bytes] = []
-        self._size = 0  # sum of serialized record sizes + one separator each
+        # The body under construction: b"[" + records joined by b",". Each record is copied
+        # in at once (orjson's own result keeps an ~8 KB allocation per record).
+        self._buf = bytearray(b"[")
+        self._count = 0
         self._first_line = 0
         self._last_line = 0
         self._seq = 0
@@ -144,26 +146,27 @@ class LyticsSink(BatchSink):
         if size + 2 > self.max_bytes:
             self._target.reject_oversized(self, record, line, size)
             return
-        if self._parts and self._size + size + 2 > self.max_bytes:
+        if self._count and len(self._buf) + size + 2 > self.max_bytes:
             self._seal()
-        if not self._parts:
+        if self._count:
+            self._buf += b","
+        else:
             self._first_line = line
-        self._parts.append(data)
-        self._size += size + 1
+        self._buf += data
+        self._count += 1
         self._last_line = line
-        if len(self._parts) >= self.max_records:
+        if self._count >= self.max_records:
             self._seal()
 
     def _seal(self) -> None:
-        if not self._parts:
+        if not self._count:
             return
         self._seq += 1
-        body = join_array(self._parts)
-        self._ready.append(
-            Batch(self._seq, body, len(self._parts), self._first_line, self._last_line)
-        )
-        self._parts = []
-        self._size = 0
+        self._buf += b"]"
+        body = bytes(self._buf)
+        self._ready.append(Batch(self._seq, body, self._count, self._first_line, self._last_line))
+        self._buf = bytearray(b"[")
+        self._count = 0
 
     @property
     def current_size(self) -> int:
@@ -172,7 +175,7 @@ class LyticsSink(BatchSink):
         The SDK's `drain_one` skips a sink whose size is 0 and `drain_all` then writes
         STATE, so records still in flight must count here.
         """
-        return len(self._parts) + sum(b.count for b in self._ready) + self._inflight_records
+        return self._count + sum(b.count for b in self._ready) + self._inflight_records
 
     @property
     def is_full(self) -> bool:
