@@ -55,6 +55,7 @@ def make_gpg_key(
     base = Path(tmp) if tmp is not None and len(str(tmp)) < 60 else None
     home = Path(tempfile.mkdtemp(prefix="bcsvgpg-", dir=base))
     os.chmod(home, 0o700)
+    (home / "gpg-agent.conf").write_text("s2k-count 65536\n")  # fast (test) key protection
     pw_args = ["--pinentry-mode", "loopback", "--passphrase", passphrase or ""]
     _gpg(home, *pw_args, "--quick-gen-key", name, "future-default", "default", "never")
     listing = _gpg(home, "--with-colons", "--list-secret-keys").stdout.decode()
