@@ -1,0 +1,141 @@
+"""The installed executable: SIGTERM mid-run, exit codes, no secret in any output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from target_braze_audience.store import MembershipStore
+
+EXE = Path(sys.executable).parent / "target-braze-audience"
+
+
+def _start(cfg: dict[str, Any], tmp_path: Path) -> subprocess.Popen[bytes]:
+    cfg_path = tmp_path / "config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    env = {**os.environ, "LOGLEVEL": "DEBUG"}
+    # Files, not pipes: DEBUG logs could fill a pipe and block the process.
+    return subprocess.Popen(
+        [str(EXE), "--config", str(cfg_path)],
+        stdin=subprocess.PIPE,
+        stdout=(tmp_path / "stdout").open("wb"),
+        stderr=(tmp_path / "stderr").open("wb"),
+        env=env,
+    )
+
+
+def _finish(
+    proc: subprocess.Popen[bytes], tmp_path: Path, data: bytes | None = None
+) -> tuple[bytes, bytes]:
+    if data is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(data)
+    if proc.stdin is not None and not proc.stdin.closed:
+        proc.stdin.close()
+    proc.wait(timeout=60)
+    return (tmp_path / "stdout").read_bytes(), (tmp_path / "stderr").read_bytes()
+
+
+def _present(store: str) -> set[str]:
+    st = MembershipStore(store)
+    try:
+        return {u for (_a, u), p in st.memberships().items() if p}
+    finally:
+        st.close()
+
+
+def test_sigterm_while_reading_changes_nothing(braze_sandbox: Any, tmp_path: Path, h: Any) -> None:
+    b = braze_sandbox
+    store = str(tmp_path / "s.sqlite")
+    cfg = h.braze_config(b, store)
+    h.run_target(cfg, h.audience_msgs({"a": ["u1", "u2", "u3"]}))
+    b.clear_requests()
+    proc = _start(cfg, tmp_path)
+    assert proc.stdin is not None
+    # A new scan that leaves u2 and u3 out, then the tap hangs (no snapshot yet).
+    proc.stdin.write(
+        h.to_lines(
+            [*h.schema_msgs(), h.member("a", "u1", "s2"), h.member("a", "u4", "s2")]
+        ).encode()
+    )
+    proc.stdin.flush()
+    assert h.wait_for(lambda: Path(store + "-wal").exists() or proc.poll() is not None)
+    h.wait_for(lambda: False, timeout=0.5)  # let it read the lines
+    proc.send_signal(signal.SIGTERM)
+    out, err = _finish(proc, tmp_path)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]
+    assert out == b""  # no STATE
+    assert h.track_requests(b) == []
+    assert h.segments(b) == {"u1": ["a"], "u2": ["a"], "u3": ["a"]}
+    assert _present(store) == {"u1", "u2", "u3"}
+    st = MembershipStore(store)
+    assert st.pending_rows() == []
+    st.close()
+
+
+def test_sigterm_during_delivery_keeps_store_consistent(
+    braze_sandbox: Any, tmp_path: Path, h: Any
+) -> None:
+    b = braze_sandbox
+    store = str(tmp_path / "s.sqlite")
+    cfg = h.braze_config(b, store, rate_limit_per_second=8, max_concurrency=2)
+    users = [f"u{i}" for i in range(3000)]
+    msgs = h.audience_msgs({"a": users})
+    proc = _start(cfg, tmp_path)
+    assert proc.stdin is not None
+    proc.stdin.write(h.to_lines(msgs).encode())
+    proc.stdin.close()
+    assert h.wait_for(lambda: b.stats.get("accepted_requests", 0) >= 3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = _finish(proc, tmp_path)
+    assert proc.returncode != 0
+    assert out == b""  # no STATE: not everything was confirmed
+    in_braze = set(h.segments(b))
+    assert 0 < len(in_braze) < len(users)
+    # Exactly what Braze accepted is marked delivered; the rest is still pending.
+    assert _present(store) == in_braze
+    st = MembershipStore(store)
+    assert {u for u, *_ in st.pending_rows()} == set(users) - in_braze
+    st.close()
+    assert h.API_KEY.encode() not in err
+    # The next run finishes the job with no duplicate data points.
+    before = b.stats["data_points"]
+    h.run_target({**cfg, "rate_limit_per_second": 0}, msgs)
+    assert h.segments(b) == {u: ["a"] for u in users}
+    assert b.stats["data_points"] - before == len(users) - len(in_braze)
+
+
+def test_cli_wrong_key_exits_nonzero_without_leaking(
+    braze_sandbox: Any, tmp_path: Path, h: Any
+) -> None:
+    b = braze_sandbox
+    secret = "s3cr3t-wrong-braze-rest-key"
+    cfg = h.braze_config(b, str(tmp_path / "s.sqlite"), api_key=secret)
+    proc = _start(cfg, tmp_path)
+    out, err = _finish(proc, tmp_path, h.to_lines(h.audience_msgs({"a": ["u1"]})).encode())
+    assert proc.returncode == 1
+    assert b"api_key" in err
+    assert secret.encode() not in err
+    assert secret.encode() not in out
+    assert out == b""
+
+
+def test_cli_success_logs_summary_and_state_without_key(
+    braze_sandbox: Any, tmp_path: Path, h: Any
+) -> None:
+    b = braze_sandbox
+    cfg = h.braze_config(b, str(tmp_path / "s.sqlite"))
+    proc = _start(cfg, tmp_path)
+    out, err = _finish(proc, tmp_path, h.to_lines(h.audience_msgs({"a": ["u1", "u2"]})).encode())
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out) == {"bookmarks": {"audience_members": {"run": 1}}}
+    text = err.decode()
+    assert "Summary audience 'a': added=2 removed=0" in text
+    assert '"metric":"http_request_duration"' in text
+    assert '"metric":"record_count"' in text
+    assert h.API_KEY not in text
