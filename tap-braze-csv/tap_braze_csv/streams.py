@@ -341,17 +341,23 @@ class BrazeUsersStream(Stream):
         with counter, timer, make_source(self.config) as source:
             refs = source.find(list(self.config.get("paths") or []))
             self.logger.info("%d file(s) match the configured paths", len(refs))
-            for ref in refs:
-                entry = progress.entry(ref)
-                if entry and entry.get("complete"):
-                    self.files_skipped += 1
-                    self.logger.info("Skipping %s: already read (state)", ref.uri)
-                    continue
-                yield from self._sync_file(source, ref, entry, progress, writer)
-                progress.finish_file(ref)
-                self.files_read += 1
-                self.emit_state()
-            writer.flush()
+            try:
+                for ref in refs:
+                    entry = progress.entry(ref)
+                    if entry and entry.get("complete"):
+                        self.files_skipped += 1
+                        self.logger.info("Skipping %s: already read (state)", ref.uri)
+                        continue
+                    yield from self._sync_file(source, ref, entry, progress, writer)
+                    progress.finish_file(ref)
+                    self.files_read += 1
+                    self.emit_state()
+                writer.flush()
+            except BaseException:
+                # A run that cannot finish still sends what it read and records where it
+                # stopped (records first, then STATE), so the next run resumes there.
+                self._flush_on_error(writer)
+                raise
         elapsed = time.monotonic() - started
         self.logger.info(
             "Summary: %d file(s) read, %d skipped (already read), %d row(s) emitted, "
@@ -363,6 +369,13 @@ class BrazeUsersStream(Stream):
             elapsed,
         )
         self.emit_state()
+
+    def _flush_on_error(self, writer: _Writer) -> None:
+        try:
+            writer.flush()
+            self.emit_state()
+        except Exception as exc:  # e.g. a closed stdout: keep the original error
+            self.logger.warning("Could not write the final records/state: %s", exc)
 
     def _sync_file(
         self,
@@ -521,6 +534,8 @@ class BrazeUsersStream(Stream):
                 line = reader.line_num
                 start = prev + 1
                 prev = line
+                if line <= resume_line:
+                    continue  # already handled by the run that stopped here
                 reason = str(exc)
                 if "end of data" in reason or line > start:
                     reason = (

@@ -496,3 +496,14 @@ def test_batch_capability_is_not_advertised() -> None:
     about = TapBrazeCsv._get_about_info()
     assert "batch" not in [str(c) for c in about.capabilities]
     assert "state" in [str(c) for c in about.capabilities]
+
+
+def test_failed_run_records_progress_and_next_run_resumes(tap_runner, export_dir: Path) -> None:
+    f = write(export_dir / "bad.csv", BAD)
+    first = tap_runner({"paths": [str(f)]}, expect_error=True)
+    # the failing run's last STATE (written before exiting) points at the last good row
+    assert first.states[-1]["bookmarks"]["braze_users"]["current"]["line"] == 2
+    second = tap_runner({"paths": [str(f)], "on_bad_row": "skip"}, state=first.states[-1])
+    # resumes after line 2: u1 is not sent again, bad lines 3-5 skipped, u5 arrives
+    assert [r["external_id"] for r in second.records] == ["u5"]
+    assert second.bookmark()["files"][0]["complete"] is True
