@@ -163,6 +163,24 @@ def resolve_audiences(config: t.Mapping[str, t.Any], segments: list[dict]) -> li
     return list(chosen.values())
 
 
+def member_schema(fields: list[str]) -> dict:
+    """Build the member schema: fixed fields plus the profile `fields` (nullable strings).
+
+    Lytics profile fields are free-form; scalars are sent as strings and lists/maps as
+    JSON text, so one stable schema fits every profile.
+    """
+    props = th.PropertiesList(
+        th.Property("audience_id", th.StringType, required=True),
+        th.Property("audience_slug", th.StringType),
+        th.Property("external_id", th.StringType, required=True),
+        th.Property("lytics_uid", th.StringType),
+        th.Property("scan_id", th.StringType, required=True),
+    )
+    for name in fields:
+        props.append(th.Property(name, th.StringType))
+    return props.to_dict()
+
+
 class _ScanProgress:
     """Counters of one scan pass, kept by the consumer (what was actually emitted)."""
 
@@ -193,23 +211,11 @@ class AudienceMembersStream(LyticsStream):
     # is a large share of per-record cost and has nothing to fix.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
 
-    @property
-    def schema(self) -> dict:  # type: ignore[override]
-        """Fixed member fields plus the configured profile `fields` (nullable strings).
-
-        Lytics profile fields are free-form; scalars are sent as strings and lists/maps as
-        JSON text, so one stable schema fits every profile.
-        """
-        props = th.PropertiesList(
-            th.Property("audience_id", th.StringType, required=True),
-            th.Property("audience_slug", th.StringType),
-            th.Property("external_id", th.StringType, required=True),
-            th.Property("lytics_uid", th.StringType),
-            th.Property("scan_id", th.StringType, required=True),
-        )
-        for name in self.extra_fields:
-            props.append(th.Property(name, th.StringType))
-        return props.to_dict()
+    def __init__(self, tap: TapLyticsAudience) -> None:
+        # The schema depends on the `fields` setting: built once here (a `schema` property
+        # would be rebuilt twice per record by the SDK).
+        fields = list(dict.fromkeys(str(f) for f in tap.config.get("fields") or []))
+        super().__init__(tap, schema=member_schema(fields))
 
     @functools.cached_property
     def extra_fields(self) -> list[str]:

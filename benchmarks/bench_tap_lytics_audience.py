@@ -1,0 +1,250 @@
+"""Benchmark tap-lytics-audience: members/s scanned from the Lytics sandbox, and peak RSS.
+
+Compares, on the same sandbox process (`lytics-sandbox`, generated audiences):
+- a minimal plain singer-sdk RESTStream tap (SDK defaults: one page at a time, JSONPath
+  cursor paginator, recursive type conformance) - the baseline, defined in this file;
+- tap-lytics-audience with `prefetch_pages=0` (same request pattern as the SDK);
+- tap-lytics-audience with its defaults (pages prefetched in a background thread);
+- tap-lytics-audience at 3x the audience size, to show peak RSS does not grow with size.
+
+    python benchmarks/bench_tap_lytics_audience.py [--scale 1.0]
+    python benchmarks/bench_tap_lytics_audience.py --plain-tap --config CONFIG  (internal)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from measure import run_measured  # noqa: E402
+
+BIN = Path(sys.executable).parent
+AUDIENCES = 3
+BASE_MEMBERS = 100_000
+
+
+# --- the SDK-default baseline tap -------------------------------------------------------
+
+
+def plain_tap_main(config_path: str) -> None:
+    """A minimal tap written the way the SDK cookbook suggests (no tuning at all)."""
+    from singer_sdk import RESTStream, Tap
+    from singer_sdk import typing as th
+    from singer_sdk.authenticators import APIKeyAuthenticator
+
+    class PlainMembers(RESTStream):
+        name = "audience_members"
+        path = "/api/segment/{audience_id}/scan"
+        records_jsonpath = "$.data[*]"
+        next_page_token_jsonpath = "$._next"
+        primary_keys = ("audience_id", "external_id")
+        schema = th.PropertiesList(
+            th.Property("audience_id", th.StringType),
+            th.Property("audience_slug", th.StringType),
+            th.Property("external_id", th.StringType),
+            th.Property("lytics_uid", th.StringType),
+        ).to_dict()
+
+        @property
+        def url_base(self) -> str:
+            return self.config["api_url"]
+
+        @property
+        def authenticator(self) -> APIKeyAuthenticator:
+            return APIKeyAuthenticator(
+                key="Authorization", value=self.config["api_token"], location="header"
+            )
+
+        @property
+        def partitions(self) -> list[dict]:
+            return [{"audience_id": a} for a in self.config["audiences"]]
+
+        def get_url_params(self, context, next_page_token):  # type: ignore[no-untyped-def]
+            return {"limit": 100, "start": next_page_token}
+
+        def post_process(self, row, context=None):  # type: ignore[no-untyped-def]
+            if not row.get("braze_id"):
+                return None
+            return {
+                "audience_id": context["audience_id"],
+                "audience_slug": context["audience_id"],
+                "external_id": row["braze_id"],
+                "lytics_uid": row.get("_uid"),
+            }
+
+    class PlainTap(Tap):
+        name = "tap-plain-lytics"
+        config_jsonschema = th.PropertiesList(
+            th.Property("api_url", th.StringType),
+            th.Property("api_token", th.StringType),
+            th.Property("audiences", th.ArrayType(th.StringType)),
+        ).to_dict()
+
+        def discover_streams(self):  # type: ignore[no-untyped-def]
+            return [PlainMembers(self)]
+
+    PlainTap.cli(["--config", config_path])
+
+
+# --- harness -----------------------------------------------------------------------------
+
+
+def start_sandbox(work: Path, per_audience: int) -> tuple[subprocess.Popen, str, list[str]]:
+    slugs = [f"bench_{i}" for i in range(AUDIENCES)]
+    seed = work / f"lytics_seed_{per_audience}.json"
+    seed.write_text(
+        json.dumps(
+            {
+                "audiences": [
+                    {"slug": s, "generate": {"n": per_audience, "prefix": f"{s}_"}} for s in slugs
+                ]
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [str(BIN / "lytics-sandbox"), "--port", "0", "--seed-file", str(seed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = ""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "listening on" in line:
+            url = line.rsplit(" ", 1)[-1].strip()
+            break
+    if not url:
+        proc.kill()
+        raise RuntimeError("lytics-sandbox did not start")
+    return proc, url, slugs
+
+
+def count_members(path: Path) -> int:
+    n = 0
+    with path.open("rb") as fh:
+        for line in fh:
+            if line.startswith(b'{"type":"RECORD","stream":"audience_members"') or (
+                b'"RECORD"' in line[:40] and b'"audience_members"' in line[:80]
+            ):
+                n += 1
+    return n
+
+
+def measure(
+    name: str, cmd: list[str], out: Path, members: int, env: dict[str, str]
+) -> dict[str, t.Any]:
+    with out.open("wb") as fh:
+        m = run_measured(cmd, stdout=fh, env=env)
+    got = count_members(out)
+    if m.returncode != 0 or got != members:
+        raise RuntimeError(f"{name}: rc={m.returncode}, {got} member records (expected {members})")
+    return {
+        "benchmark": name,
+        "rows": got,
+        "seconds": round(m.seconds, 2),
+        "rows_per_s": round(got / m.seconds),
+        "peak_rss_mb": round(m.peak_rss_mb, 1),
+    }
+
+
+def run(work: Path, scale: float = 1.0) -> list[dict]:
+    """Run the benchmark; returns result rows (see benchmarks/run.py)."""
+    work = Path(work) / "tap_lytics_audience"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TAP_LYTICS_AUDIENCE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "0"}
+    tap = str(BIN / "tap-lytics-audience")
+    rows: list[dict] = []
+    baseline_rate = None
+    for factor in (1, 3):
+        per_audience = max(1000, int(BASE_MEMBERS * scale * factor / AUDIENCES))
+        total = per_audience * AUDIENCES
+        sandbox, url, slugs = start_sandbox(work, per_audience)
+        try:
+            common = {"api_url": url, "api_token": "sandbox-lytics-token", "audiences": slugs}
+            variants: list[tuple[str, list[str], str]] = []
+            if factor == 1:
+                plain_cfg = work / "plain.json"
+                plain_cfg.write_text(json.dumps(common))
+                variants.append(
+                    (
+                        "plain SDK RESTStream tap (baseline)",
+                        [sys.executable, __file__, "--plain-tap", "--config", str(plain_cfg)],
+                        "SDK defaults: one page at a time, recursive conformance",
+                    )
+                )
+                seq_cfg = work / "seq.json"
+                seq_cfg.write_text(
+                    json.dumps({**common, "prefetch_pages": 0, "scan_concurrency": 1})
+                )
+                variants.append(
+                    (
+                        "tap-lytics-audience sequential",
+                        [tap, "--config", str(seq_cfg)],
+                        "scan_concurrency=1 prefetch_pages=0: one page at a time",
+                    )
+                )
+            cfg = work / f"default_{factor}.json"
+            cfg.write_text(json.dumps(common))
+            variants.append(
+                (
+                    f"tap-lytics-audience (defaults){' 3x size' if factor == 3 else ''}",
+                    [tap, "--config", str(cfg)],
+                    "3 audiences scanned concurrently, 4 pages look-ahead each",
+                )
+            )
+            for name, cmd, notes in variants:
+                row = measure(name, cmd, work / "out.jsonl", total, env)
+                if baseline_rate is None:
+                    baseline_rate = row["rows_per_s"]
+                row["ratio_to_baseline"] = round(row["rows_per_s"] / baseline_rate, 2)
+                row["command"] = " ".join(Path(c).name for c in cmd[:1]) + (
+                    " --plain-tap" if "--plain-tap" in cmd else ""
+                )
+                row["notes"] = f"{notes}; {AUDIENCES} audiences x {per_audience:,}"
+                rows.append(row)
+        finally:
+            sandbox.terminate()
+            sandbox.wait(timeout=30)
+    (work / "out.jsonl").unlink(missing_ok=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--plain-tap", action="store_true")
+    parser.add_argument("--config")
+    args, _ = parser.parse_known_args()
+    if args.plain_tap:
+        plain_tap_main(args.config)
+        return
+    rows = run(HERE / ".work", args.scale)
+    cols = [
+        "benchmark",
+        "rows",
+        "seconds",
+        "rows_per_s",
+        "ratio_to_baseline",
+        "peak_rss_mb",
+        "notes",
+    ]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()
