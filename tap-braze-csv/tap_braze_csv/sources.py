@@ -44,10 +44,10 @@ T = TypeVar("T")
 _MAGIC = re.compile(r"[*?[]")
 #: Bytes requested per SFTP read (paramiko's maximum request size).
 SFTP_CHUNK = 32768
-#: Bytes requested ahead of the reader: bounds memory (paramiko's own `prefetch()` buffers a whole
-#: file when the consumer is slower than the network) while keeping many requests in flight.
+#: Bytes requested ahead of the reader (SFTP_WINDOW / SFTP_CHUNK requests in flight): bounds
+#: memory (paramiko's own `prefetch()` buffers a whole file when the consumer is slower than the
+#: network) while keeping the pipe full.
 SFTP_WINDOW = 8 * 1024 * 1024
-SFTP_MAX_IN_FLIGHT = 64
 LOCAL_BUFFER = 1024 * 1024
 
 
@@ -301,18 +301,15 @@ def load_private_key(value: str, passphrase: str | None) -> paramiko.PKey:
         key_class = paramiko.ECDSAKey
     else:
         raise BrazeCsvError("sftp.private_key: only RSA, Ed25519 and ECDSA keys are supported")
-    if key_class is paramiko.Ed25519Key and b"OPENSSH PRIVATE KEY" not in data:
-        # paramiko reads Ed25519 only in OpenSSH format: convert the PKCS#8 key in memory.
-        data = loaded.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-        password = None
+    # Hand paramiko the decrypted key (OpenSSH format, in memory): the passphrase KDF runs once,
+    # and paramiko reads Ed25519 only in OpenSSH format (not PKCS#8 PEM).
+    opened = loaded.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
     try:
-        return key_class.from_private_key(
-            io.StringIO(data.decode()), password=password.decode() if password else None
-        )
+        return key_class.from_private_key(io.StringIO(opened.decode()))
     except Exception:
         raise BrazeCsvError("sftp.private_key could not be loaded") from None
 
@@ -640,10 +637,11 @@ class SftpSource(FileSource):
         if part == "**":
             if rest:
                 self._walk(directory, rest, out, cache)
-            for entry, attr in self._entries(directory, cache, follow_links=False):
-                full = posixpath.join(directory, entry.filename)
+            for name, attr, is_link in self._entries(directory, cache):
+                full = posixpath.join(directory, name)
                 if stat.S_ISDIR(attr.st_mode or 0):
-                    self._walk(full, parts, out, cache)
+                    if not is_link:  # `**` does not descend through links (no loops)
+                        self._walk(full, parts, out, cache)
                 elif not rest and stat.S_ISREG(attr.st_mode or 0):
                     out[full] = self._ref(full, attr)
             return
@@ -656,8 +654,7 @@ class SftpSource(FileSource):
                 if found is not None and stat.S_ISREG(found.st_mode or 0):
                     out[full] = self._ref(full, found)
             return
-        for entry, attr in self._entries(directory, cache, follow_links=True):
-            name = entry.filename
+        for name, attr, _ in self._entries(directory, cache):
             if not fnmatch.fnmatchcase(name, part):
                 continue
             full = posixpath.join(directory, name)
@@ -668,22 +665,19 @@ class SftpSource(FileSource):
                 out[full] = self._ref(full, attr)
 
     def _entries(
-        self,
-        directory: str,
-        cache: dict[str, list[paramiko.SFTPAttributes]],
-        *,
-        follow_links: bool,
-    ) -> Iterator[tuple[paramiko.SFTPAttributes, paramiko.SFTPAttributes]]:
-        """Non-hidden directory entries with their attributes (symlinks resolved if asked)."""
+        self, directory: str, cache: dict[str, list[paramiko.SFTPAttributes]]
+    ) -> Iterator[tuple[str, paramiko.SFTPAttributes, bool]]:
+        """Non-hidden entries of a directory: (name, attributes with links resolved, is_link)."""
         for entry in self._listdir(directory, cache):
-            if entry.filename.startswith(".") or entry.filename in {".", ".."}:
+            name = entry.filename
+            if name.startswith("."):
                 continue
             if not stat.S_ISLNK(entry.st_mode or 0):
-                yield entry, entry
-            elif follow_links:  # `**` does not descend through links (no loops)
-                target = self._stat(posixpath.join(directory, entry.filename))
-                if target is not None:  # else a dangling link
-                    yield entry, target
+                yield name, entry, False
+                continue
+            target = self._stat(posixpath.join(directory, name))
+            if target is not None:  # else a dangling link
+                yield name, target, True
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -756,7 +750,10 @@ class _SftpReader(io.RawIOBase):
         start = self._fetched
         end = min(self._ref.size, start + SFTP_WINDOW)
         chunks = [(off, min(SFTP_CHUNK, end - off)) for off in range(start, end, SFTP_CHUNK)]
-        return iter(self._file.readv(chunks, max_concurrent_prefetch_requests=SFTP_MAX_IN_FLIGHT))
+        # No max_concurrent_prefetch_requests: paramiko's request thread then sends the whole
+        # window at once and ends; a capped one polls for the window's duration, and dies with
+        # a traceback on stderr when the connection drops.
+        return iter(self._file.readv(chunks))
 
     def _next_chunk(self) -> bytes:
         s = self._source.settings

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class SftpTestServer:
     port: int
     host_key_line: str
     faults: sftp_server.SftpFaults
-    client_keys: dict[str, str]
+    client_keys: dict[str, str] = field(repr=False)
 
     def config(self, **overrides: Any) -> dict[str, Any]:
         """The `sftp` setting for password login with the host key pinned; overrides win."""
@@ -62,13 +62,14 @@ class SftpTestServer:
     def key_config(self, key_name: str, **overrides: Any) -> dict[str, Any]:
         """The `sftp` setting for public-key login with one of `client_keys`."""
         passphrase = KEY_PASSPHRASE if key_name.endswith("_encrypted") else None
-        return self.config(
-            username=KEY_USER,
-            password=None,
-            private_key=self.client_keys[key_name],
-            private_key_passphrase=passphrase,
-            **overrides,
-        )
+        settings: dict[str, Any] = {
+            "username": KEY_USER,
+            "password": None,
+            "private_key": self.client_keys[key_name],
+            "private_key_passphrase": passphrase,
+        }
+        settings.update(overrides)
+        return self.config(**settings)
 
     def put(self, relpath: str, data: bytes | str) -> Path:
         """Write a file on the server."""
@@ -87,6 +88,7 @@ def ssh_client_keys() -> dict[str, tuple[str, str]]:
         "rsa_pem": sftp_server.make_ssh_key("rsa", "pem"),
         "rsa_openssh": sftp_server.make_ssh_key("rsa", "openssh"),
         "ed25519_openssh": sftp_server.make_ssh_key("ed25519", "openssh"),
+        "ed25519_pem": sftp_server.make_ssh_key("ed25519", "pem"),
         "ed25519_openssh_encrypted": sftp_server.make_ssh_key("ed25519", "openssh", KEY_PASSPHRASE),
         "rsa_pem_encrypted": sftp_server.make_ssh_key("rsa", "pem", KEY_PASSPHRASE),
     }

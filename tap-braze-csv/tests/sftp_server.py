@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -63,7 +64,11 @@ def make_ssh_key(
         else (asyncssh.generate_private_key(alg))
     )
     export_fmt = "openssh" if fmt == "openssh" else ("pkcs1-pem" if kind == "rsa" else "pkcs8-pem")
-    private = key.export_private_key(export_fmt, passphrase).decode()
+    # 16 bcrypt rounds, like ssh-keygen (asyncssh's default of 128 takes seconds to load)
+    extra = {"rounds": 16} if passphrase and fmt == "openssh" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # bcrypt: "only 16 rounds"
+        private = key.export_private_key(export_fmt, passphrase, **extra).decode()
     public = key.export_public_key("openssh").decode().strip()
     public = " ".join(public.split()[:2])
     return private, public
