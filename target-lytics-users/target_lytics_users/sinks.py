@@ -34,6 +34,18 @@ if t.TYPE_CHECKING:
 
     from target_lytics_users.target import TargetLyticsUsers
 
+_SDC_FIELDS = frozenset(
+    (
+        "_sdc_extracted_at",
+        "_sdc_received_at",
+        "_sdc_batched_at",
+        "_sdc_deleted_at",
+        "_sdc_sequence",
+        "_sdc_table_version",
+        "_sdc_sync_started_at",
+    )
+)
+
 _DATE_PARSERS: dict[str, t.Callable[[str], t.Any]] = {
     "date": date_fromisoformat,
     "time": time_fromisoformat,
@@ -135,6 +147,11 @@ class LyticsSink(BatchSink):
                     self.logger.warning("No schema for record field '%s'", key)
                     self._warned_missing_fields.add(key)
         return record
+
+    def _remove_sdc_metadata_from_record(self, record: dict) -> None:
+        """Drop `_sdc_*` fields like the SDK, without 7 dict pops per record when none is there."""
+        if not _SDC_FIELDS.isdisjoint(record):
+            super()._remove_sdc_metadata_from_record(record)
 
     # Batching ---------------------------------------------------------------------------
 

@@ -230,3 +230,10 @@ def test_invalid_date_fails_like_the_sdk(lytics_sandbox, config):
     assert result.error is not None
     assert "date_of_birth" in str(result.error)
     assert result.states == []
+
+
+def test_sdc_metadata_is_dropped_unless_asked_for(lytics_sandbox, config):
+    rec = braze_user(1, _sdc_extracted_at="2024-01-01T00:00:00Z", _sdc_sequence=5)
+    result = run_target(config, singer_lines([rec, braze_user(2)]))
+    assert result.error is None
+    assert lytics_sandbox.collected("braze_users") == [braze_user(1), braze_user(2)]
