@@ -17,6 +17,7 @@ A run that stops mid-file resumes after that line; rows are never half-skipped.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
 import io
@@ -103,6 +104,32 @@ def build_schema(
     schema: dict[str, Any] = {"type": "object", "properties": props}
     schema["additionalProperties"] = header_columns is None
     return schema
+
+
+def apply_encoding(text: Any, encoding: str | None, label: str) -> None:
+    """Switch a fresh text stream to the ``encoding`` setting (UTF-8 with BOM by default).
+
+    The file layer opens streams as UTF-8; ``TextIOWrapper.reconfigure`` changes the codec
+    before anything is read. A no-op when the stream already uses that encoding.
+    """
+    if not encoding:
+        return
+    try:
+        wanted = codecs.lookup(encoding).name
+    except LookupError as exc:
+        msg = f"encoding: unknown encoding {encoding!r}"
+        raise BrazeCsvError(msg) from exc
+    current = getattr(text, "encoding", None)
+    current = codecs.lookup(current).name if current else "utf-8-sig"  # the file layer's
+    utf8 = ("utf-8", "utf-8-sig")
+    if current == wanted or (wanted in utf8 and current in utf8):
+        return  # utf-8-sig reads plain UTF-8 too
+    inner = getattr(text, "_inner", text)
+    reconfigure = getattr(inner, "reconfigure", None)
+    if reconfigure is None:
+        msg = f"{label}: cannot read this file with encoding {encoding!r}"
+        raise BrazeCsvError(msg)
+    reconfigure(encoding=encoding)
 
 
 def _file_key(ref: FileRef) -> tuple[str, int, float]:
@@ -444,6 +471,7 @@ class BrazeUsersStream(Stream):
         config = self.config
         skip_bad = config.get("on_bad_row", "fail") == "skip"
         delimiter = config.get("delimiter") or ","
+        apply_encoding(text, config.get("encoding"), label)
         if csv.field_size_limit() < FIELD_SIZE_LIMIT:
             csv.field_size_limit(FIELD_SIZE_LIMIT)
         reader = csv.reader(text, delimiter=delimiter, strict=True)
@@ -576,6 +604,7 @@ def peek_header_columns(config: Mapping[str, Any], logger: logging.Logger) -> li
             raw = source.open(ref)
             try:
                 for member, text in iter_csv_members(ref, raw, config):
+                    apply_encoding(text, config.get("encoding"), ref.uri)
                     reader = csv.reader(text, delimiter=config.get("delimiter") or ",", strict=True)
                     header = next(reader, [])
                     label = f"{ref.uri}!{member}" if member else ref.uri

@@ -507,3 +507,14 @@ def test_failed_run_records_progress_and_next_run_resumes(tap_runner, export_dir
     # resumes after line 2: u1 is not sent again, bad lines 3-5 skipped, u5 arrives
     assert [r["external_id"] for r in second.records] == ["u5"]
     assert second.bookmark()["files"][0]["complete"] is True
+
+
+def test_encoding_and_delimiter_settings(tap_runner, export_dir: Path) -> None:
+    f = export_dir / "latin.csv"
+    f.write_bytes("user_id;first_name;city\r\nu1;Zoé;Montréal\r\n".encode("latin-1"))
+    run = tap_runner({"paths": [str(f)], "encoding": "latin-1", "delimiter": ";"})
+    assert run.records[0]["first_name"] == "Zoé"
+    assert run.records[0]["city"] == "Montréal"
+    wrong = tap_runner({"paths": [str(f)], "delimiter": ";"}, expect_error=True)
+    assert isinstance(wrong.error, BrazeCsvError)
+    assert str(f) in str(wrong.error)
