@@ -73,3 +73,22 @@ def run_tap(
 @pytest.fixture
 def tap_runner():
     return run_tap
+
+
+# -- File-layer fixtures (see braze_csv_source_fixtures.py): `sftp` (a real SFTP server on
+# loopback, asyncssh), `ssh_client_keys` (RSA/Ed25519 client keys), `gpg_key` / `other_gpg_key`
+# (PGP keys made with the gpg binary). The helper modules sftp_server.py and pgp_keys.py are
+# importable by path from other test directories too.
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from braze_csv_source_fixtures import (  # noqa: E402
+    SftpTestServer,
+    gpg_key,
+    other_gpg_key,
+    sftp,
+    ssh_client_keys,
+)
+
+__all__ = ["SftpTestServer", "gpg_key", "other_gpg_key", "sftp", "ssh_client_keys"]

@@ -20,7 +20,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pgp_keys
-from braze_csv_source_fixtures import *  # noqa: F403 - fixtures
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.openers import iter_csv_members
 from tap_braze_csv.sources import LocalSource

@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pgp_keys
 import sftp_server
-from braze_csv_source_fixtures import *  # noqa: F403 - fixtures
 from braze_csv_source_fixtures import (
     KEY_PASSPHRASE,
     SFTP_PASSWORD,
