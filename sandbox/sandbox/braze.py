@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from sandbox.server import EmulatorServer, RecordedRequest, Response, json_response
@@ -12,6 +13,7 @@ CONTROL_KEYS = frozenset({"_update_existing_only"})
 # Braze bills no data points for subscription state changes (data_points.md).
 FREE_KEYS = frozenset({"email_subscribe", "push_subscribe", "subscription_groups"})
 MAX_STRING = 255
+ADD_REMOVE = frozenset({"add", "remove"})
 
 NO_DATA_MESSAGE = (
     "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
@@ -34,6 +36,21 @@ def _alias_key(alias: Any) -> str:
     ):
         raise _ObjectError("user_alias must be an object with alias_name and alias_label")
     return f"alias:{alias['alias_label']}:{alias['alias_name']}"
+
+
+def _add_unique(arr: list[Any], add: Any) -> list[Any]:
+    """Append values; a value already present moves to the end (never duplicated).
+
+    String values are interned: a million users sharing a few segment slugs then share
+    the same string objects instead of one copy each.
+    """
+    for v in add:
+        if type(v) is str:
+            v = sys.intern(v)
+        if v in arr:
+            arr.remove(v)
+        arr.append(v)
+    return arr
 
 
 def _check_string(key: str, value: Any) -> None:
@@ -234,30 +251,38 @@ class BrazeSandbox(EmulatorServer):
         raise _ObjectError(MISSING_ID)
 
     def _apply(self, array: str, obj: Any) -> None:
-        if not isinstance(obj, dict):
+        if type(obj) is not dict:
             raise _ObjectError("object must be a JSON object")
-        key, id_field, update_only_default = self._resolve(obj)
-        if key in self._rejects:
+        ext = obj.get("external_id")
+        if ext is not None and "braze_id" not in obj and "user_alias" not in obj:
+            # fast path: the common external_id-only object
+            if type(ext) is not str or not ext:
+                raise _ObjectError("external_id must be a non-empty string")
+            key, id_field, update_only_default = ext, "external_id", False
+        else:
+            key, id_field, update_only_default = self._resolve(obj)
+        if self._rejects and key in self._rejects:
             raise _ObjectError(self._rejects[key])
         update_only = obj.get("_update_existing_only", update_only_default)
-        if not isinstance(update_only, bool):
+        if type(update_only) is not bool:
             raise _ObjectError("_update_existing_only must be a boolean")
         if array == "attributes":
-            changes, points = self._validate_attributes(obj, id_field)
+            points = self._check_attributes(obj, id_field)
         else:
             required = ("name", "time") if array == "events" else ("product_id", "price", "time")
             missing = [f for f in required if f not in obj]
             if missing:
                 raise _ObjectError(f"{array[:-1]} is missing {', '.join(missing)}")
-            changes, points = [], 1
+            points = 1
         user = self._users.get(key)
         if user is None:
             if update_only:
                 return  # Braze silently skips unknown users in update-only mode
             user = self._new_user(key, id_field, obj)
         if array == "attributes":
-            self._apply_changes(user, changes)
-            self._index(key, user)
+            self._apply_attributes(user, obj, id_field)
+            if "email" in obj or "phone" in obj:
+                self._index(key, user)
             self.stats["objects"] += 1
         else:
             self.stats[array] += 1
@@ -279,70 +304,63 @@ class BrazeSandbox(EmulatorServer):
         self.stats["users_created"] += 1
         return user
 
-    def _validate_attributes(
-        self, obj: dict[str, Any], id_field: str
-    ) -> tuple[list[tuple[str, str, Any]], int]:
-        """Check the whole object before anything is applied: (changes, data points)."""
-        changes: list[tuple[str, str, Any]] = []
+    @staticmethod
+    def _check_attributes(obj: dict[str, Any], id_field: str) -> int:
+        """Validate the whole object before anything is applied; returns its data points."""
         points = 0
         for key, value in obj.items():
-            if key in CONTROL_KEYS or key == id_field:
+            if key == id_field or key == "_update_existing_only":
                 continue
-            if key in PRIMARY_IDS and value is None:
-                raise _ObjectError(f"{key} cannot be removed")
-            free = key in FREE_KEYS
-            if value is None:
-                changes.append(("del", key, None))
-                points += 0 if free else 1
-            elif isinstance(value, dict) and value and set(value) <= {"add", "remove"}:
+            kind = type(value)
+            if kind is str:
+                if len(value) > MAX_STRING:
+                    raise _ObjectError(f"'{key}' is longer than {MAX_STRING} characters")
+                cost = 1
+            elif value is None:
+                if key in PRIMARY_IDS:
+                    raise _ObjectError(f"{key} cannot be removed")
+                cost = 1
+            elif kind is dict and value and value.keys() <= ADD_REMOVE:
                 add = value.get("add") or []
                 remove = value.get("remove") or []
-                if not isinstance(add, list) or not isinstance(remove, list):
+                if type(add) is not list or type(remove) is not list:
                     raise _ObjectError(f"'{key}' add/remove must be arrays")
-                for item in (*add, *remove):
+                for item in add:
                     _check_string(key, item)
-                changes.append(("arr", key, (add, remove)))
-                points += 0 if free else len(add) + len(remove)
-            elif isinstance(value, list):
+                for item in remove:
+                    _check_string(key, item)
+                cost = len(add) + len(remove)
+            elif kind is list:
                 for item in value:
                     _check_string(key, item)
-                changes.append(("set_list", key, value))
-                points += 0 if free else 1
+                cost = 1
             else:
-                _check_string(key, value)
-                changes.append(("set", key, value))
-                points += 0 if free else 1
-        return changes, points
+                cost = 1
+            if key not in FREE_KEYS:
+                points += cost
+        return points
 
-    def _cap(self, values: list[Any]) -> list[Any]:
+    def _apply_attributes(self, user: dict[str, Any], obj: dict[str, Any], id_field: str) -> None:
         cap = self.max_array_length
-        return values[-cap:] if cap and len(values) > cap else values
-
-    def _apply_changes(self, user: dict[str, Any], changes: list[tuple[str, str, Any]]) -> None:
-        for op, key, value in changes:
-            if op == "del":
+        for key, value in obj.items():
+            if key == id_field or key == "_update_existing_only":
+                continue
+            kind = type(value)
+            if value is None:
                 user.pop(key, None)
-            elif op == "set":
-                user[key] = value
-            elif op == "set_list":
-                user[key] = self._cap(self._add_unique([], value))
-            else:
-                add, remove = value
+            elif kind is dict and value and value.keys() <= ADD_REMOVE:
                 current = user.get(key)
-                arr = list(current) if isinstance(current, list) else []
+                arr = list(current) if type(current) is list else []
+                remove = value.get("remove")
                 if remove:
                     arr = [v for v in arr if v not in remove]
-                arr = self._cap(self._add_unique(arr, add))
-                user[key] = arr
-
-    @staticmethod
-    def _add_unique(arr: list[Any], add: list[Any]) -> list[Any]:
-        """Append values; a value already present moves to the end (never duplicated)."""
-        for v in add:
-            if v in arr:
-                arr.remove(v)
-            arr.append(v)
-        return arr
+                arr = _add_unique(arr, value.get("add") or ())
+                user[key] = arr[-cap:] if cap and len(arr) > cap else arr
+            elif kind is list:
+                arr = _add_unique([], value)
+                user[key] = arr[-cap:] if cap and len(arr) > cap else arr
+            else:
+                user[key] = value
 
     # ---- admin routes ----------------------------------------------------------------
     def _admin_get_users(self, req: RecordedRequest) -> Response:

@@ -432,3 +432,59 @@ def test_admin_routes(http, braze_sandbox) -> None:
     assert http(base + "/rate_limit", "POST", {"limit": None}).status == 200
     assert track(http, braze_sandbox, {"attributes": [seg("u3", ["a"])]}).status == 201
     assert http(base + "/nope").status == 404
+
+
+def test_concurrent_clients_lose_no_update(http, braze_sandbox) -> None:
+    import threading
+
+    def worker(t: int) -> None:
+        for i in range(10):
+            r = track(
+                http, braze_sandbox, {"attributes": [seg(f"u{j}", [f"s{t}-{i}"]) for j in range(5)]}
+            )
+            assert r.status == 201
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for j in range(5):
+        assert len(braze_sandbox.user(f"u{j}")["lytics_segments"]) == 40
+    assert braze_sandbox.stats["objects"] == 200
+    assert braze_sandbox.stats["requests"] == 40
+
+
+def test_keep_alive_connection_reused(braze_sandbox) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", braze_sandbox.port, timeout=5)
+    for i in range(3):
+        conn.request(
+            "POST", "/users/track", json.dumps({"attributes": [seg(f"u{i}", ["a"])]}), AUTH
+        )
+        resp = conn.getresponse()
+        assert resp.status == 201
+        assert resp.getheader("Connection") != "close"
+        resp.read()
+    conn.close()
+    assert len(braze_sandbox.users()) == 3
+
+
+def test_stop_closes_idle_keep_alive_connections() -> None:
+    import http.client
+
+    b = BrazeSandbox().start()
+    conn = http.client.HTTPConnection("127.0.0.1", b.port, timeout=5)
+    conn.request("POST", "/users/track", json.dumps({"attributes": [seg("u", ["a"])]}), AUTH)
+    conn.getresponse().read()
+    started = time.monotonic()
+    b.stop()
+    assert time.monotonic() - started < 3
+
+    def again() -> None:
+        conn.request("POST", "/users/track", json.dumps({"attributes": [seg("u", ["a"])]}), AUTH)
+        conn.getresponse().read()
+
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        again()
