@@ -35,6 +35,8 @@ class SftpFaults:
     drop_after_read_bytes: int | None = None
     #: close this many new connections right away (before the SSH banner)
     drop_connections: int = 0
+    #: stall one read for this many seconds (the client's read timeout should fire)
+    stall_read_seconds: float = 0.0
     #: counters the tests read back
     connections: int = 0
     bytes_read: int = 0
@@ -87,8 +89,11 @@ class _RootedSftp(asyncssh.SFTPServer):
         super().__init__(chan, chroot=str(root).encode())
         self._faults = faults
 
-    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+    async def read(self, file_obj: object, offset: int, size: int) -> bytes:  # type: ignore[override]
         faults = self._faults
+        if faults.stall_read_seconds:
+            stall, faults.stall_read_seconds = faults.stall_read_seconds, 0.0
+            await asyncio.sleep(stall)
         data: bytes = super().read(file_obj, offset, size)  # type: ignore[arg-type,assignment]
         faults.read_sizes.append(size)
         faults.bytes_read += len(data)
@@ -179,6 +184,11 @@ def start_sftp_server(
                 conn.abort()
             await acceptor.wait_closed()
             await asyncio.sleep(0.05)  # let aborted connections' tasks finish
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         if loop.is_closed():
             return

@@ -288,6 +288,21 @@ def test_dropped_connection_mid_read_resumes_where_it_stopped(
     assert sftp.faults.bytes_read < len(data) + SFTP_WINDOW + 1
 
 
+def test_stalled_read_times_out_and_resumes(
+    sftp: SftpTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = os.urandom(300_000)
+    sftp.put("big.bin", data)
+    with caplog.at_level(logging.WARNING), source_for(sftp.config(timeout=1)) as source:
+        (ref,) = source.find(["/big.bin"])
+        sftp.faults.stall_read_seconds = 5
+        with source.open(ref) as raw:
+            assert raw.read() == data
+    assert sftp.faults.connections == 2
+    assert "reconnecting" in caplog.text
+    assert "timeout" in caplog.text.lower()
+
+
 def test_connection_retries_are_bounded(sftp: SftpTestServer) -> None:
     sftp.put("users.csv", CSV)
     sftp.faults.drop_connections = 2
