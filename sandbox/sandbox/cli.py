@@ -37,6 +37,12 @@ def _common(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument(
         "--seed-file", type=Path, default=None, help="JSON file with initial state (see README)"
     )
+    parser.add_argument(
+        "--max-recorded-requests",
+        type=int,
+        default=10_000,
+        help="requests kept for GET /_sandbox/requests, oldest dropped; 0 = record none (10000)",
+    )
 
 
 def _load_json(path: Path) -> Any:
@@ -44,6 +50,13 @@ def _load_json(path: Path) -> Any:
         return orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
         raise SystemExit(f"--seed-file {path}: cannot read JSON: {exc}") from exc
+
+
+def _configure(server: EmulatorServer, args: argparse.Namespace) -> None:
+    server.rate_limit = args.rate_limit
+    server.rate_limit_window = args.rate_limit_window
+    server.record_requests = args.max_recorded_requests > 0
+    server.max_recorded_requests = args.max_recorded_requests or None
 
 
 def _run(server: EmulatorServer, label: str) -> int:
@@ -159,8 +172,7 @@ def braze_main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
     )
-    server.rate_limit = args.rate_limit
-    server.rate_limit_window = args.rate_limit_window
+    _configure(server, args)
     if args.seed_file:
         n = seed_braze(server, _load_json(args.seed_file))
         print(f"braze-sandbox: seeded {n} users from {args.seed_file}", flush=True)
@@ -178,8 +190,7 @@ def lytics_main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
     )
-    server.rate_limit = args.rate_limit
-    server.rate_limit_window = args.rate_limit_window
+    _configure(server, args)
     if args.seed_file:
         n = seed_lytics(server, _load_json(args.seed_file))
         print(f"lytics-sandbox: seeded {n} audiences from {args.seed_file}", flush=True)

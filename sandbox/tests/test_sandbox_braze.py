@@ -488,3 +488,14 @@ def test_stop_closes_idle_keep_alive_connections() -> None:
 
     with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
         again()
+
+
+def test_recording_can_be_capped_or_disabled(http, braze_sandbox) -> None:
+    braze_sandbox.max_recorded_requests = 2
+    for i in range(4):
+        track(http, braze_sandbox, {"attributes": [seg(f"u{i}", ["a"])]})
+    assert [r.json["attributes"][0]["external_id"] for r in braze_sandbox.requests] == ["u2", "u3"]
+    braze_sandbox.record_requests = False
+    track(http, braze_sandbox, {"attributes": [seg("u9", ["a"])]})
+    assert len(braze_sandbox.requests) == 2
+    assert braze_sandbox.stats["requests"] == 5

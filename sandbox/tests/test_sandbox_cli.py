@@ -53,7 +53,9 @@ def test_braze_cli_serves_until_sigterm(http, tmp_path) -> None:
     seed.write_text(json.dumps({"users": {"u1": {"lytics_segments": ["a"]}}}))
     argv = ("braze-sandbox", "--port", "0", "--api-key", "cli-key", "--rate-limit", "2")
     with running(
-        *argv, "--rate-limit-window", "60", "--max-array-length", "2", "--seed-file", str(seed)
+        *argv,
+        *("--rate-limit-window", "60", "--max-array-length", "2", "--max-recorded-requests", "3"),
+        *("--seed-file", str(seed)),
     ) as (proc, url):
         auth = {"Authorization": "Bearer cli-key"}
         body = {"attributes": [{"external_id": "u1", "lytics_segments": {"add": ["b", "c"]}}]}
@@ -71,6 +73,9 @@ def test_braze_cli_serves_until_sigterm(http, tmp_path) -> None:
         assert http(url + "/_sandbox/users").json == {
             "u1": {"external_id": "u1", "lytics_segments": ["b", "c"]}
         }
+        recorded = http(url + "/_sandbox/requests").json
+        assert [r["status"] for r in recorded] == [401, 201, 429]
+        assert all(r["headers"]["authorization"] == "<redacted>" for r in recorded)
         stats = http(url + "/_sandbox/stats").json
         assert stats["requests"] == 4
         assert stats["rate_limited"] == 1
