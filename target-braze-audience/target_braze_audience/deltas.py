@@ -137,8 +137,10 @@ class DeltaEngine:
         self._kinds: dict[str, int] = {}
         self._members: list[tuple[str, str, str]] = []
         self._explicit: list[tuple[str, str, str]] = []
-        self._received: dict[str, int] = defaultdict(int)
         self._received_scan: dict[tuple[str, str], int] = defaultdict(int)
+        self._records = 0
+        self._id_field = settings.external_id_field
+        self._aud_field = settings.audience_field
         self._invalid_by_stream: dict[str, int] = defaultdict(int)
         self._started = time.monotonic()
         self._next_progress = PROGRESS_EVERY
@@ -157,56 +159,62 @@ class DeltaEngine:
         return kind
 
     def handle(self, stream: str, record: dict[str, t.Any]) -> None:
-        """Take one record, in input order."""
+        """Take one record, in input order (the hot path: keep it lean)."""
         kind = self._kinds.get(stream)
         if kind is None:
             kind = self._classify(stream)
-        if kind == _DATA:
-            summary = self.summary
-            summary.records += 1
-            user = record.get(self.s.external_id_field)
-            if user is not None and not isinstance(user, str):
-                user = str(user)
-            add = record.get("add")
-            rem = record.get("remove")
-            if add is None and rem is None:
-                aud = record.get(self.s.audience_field) or stream
-                scan = record.get("scan_id") or ""
-                self._received[aud] += 1
-                if scan:
-                    self._received_scan[(aud, scan)] += 1
-                if not user:
-                    self._invalid(stream, f"no '{self.s.external_id_field}'")
-                    return
-                if self._explicit:
-                    self.flush()
-                self._members.append((aud, user, scan))
-                if len(self._members) >= CHUNK_ROWS:
-                    self.flush()
-            else:
-                if not user:
-                    self._invalid(stream, f"no '{self.s.external_id_field}'")
-                    return
-                if self._members:
-                    self.flush()
-                for op, values in ((ADD, add), (REMOVE, rem)):
-                    if values is None:
-                        continue
-                    if isinstance(values, str):
-                        values = [values]
-                    if not isinstance(values, list):
-                        self._invalid(stream, f"'{op}' is not a list of audience slugs")
-                        return
-                    self._explicit.extend((user, str(v), op) for v in values if v)
-                if len(self._explicit) >= CHUNK_ROWS:
-                    self.flush()
-            if summary.records >= self._next_progress:
-                self._next_progress += PROGRESS_EVERY
-                rate = summary.records / max(time.monotonic() - self._started, 1e-6)
-                self.logger.info("Read %d records (%.0f records/s)", summary.records, rate)
-        elif kind == _SNAPSHOT:
+        if kind != _DATA:
+            if kind == _SNAPSHOT:
+                self.flush()
+                self._snapshot(record)
+            return
+        self._records += 1
+        user = record.get(self._id_field)
+        if user is not None and user.__class__ is not str:
+            user = str(user)
+        if "add" in record or "remove" in record:
+            self._handle_explicit(stream, record, user)
+        else:
+            aud = record.get(self._aud_field) or stream
+            scan = record.get("scan_id") or ""
+            self._received_scan[(aud, scan)] += 1
+            if not user:
+                self._invalid(stream, f"no '{self._id_field}'")
+                return
+            if self._explicit:
+                self.flush()
+            members = self._members
+            members.append((aud, user, scan))
+            if len(members) >= CHUNK_ROWS:
+                self.flush()
+        if self._records >= self._next_progress:
+            self._next_progress += PROGRESS_EVERY
+            rate = self._records / max(time.monotonic() - self._started, 1e-6)
+            self.logger.info("Read %d records (%.0f records/s)", self._records, rate)
+
+    def _handle_explicit(self, stream: str, record: dict[str, t.Any], user: str | None) -> None:
+        if not user:
+            self._invalid(stream, f"no '{self._id_field}'")
+            return
+        if self._members:
             self.flush()
-            self._snapshot(record)
+        for op in (ADD, REMOVE):
+            values = record.get(op)
+            if values is None:
+                continue
+            if isinstance(values, str):
+                values = [values]
+            if not isinstance(values, list):
+                self._invalid(stream, f"'{op}' is not a list of audience slugs")
+                return
+            self._explicit.extend((user, str(v), op) for v in values if v)
+        if len(self._explicit) >= CHUNK_ROWS:
+            self.flush()
+
+    def _received_for(self, audience: str, scan: str | None) -> int:
+        if scan:
+            return self._received_scan.get((audience, scan), 0)
+        return sum(n for (a, _s), n in self._received_scan.items() if a == audience)
 
     def _invalid(self, stream: str, why: str) -> None:
         self.summary.invalid_records += 1
@@ -215,7 +223,7 @@ class DeltaEngine:
             self.logger.warning(
                 "Stream '%s' record #%d skipped: %s (identifier field setting: external_id_field)",
                 stream,
-                self.summary.records,
+                self._records,
                 why,
             )
 
@@ -247,7 +255,7 @@ class DeltaEngine:
             stats.snapshot = "snapshot without an integer member_count: nobody removed"
             self.logger.warning("Audience '%s': %s", aud, stats.snapshot)
             return
-        got = self._received_scan.get((aud, scan), 0) if scan else self._received.get(aud, 0)
+        got = self._received_for(aud, scan)
         if got != count:
             stats.snapshot = (
                 f"incomplete: snapshot {scan or '(no scan_id)'} counts {count} members but "
@@ -398,7 +406,11 @@ class DeltaEngine:
     def finish(self) -> RunSummary:
         """End of input: flush, deliver, log the summary. Raises when incomplete."""
         self.flush()
-        for aud, n in self._received.items():
+        self.summary.records = self._records
+        received: dict[str, int] = defaultdict(int)
+        for (aud, _scan), n in self._received_scan.items():
+            received[aud] += n
+        for aud, n in received.items():
             st = self.summary.audiences[aud]
             st.records = n
             if st.snapshot == "no snapshot":

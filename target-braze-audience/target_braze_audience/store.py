@@ -70,7 +70,6 @@ pending = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("updated_at", sa.DateTime, server_default=sa.func.current_timestamp()),
 )
-sa.Index("ix_braze_pending_audience", pending.c.audience)
 audience_tbl = sa.Table(
     "braze_audience",
     metadata,
@@ -171,6 +170,14 @@ class MembershipStore:
         self._closed = False
         metadata.create_all(self.conn)
         temp_metadata.create_all(self.conn)
+        # Cheap run-level facts that let the hot path skip whole statements.
+        self._may_have_removes = (
+            self.conn.execute(
+                sa.select(pending.c.user_id).where(pending.c.op == REMOVE).limit(1)
+            ).first()
+            is not None
+        )
+        self._audience_has_members: dict[str, bool] = {}
 
     # -- setup ---------------------------------------------------------------------
 
@@ -289,6 +296,15 @@ class MembershipStore:
             list(rows),
         )
 
+    def _has_members(self, audience: str) -> bool:
+        """Whether the store holds any membership row for `audience` (cached per run)."""
+        known = self._audience_has_members.get(audience)
+        if known is None:
+            q = sa.select(membership.c.user_id).where(membership.c.audience == audience).limit(1)
+            known = self.conn.execute(q).first() is not None
+            self._audience_has_members[audience] = known
+        return known
+
     def add_seen(
         self, rows: Sequence[tuple[str, str, str]], silent_audiences: Iterable[str] = ()
     ) -> dict[str, int]:
@@ -307,22 +323,24 @@ class MembershipStore:
         self._load_incoming(rows, "audience, user_id, scan_id")
         i, m, s, p = incoming.c, membership.c, seen.c, pending.c
         join_m = sa.and_(m.audience == i.audience, m.user_id == i.user_id)
-        not_seen_before = ~sa.exists().where(s.audience == i.audience, s.user_id == i.user_id)
-        present_pairs = (
-            sa.select(i.audience, i.user_id)
-            .distinct()
-            .select_from(incoming.join(membership, join_m))
-            .where(m.present.is_(True), not_seen_before)
-            .subquery()
-        )
-        unchanged = {
-            a: int(n)
-            for a, n in self.conn.execute(
-                sa.select(present_pairs.c.audience, sa.func.count()).group_by(
-                    present_pairs.c.audience
-                )
+        unchanged: dict[str, int] = {}
+        if any(self._has_members(a) for a in {r[0] for r in rows}):
+            not_seen_before = ~sa.exists().where(s.audience == i.audience, s.user_id == i.user_id)
+            present_pairs = (
+                sa.select(i.audience, i.user_id)
+                .distinct()
+                .select_from(incoming.join(membership, join_m))
+                .where(m.present.is_(True), not_seen_before)
+                .subquery()
             )
-        }
+            unchanged = {
+                a: int(n)
+                for a, n in self.conn.execute(
+                    sa.select(present_pairs.c.audience, sa.func.count()).group_by(
+                        present_pairs.c.audience
+                    )
+                )
+            }
         self.conn.execute(
             self._insert(seen)
             .from_select(
@@ -362,8 +380,7 @@ class MembershipStore:
             )
         )
         # A member seen again cancels a remove still pending for them.
-        has_removes = self.conn.execute(sa.select(p.user_id).where(p.op == REMOVE).limit(1)).first()
-        if has_removes:
+        if self._may_have_removes:
             in_chunk = sa.tuple_(p.user_id, p.audience).in_(sa.select(i.user_id, i.audience))
             # A remove that may already have reached Braze is undone with an add.
             self.conn.execute(
@@ -428,6 +445,7 @@ class MembershipStore:
             c = counts.setdefault(a, {ADD: 0, REMOVE: 0, "skipped": 0})
             c[o or "skipped"] += 1
         if upserts:
+            self._may_have_removes = True
             ins = self._insert(pending)
             self.conn.execute(
                 ins.on_conflict_do_update(
@@ -488,6 +506,7 @@ class MembershipStore:
                 self.conn.execute(sa.select(sa.func.count()).select_from(sel.subquery())).scalar()
                 or 0
             )
+            self._audience_has_members[audience] = True
             ins = self._insert(membership).from_select(["audience", "user_id", "present"], sel)
             self.conn.execute(
                 ins.on_conflict_do_update(
@@ -503,6 +522,8 @@ class MembershipStore:
         out.removes = int(
             self.conn.execute(sa.select(sa.func.count()).select_from(gone.subquery())).scalar() or 0
         )
+        if out.removes:
+            self._may_have_removes = True
         ins = self._insert(pending).from_select(
             ["user_id", "audience", "op", "status", "attempted"], gone
         )
@@ -523,6 +544,7 @@ class MembershipStore:
         )
         out.dropped_adds = max(res.rowcount or 0, 0)
         # An add that may have reached Braze (attempted, outcome unknown) is undone.
+        self._may_have_removes = True
         self.conn.execute(
             pending.update()
             .where(*stale, p.attempted.is_(True), p.status != REJECTED)
@@ -556,34 +578,42 @@ class MembershipStore:
         )
 
     def iter_pending_users(
-        self, page_size: int = 5000
+        self, page_size: int = 20000
     ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
         """Yield (user_id, [(audience, op), ...]) for every pending or rejected delta.
 
         Ordered by user; read in keyset pages so memory stays flat and rows deleted
         behind the cursor (confirmed deltas) do not disturb it.
         """
-        p = pending.c
+        ph = self._ph
+        first = "SELECT user_id, audience, op FROM braze_pending ORDER BY user_id, audience LIMIT "
+        after = (
+            "SELECT user_id, audience, op FROM braze_pending "  # noqa: S608 (placeholders only)
+            f"WHERE (user_id, audience) > ({ph}, {ph}) ORDER BY user_id, audience LIMIT "
+        )
+        # Raw DB-API cursor: plain tuples; SQLAlchemy Row objects cost more than the query.
+        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         last: tuple[str, str] | None = None
         cur_user: str | None = None
         cur: list[tuple[str, str]] = []
-        while True:
-            q = sa.select(p.user_id, p.audience, p.op).order_by(p.user_id, p.audience)
-            if last is not None:
-                q = q.where(
-                    sa.tuple_(p.user_id, p.audience)
-                    > sa.tuple_(sa.literal(last[0]), sa.literal(last[1]))
-                )
-            rows = self.conn.execute(q.limit(page_size)).all()
-            for user, aud, op in rows:
-                if user != cur_user:
-                    if cur_user is not None:
-                        yield cur_user, cur
-                    cur_user, cur = user, []
-                cur.append((aud, op))
-            if len(rows) < page_size:
-                break
-            last = (rows[-1][0], rows[-1][1])
+        try:
+            while True:
+                if last is None:
+                    cursor.execute(first + str(int(page_size)))
+                else:
+                    cursor.execute(after + str(int(page_size)), last)
+                rows = cursor.fetchall()
+                for user, aud, op in rows:
+                    if user != cur_user:
+                        if cur_user is not None:
+                            yield cur_user, cur
+                        cur_user, cur = user, []
+                    cur.append((aud, op))
+                if len(rows) < page_size:
+                    break
+                last = (rows[-1][0], rows[-1][1])
+        finally:
+            cursor.close()
         if cur_user is not None:
             yield cur_user, cur
 
