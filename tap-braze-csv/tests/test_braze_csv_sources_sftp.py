@@ -273,6 +273,25 @@ def test_large_file_streams_in_bounded_windows(sftp: SftpTestServer) -> None:
     assert max(sftp.faults.read_sizes) <= 32768
 
 
+def test_reads_ahead_at_most_one_window(sftp: SftpTestServer) -> None:
+    """Memory stays bounded: the server is never asked for more than a window beyond the reader
+    (paramiko's prefetch() would request, and buffer, the whole file)."""
+    data = os.urandom(SFTP_WINDOW * 3)
+    sftp.put("big.bin", data)
+    consumed = 0
+    ahead: list[int] = []
+    with source_for(sftp.config()) as source:
+        (ref,) = source.find(["/big.bin"])
+        with source.open(ref) as raw:
+            while chunk := raw.read(65536):
+                assert chunk == data[consumed : consumed + len(chunk)]
+                consumed += len(chunk)
+                ahead.append(sftp.faults.bytes_read - consumed)
+    assert consumed == len(data)
+    assert max(ahead) <= SFTP_WINDOW + 1024 * 1024  # window + the BufferedReader buffer
+    assert max(ahead) > 0  # it does read ahead
+
+
 def test_dropped_connection_mid_read_resumes_where_it_stopped(
     sftp: SftpTestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
