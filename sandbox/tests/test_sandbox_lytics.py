@@ -463,3 +463,52 @@ def test_admin_routes(http, lytics_sandbox) -> None:
     assert http(base + "/audiences?slug=vip", "DELETE").status == 200
     assert http(f"{lytics_sandbox.url}/api/segment/vip", headers=AUTH).status == 404
     assert http(base + "/audiences", "POST", {"name": "no slug"}).status == 400
+
+
+def test_scan_by_id_query_parameter(http, lytics_sandbox) -> None:
+    aid = lytics_sandbox.add_audience("hv", members=members(3))
+    r = http(f"{lytics_sandbox.url}/api/segment/scan?id={aid}", headers=AUTH)
+    assert r.status == 200
+    assert len(r.json["data"]) == 3
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def test_chunked_and_expect_continue_bodies(lytics_sandbox) -> None:
+    chunked = (
+        b"POST /collect/json/s HTTP/1.1\r\nHost: x\r\nAuthorization: sandbox-lytics-token\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b'9\r\n{"a": 1}\n\r\n8\r\n{"b": 2}\r\n0\r\n\r\n'
+    )
+    reply = raw_exchange(lytics_sandbox.port, chunked)
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert b'"message_count":2' in reply
+    body = b'{"c": 3}'
+    expect = (
+        b"POST /collect/json/s HTTP/1.1\r\nHost: x\r\nAuthorization: sandbox-lytics-token\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    reply = raw_exchange(lytics_sandbox.port, expect)
+    assert reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")
+    assert [sorted(r) for r in lytics_sandbox.collected("s")] == [["a"], ["b"], ["c"]]
+
+
+def test_malformed_request_line_is_400(lytics_sandbox) -> None:
+    reply = raw_exchange(lytics_sandbox.port, b"NONSENSE\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert lytics_sandbox.stats["requests"] == 0
