@@ -7,8 +7,10 @@ Side by side on the same generated Singer stream (200,000 `braze_users` records 
 - target-jsonl from PyPI (writes a local file; installed in its own venv under .work/).
 
 Each target runs in a fresh process; peak RSS is that process's own (os.wait4). The Lytics
-sandbox runs in this process (one fresh emulator per run), and a run only counts when the
-sandbox holds every record afterwards.
+sandbox is the `lytics-sandbox` CLI in its own process (a fresh one per run: it keeps what it
+collects, and hosting it here would inflate the children's RSS through fork), and a run only
+counts when the sandbox holds every record afterwards (`GET /_sandbox/stats`).
+ratio_to_baseline = records/s / the plain SDK target's records/s (higher is better).
 
     python benchmarks/bench_target_lytics_users.py [--scale 1.0]
     python benchmarks/bench_target_lytics_users.py --plain-target --config CONFIG  (internal)
@@ -22,7 +24,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import typing as t
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -163,6 +167,25 @@ def peer_venv(work: Path, package: str) -> Path:
     return exe
 
 
+def start_sandbox() -> tuple[subprocess.Popen, str]:
+    """Start `lytics-sandbox` in its own process; return it and its URL."""
+    cmd = [str(BIN / "lytics-sandbox"), "--port", "0", "--api-token", TOKEN]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "listening on" in line:
+            return proc, line.rsplit(" ", 1)[-1].strip()
+    proc.kill()
+    raise RuntimeError("lytics-sandbox did not start")
+
+
+def collected_records(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/_sandbox/stats", timeout=30) as resp:
+        return int(json.load(resp)["collected_records"])
+
+
 def measure(
     name: str,
     cmd: list[str],
@@ -194,8 +217,6 @@ def measure(
 
 def run(work: Path, scale: float = 1.0) -> list[dict]:
     """Run the benchmark; returns result rows (see benchmarks/run.py)."""
-    from sandbox import LyticsSandbox
-
     work = Path(work) / "target_lytics_users"
     work.mkdir(parents=True, exist_ok=True)
     rows = max(1000, int(BASE_ROWS * scale))
@@ -205,25 +226,27 @@ def run(work: Path, scale: float = 1.0) -> list[dict]:
     jsonl_exe = peer_venv(work, "target-jsonl")
 
     def with_sandbox(name: str, cmd_for: t.Callable[[str], list[str]], notes: str) -> dict:
-        sandbox = LyticsSandbox(api_token=TOKEN)
-        sandbox.record_requests = False
-        with sandbox:
-            config = work / f"{name}.json"
-            config.write_text(json.dumps({"api_token": TOKEN, "api_url": sandbox.url}))
+        sandbox, url = start_sandbox()
+        try:
+            config = work / f"{name.split()[0]}.json"
+            config.write_text(json.dumps({"api_token": TOKEN, "api_url": url}))
             return measure(
                 name,
                 cmd_for(str(config)),
                 input_path,
                 rows,
-                sandbox_check=lambda: len(sandbox.collected("braze_users")),
+                sandbox_check=lambda: collected_records(url),
                 notes=notes,
             )
+        finally:
+            sandbox.terminate()
+            sandbox.wait(timeout=30)
 
     results = []
     plain = with_sandbox(
         "plain singer-sdk target (default validation)",
         lambda c: [sys.executable, __file__, "--plain-target", "--config", c],
-        "baseline: BatchSink of 5,000 posting JSON arrays to the sandbox",
+        "baseline: BatchSink of 5,000 posting JSON arrays to the sandbox (ratio = records/s over this row's)",
     )
     results.append(plain)
     results.append(
