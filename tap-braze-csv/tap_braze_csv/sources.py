@@ -78,22 +78,50 @@ class FileSource(ABC):
     def find(self, patterns: list[str]) -> list[FileRef]:
         """Files matching any of the patterns (glob, `**` recursive), sorted by path, no duplicates.
 
-        A literal path that does not exist, or a pattern matching no file, is an error.
+        A literal path that does not exist, or a pattern matching no file, is an error. A file
+        whose name holds glob characters (`VIP [EU].zip`) is also found by its literal name.
         """
+        if isinstance(patterns, str):
+            patterns = [patterns]
         found: dict[str, FileRef] = {}
         for pattern in patterns:
             if not isinstance(pattern, str) or not pattern.strip():
                 raise BrazeCsvError(f"paths: {pattern!r} is not a file path or glob")
-            refs = self._find_one(pattern)
-            if not refs:
-                raise BrazeCsvError(f"{self.describe(pattern)}: no file matches this pattern")
-            for ref in refs:
+            for ref in self._find_one(pattern):
                 found.setdefault(ref.path, ref)
         return [found[path] for path in sorted(found)]
 
-    @abstractmethod
     def _find_one(self, pattern: str) -> list[FileRef]:
-        """Files matching one pattern (may be empty for a glob; raises for a missing literal)."""
+        if not has_magic(pattern):
+            ref = self._literal(pattern)
+            if ref is None:
+                raise BrazeCsvError(f"{self.describe(pattern)}: no such file")
+            return [ref]
+        refs = self._glob(pattern)
+        if not refs:
+            try:
+                literal = self._literal(pattern)
+            except BrazeCsvError:
+                literal = None
+            if literal is None:
+                raise BrazeCsvError(f"{self.describe(pattern)}: no file matches this pattern")
+            refs = [literal]
+        return refs
+
+    def _directory_error(self, pattern: str) -> BrazeCsvError:
+        stem = pattern.rstrip("/")
+        return BrazeCsvError(
+            f"{self.describe(pattern)}: is a directory; give a glob such as {stem}/*.zip "
+            f"or {stem}/**/*.csv"
+        )
+
+    @abstractmethod
+    def _literal(self, path: str) -> FileRef | None:
+        """Return the file at a literal path, None if there is none; raise for a directory."""
+
+    @abstractmethod
+    def _glob(self, pattern: str) -> list[FileRef]:
+        """Regular files matching a glob (possibly none)."""
 
     @abstractmethod
     def open(self, ref: FileRef) -> BinaryIO:
@@ -133,23 +161,21 @@ def _check_unchanged(ref: FileRef, size: int, mtime: float) -> None:
 class LocalSource(FileSource):
     """Files on the local filesystem; relative patterns are relative to the working directory."""
 
-    def _find_one(self, pattern: str) -> list[FileRef]:
-        expanded = os.path.expanduser(pattern)
-        if not has_magic(expanded):
-            try:
-                st = os.stat(expanded)
-            except FileNotFoundError:
-                raise BrazeCsvError(f"{pattern}: no such file") from None
-            except OSError as exc:
-                raise BrazeCsvError(f"{pattern}: cannot be read ({exc.strerror})") from None
-            if stat.S_ISDIR(st.st_mode):
-                raise BrazeCsvError(
-                    f"{pattern}: is a directory; give a glob such as {pattern.rstrip('/')}/*.zip "
-                    f"or {pattern.rstrip('/')}/**/*.csv"
-                )
-            return [FileRef(os.path.abspath(expanded), st.st_size, st.st_mtime)]
+    def _literal(self, path: str) -> FileRef | None:
+        expanded = os.path.expanduser(path)
+        try:
+            st = os.stat(expanded)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise BrazeCsvError(f"{path}: cannot be read ({exc.strerror})") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise self._directory_error(path)
+        return FileRef(os.path.abspath(expanded), st.st_size, st.st_mtime)
+
+    def _glob(self, pattern: str) -> list[FileRef]:
         refs = []
-        for match in glob.glob(expanded, recursive=True):
+        for match in glob.glob(os.path.expanduser(pattern), recursive=True):
             try:
                 st = os.stat(match)
             except OSError:  # vanished or a broken symlink
@@ -605,19 +631,17 @@ class SftpSource(FileSource):
     def _ref(self, path: str, attr: paramiko.SFTPAttributes) -> FileRef:
         return FileRef(path, int(attr.st_size or 0), float(attr.st_mtime or 0), self.origin)
 
-    def _find_one(self, pattern: str) -> list[FileRef]:
-        path = self._absolute(pattern)
-        if not has_magic(path):
-            attr = self._stat(path)
-            if attr is None:
-                raise BrazeCsvError(f"{self.describe(pattern)}: no such file")
-            if stat.S_ISDIR(attr.st_mode or 0):
-                raise BrazeCsvError(
-                    f"{self.describe(pattern)}: is a directory; give a glob such as "
-                    f"{pattern.rstrip('/')}/*.zip or {pattern.rstrip('/')}/**/*.csv"
-                )
-            return [self._ref(path, attr)]
-        parts = [p for p in path.split("/") if p]
+    def _literal(self, path: str) -> FileRef | None:
+        absolute = self._absolute(path)
+        attr = self._stat(absolute)
+        if attr is None:
+            return None
+        if stat.S_ISDIR(attr.st_mode or 0):
+            raise self._directory_error(path)
+        return self._ref(absolute, attr)
+
+    def _glob(self, pattern: str) -> list[FileRef]:
+        parts = [p for p in self._absolute(pattern).split("/") if p]
         base: list[str] = []
         while parts and not has_magic(parts[0]):
             base.append(parts.pop(0))

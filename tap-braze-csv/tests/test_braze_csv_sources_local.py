@@ -100,6 +100,18 @@ def test_local_relative_patterns_resolve_against_cwd(
     ]
 
 
+def test_names_with_glob_characters_are_found_literally(tmp_path: Path) -> None:
+    path = tmp_path / "VIP [EU]-2024-05-01.zip"
+    path.write_bytes(b"x")
+    (tmp_path / "VIP E-2024-05-01.zip").write_bytes(b"y")  # what the glob reading would match
+    assert [r.path for r in LocalSource().find([str(path)])] == [
+        str(tmp_path / "VIP E-2024-05-01.zip")
+    ]
+    (tmp_path / "VIP E-2024-05-01.zip").unlink()
+    assert [r.path for r in LocalSource().find([str(path)])] == [str(path)]
+    assert [r.path for r in LocalSource().find(str(path))] == [str(path)]  # a lone string
+
+
 def test_local_missing_literal_path_is_an_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "users.zip"
     with pytest.raises(BrazeCsvError, match="no such file") as exc:

@@ -209,6 +209,10 @@ def test_remote_glob_recursive_sorted_deduplicated(sftp: SftpTestServer) -> None
         ]
         assert len(source.find(["/exports/**"])) == 6  # every regular file below, no dot-files
         assert source.find(["/exports/2024-01-02/.partial.zip"])[0].size == 1  # literal: ok
+    sftp.put("exports/VIP [EU].zip", b"xy")
+    with source_for(sftp.config()) as source:
+        (ref,) = source.find(["/exports/VIP [EU].zip"])
+        assert (ref.path, ref.size) == ("/exports/VIP [EU].zip", 2)
 
 
 def test_remote_missing_path_and_empty_glob_are_errors(sftp: SftpTestServer) -> None:
