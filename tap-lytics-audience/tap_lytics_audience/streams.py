@@ -207,9 +207,9 @@ class AudienceMembersStream(LyticsStream):
     path = "/api/segment/{audience_id}/scan"
     primary_keys = ("audience_id", "external_id")
     replication_key = None
-    # Records are built here from JSON-native values; the SDK's recursive conformance pass
-    # is a large share of per-record cost and has nothing to fix.
-    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.ROOT_ONLY
+    # Records are built here from strings and None only, with exactly the schema's keys;
+    # the SDK's conformance pass is a large share of per-record cost and has nothing to fix.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(self, tap: TapLyticsAudience) -> None:
         # The schema depends on the `fields` setting: built once here (a `schema` property

@@ -17,6 +17,7 @@ from tap_lytics_audience.streams import (
     AudienceSnapshotsStream,
     AudiencesStream,
 )
+from tap_lytics_audience.writer import FastSingerWriter
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -26,6 +27,7 @@ class TapLyticsAudience(Tap):
     """Streams Lytics audiences and their members."""
 
     name = "tap-lytics-audience"
+    message_writer_class = FastSingerWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
