@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO, cast
 
 from tap_braze_csv.errors import BrazeCsvError
-from tap_braze_csv.sources import FileRef
+from tap_braze_csv.sources import FileRef, normalise_key_text
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ def _pgp_key_data(config: Mapping[str, Any]) -> bytes | str | None:
     if not value:
         return None
     if "-----BEGIN PGP" in value:
-        return str(value)
+        return normalise_key_text(str(value))
     if "\n" not in value and len(value) < 4096:
         path = Path(value.strip()).expanduser()
         with contextlib.suppress(OSError, ValueError):

@@ -276,12 +276,19 @@ def _read_setting_file(value: str) -> str | None:
         return None
 
 
+def normalise_key_text(text: str) -> str:
+    """Undo what env vars and YAML do to pasted keys: escaped newlines, CRLF, outer blanks."""
+    if "\\n" in text and "\n" not in text.strip():
+        text = text.replace("\\n", "\n")
+    return text.replace("\r\n", "\n").strip() + "\n"
+
+
 def load_private_key(value: str, passphrase: str | None) -> paramiko.PKey:
     """Load a paramiko key from PEM/OpenSSH text or a key file path (RSA, Ed25519, ECDSA).
 
     Messages never include the key or the passphrase.
     """
-    text = value if "-----BEGIN" in value else _read_setting_file(value)
+    text = normalise_key_text(value) if "-----BEGIN" in value else _read_setting_file(value)
     if text is None or "-----BEGIN" not in text:
         raise BrazeCsvError(
             "sftp.private_key is neither a private key (PEM or OpenSSH text) "

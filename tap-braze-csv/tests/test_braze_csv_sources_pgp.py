@@ -102,6 +102,15 @@ def test_key_can_be_a_file_path_and_name_without_inner_suffix(
     assert read_all(encrypted, pgp_config(gpg_key, pgp_private_key=str(key_file))) == expected
 
 
+def test_key_pasted_on_one_line_with_escaped_newlines(
+    tmp_path: Path, gpg_key: pgp_keys.GpgKey
+) -> None:
+    encrypted = tmp_path / "users.csv.asc"
+    pgp_keys.encrypt_file(plain_inputs(tmp_path)["csv"][0], encrypted, True, gpg_key.recipient)
+    one_line = gpg_key.armored_private_key.replace("\n", "\\n")
+    assert read_all(encrypted, pgp_config(gpg_key, pgp_private_key=one_line)) == [("", CSV_A[1:])]
+
+
 def test_gnupghome_is_private_while_in_use_and_removed_after(
     tmp_path: Path, private_tmp: Path, gpg_key: pgp_keys.GpgKey
 ) -> None:

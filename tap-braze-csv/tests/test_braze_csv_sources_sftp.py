@@ -96,6 +96,14 @@ def test_private_key_and_known_hosts_can_be_file_paths(
         assert read_remote(source, "/users.csv") == [("", CSV[1:])]
 
 
+def test_key_pasted_on_one_line_with_escaped_newlines(sftp: SftpTestServer) -> None:
+    sftp.put("users.csv", CSV)
+    one_line = sftp.client_keys["rsa_openssh"].strip().replace("\n", "\\n")
+    assert "\n" not in one_line
+    with source_for(sftp.key_config("rsa_openssh", private_key=f"  {one_line}  ")) as source:
+        assert read_remote(source, "/users.csv") == [("", CSV[1:])]
+
+
 def test_wrong_password_names_host_and_user_not_the_password(sftp: SftpTestServer) -> None:
     with (
         pytest.raises(BrazeCsvError) as exc,
