@@ -522,13 +522,17 @@ class SftpSource(FileSource):
                     "refusing to connect (the server's key changed, or the connection is "
                     "being intercepted); update sftp.known_hosts if the change is expected"
                 ) from None
-            except paramiko.AuthenticationException:
+            except paramiko.AuthenticationException as exc:
                 how = "private key" if self._pkey is not None else "password"
                 if self._pkey is not None and s.password:
                     how = "private key and password"
+                hint = "check sftp.username and the credentials"
+                if isinstance(exc, paramiko.BadAuthenticationType):
+                    allowed = ", ".join(exc.allowed_types or []) or "none"
+                    hint = f"the server only accepts: {allowed}"
                 raise BrazeCsvError(
                     f"SFTP authentication failed for user {s.username} on {s.host}:{s.port} "
-                    f"({how} rejected); check sftp.username and the credentials"
+                    f"({how} rejected); {hint}"
                 ) from None
             except socket.gaierror as exc:
                 raise BrazeCsvError(
