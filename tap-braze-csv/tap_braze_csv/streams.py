@@ -18,13 +18,17 @@ A run that stops mid-file resumes after that line; rows are never half-skipped.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import io
 import logging
+import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -132,6 +136,91 @@ def apply_encoding(text: Any, encoding: str | None, label: str) -> None:
     reconfigure(encoding=encoding)
 
 
+def write_stdout_bytes(data: bytes) -> None:
+    """Write ``data`` to stdout after whatever the SDK wrote before (SCHEMA, STATE).
+
+    A real file or pipe gets ``os.write`` in a loop: CPython's ``BufferedWriter.write`` can
+    silently drop the rest of a large write when a signal interrupts it (seen with SIGTERM
+    during a 2.7 MB write to a pipe), while ``os.write`` reports partial writes. In-memory
+    stdouts (test harnesses) get an ordinary write.
+    """
+    out = sys.stdout
+    out.flush()
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd >= 0:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return
+    buffer = getattr(out, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+        buffer.flush()
+    else:
+        out.write(data.decode("utf-8"))
+        out.flush()
+
+
+class _SignalGuard:
+    """Defers SIGTERM/SIGINT while a message is being written to stdout.
+
+    The SDK's handler writes a STATE line and exits from wherever the signal lands; landing
+    inside a large buffered write would splice that line into a half-written RECORD. Here a
+    signal that arrives during a write is delivered right after it; one that arrives while
+    reading is delivered at once (nothing is half-written then). Either way the SDK's handler
+    then runs, and the stream's error path flushes buffered records and writes STATE.
+    """
+
+    def __init__(self) -> None:
+        self.writing = False
+        self.pending: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.writing:
+            self.pending = signum
+            return
+        self._deliver(signum, frame)
+
+    def _deliver(self, signum: int, frame: Any) -> None:
+        handler = self.previous.get(signum, signal.SIG_DFL)
+        self.restore()
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:
+            raise SystemExit(128 + signum)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        """Hold signals for the duration of one write (re-entrant)."""
+        if self.writing:
+            yield
+            return
+        self.writing = True
+        try:
+            yield
+        finally:
+            self.writing = False
+            if self.pending is not None:
+                signum, self.pending = self.pending, None
+                self._deliver(signum, None)
+
+
 def _file_key(ref: FileRef) -> tuple[str, int, float]:
     return (ref.uri, int(ref.size), float(ref.mtime))
 
@@ -216,9 +305,10 @@ class _Writer:
 
     def add(self, record: dict[str, Any], end_line: int) -> None:
         self.check_limit()
-        self.stream._write_record_message(record)
-        self.emitted += 1
-        self.cursor["line"] = end_line
+        with self.stream.signal_guard.write():
+            self.stream._write_record_message(record)
+            self.emitted += 1
+            self.cursor["line"] = end_line
         self.counter.increment()
         self._maybe_state(1)
 
@@ -290,17 +380,10 @@ class _FastWriter(_Writer):
         data = b"".join(self.parts)
         count = len(self.parts)
         self.parts.clear()
-        out = sys.stdout
-        out.flush()  # whatever the SDK wrote before (SCHEMA, STATE) goes first
-        buffer = getattr(out, "buffer", None)
-        if buffer is not None:
-            buffer.write(data)
-            buffer.flush()
-        else:  # a text-only stdout (some test harnesses)
-            out.write(data.decode("utf-8"))
-            out.flush()
-        self.emitted += count
-        self.cursor["line"] = self.pending_line
+        with self.stream.signal_guard.write():
+            write_stdout_bytes(data)
+            self.emitted += count
+            self.cursor["line"] = self.pending_line
         self.counter.increment(count)
         self._stamp()
         self._maybe_state(count)
@@ -320,6 +403,7 @@ class BrazeUsersStream(Stream):
         self.files_read = 0
         self.files_skipped = 0
         self._writes_messages = True
+        self.signal_guard = _SignalGuard()
 
     # -- SDK idiom ----------------------------------------------------------------------
 
@@ -331,7 +415,8 @@ class BrazeUsersStream(Stream):
         """Write a STATE message now (the stream state holds only flushed progress)."""
         self.state_manager.is_flushed = False
         if self._writes_messages:
-            self._write_state_message()
+            with self.signal_guard.write():
+                self._write_state_message()
 
     def _fast_writer_allowed(self) -> bool:
         if not self.config.get("fast_writer", True):
@@ -365,6 +450,27 @@ class BrazeUsersStream(Stream):
         writer = writer_class(self, counter)
         self.logger.info("Writer: %s", "fast (orjson, buffered)" if fast else "SDK")
         started = time.monotonic()
+        if write_messages:
+            self.signal_guard.install()
+        try:
+            yield from self._sync_all_files(progress, writer, counter, timer)
+        finally:
+            self.signal_guard.restore()
+        elapsed = time.monotonic() - started
+        self.logger.info(
+            "Summary: %d file(s) read, %d skipped (already read), %d row(s) emitted, "
+            "%d bad row(s) skipped, %.1fs",
+            self.files_read,
+            self.files_skipped,
+            self.rows_read,
+            self.bad_rows,
+            elapsed,
+        )
+        self.emit_state()
+
+    def _sync_all_files(
+        self, progress: _Progress, writer: _Writer, counter: Any, timer: Any
+    ) -> Generator[dict, Any, None]:
         with counter, timer, make_source(self.config) as source:
             refs = source.find(list(self.config.get("paths") or []))
             self.logger.info("%d file(s) match the configured paths", len(refs))
@@ -385,17 +491,6 @@ class BrazeUsersStream(Stream):
                 # stopped (records first, then STATE), so the next run resumes there.
                 self._flush_on_error(writer)
                 raise
-        elapsed = time.monotonic() - started
-        self.logger.info(
-            "Summary: %d file(s) read, %d skipped (already read), %d row(s) emitted, "
-            "%d bad row(s) skipped, %.1fs",
-            self.files_read,
-            self.files_skipped,
-            self.rows_read,
-            self.bad_rows,
-            elapsed,
-        )
-        self.emit_state()
 
     def _flush_on_error(self, writer: _Writer) -> None:
         try:
