@@ -151,9 +151,12 @@ class _GuardedText:
     def _error(self, exc: BaseException) -> BrazeCsvError:
         where = self.where
         if isinstance(exc, UnicodeDecodeError):
-            return BrazeCsvError(
-                f"{where}: is not UTF-8 text ({exc.reason}); export or convert it as UTF-8"
-            )
+            encoding = self._inner.encoding
+            if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf-8", "utf8"):
+                return BrazeCsvError(
+                    f"{where}: is not UTF-8 text ({exc.reason}); export or convert it as UTF-8"
+                )
+            return BrazeCsvError(f"{where}: is not {encoding} text ({exc.reason})")
         if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
             return BrazeCsvError(f"{where}: corrupt compressed data ({exc})")
         if isinstance(exc, EOFError):
@@ -176,6 +179,10 @@ class _GuardedText:
 
     def readable(self) -> bool:
         return True
+
+    def reconfigure(self, **kwargs: Any) -> None:
+        """Change the codec (e.g. `encoding=`) before anything is read (TextIOWrapper's)."""
+        self._inner.reconfigure(**kwargs)
 
     def read(self, size: int | None = -1) -> str:
         try:

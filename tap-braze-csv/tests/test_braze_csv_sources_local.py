@@ -333,3 +333,21 @@ def test_member_streams_close_as_iteration_moves_on(tmp_path: Path) -> None:
         next(gen)
         assert first.closed
         gen.close()
+
+
+def _read_with(path: Path, encoding: str) -> str:
+    with LocalSource() as source:
+        (ref,) = source.find([str(path)])
+        with source.open(ref) as raw, contextlib.closing(iter_csv_members(ref, raw, {})) as gen:
+            _, text = next(gen)
+            text.reconfigure(encoding=encoding)  # type: ignore[attr-defined]
+            return text.read()
+
+
+def test_text_stream_can_switch_encoding_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("braze_id,city\n1,Zürich\n".encode("latin-1"))
+    assert _read_with(path, "latin-1") == "braze_id,city\n1,Zürich\n"
+    path.write_bytes(b"braze_id\n\x81\n")
+    with pytest.raises(BrazeCsvError, match="is not cp1252 text"):
+        _read_with(path, "cp1252")
