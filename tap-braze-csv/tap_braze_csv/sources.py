@@ -869,6 +869,9 @@ class _SftpReader(io.RawIOBase):
 # --------------------------------------------------------------------------------------------
 
 
+_SFTP_DEFAULTED = {"port", "allow_unknown_host_key", "timeout", "retries", "retry_wait"}
+
+
 def make_source(config: Mapping[str, Any]) -> FileSource:
     """Return a LocalSource, or an SftpSource when the config has a non-empty `sftp` object."""
     sftp = config.get("sftp")
@@ -876,6 +879,8 @@ def make_source(config: Mapping[str, Any]) -> FileSource:
         return LocalSource()
     if not isinstance(sftp, Mapping):
         raise BrazeCsvError("sftp must be an object: {host, port, username, password, ...}")
-    if all(value in (None, "") for value in sftp.values()):
+    # Defaults alone (e.g. {"port": 22} filled in by an orchestrator) do not mean SFTP.
+    chosen = {k for k, v in sftp.items() if v not in (None, "") and k not in _SFTP_DEFAULTED}
+    if not chosen:
         return LocalSource()
     return SftpSource(SftpSettings.from_config(sftp))

@@ -148,6 +148,8 @@ def test_make_source_local_unless_sftp_is_set() -> None:
     assert isinstance(make_source({"paths": ["x"]}), LocalSource)
     assert isinstance(make_source({"paths": ["x"], "sftp": {}}), LocalSource)
     assert isinstance(make_source({"sftp": {"host": None, "username": ""}}), LocalSource)
+    defaults_only = {"port": 22, "allow_unknown_host_key": False, "timeout": 30}
+    assert isinstance(make_source({"sftp": defaults_only}), LocalSource)
     source = make_source({"sftp": {"host": "127.0.0.1", "username": "u", "password": "p"}})
     assert isinstance(source, SftpSource)
     assert source.origin == "sftp://u@127.0.0.1:22"
