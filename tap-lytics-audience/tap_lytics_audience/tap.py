@@ -162,19 +162,27 @@ class TapLyticsAudience(Tap):
         ]
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # pragma: no cover
-        """On SIGTERM/SIGINT: write state, then exit non-zero (the SDK exits 0).
+        """On SIGTERM/SIGINT: write state, flush, exit 128+signum (the SDK exits 0).
 
         An interrupted run did not finish, so the orchestrator must not treat it as a
-        success; no snapshot is emitted for an audience whose scan was cut short.
+        success; no snapshot is emitted (snapshots follow every finished member scan). When
+        the signal lands while a message is being written, the exit waits for that line.
         """
+        writer = getattr(self, "message_writer", None)
+        if isinstance(writer, FastSingerWriter) and writer.writing:
+            writer.deferred = lambda: self._terminate(signum)
+            return
+        self._terminate(signum)
+
+    def _terminate(self, signum: int) -> None:
         self.logger.warning(
-            "Interrupted by signal %d: stopping; unfinished audience scans get no snapshot.",
+            "Interrupted by signal %d: stopping; audiences whose scan did not finish get no snapshot.",
             signum,
         )
         try:
             self._state_writer.write_state(self.state)
-        finally:
             sys.stdout.flush()
+        finally:
             sys.exit(128 + signum if signum in (signal.SIGTERM, signal.SIGINT) else 1)
 
 

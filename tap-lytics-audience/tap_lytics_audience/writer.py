@@ -25,8 +25,14 @@ class FastSingerWriter(SingerWriter):
     - encoding: orjson instead of simplejson (same JSON; datetimes as RFC 3339);
     - flushing: the SDK flushes stdout after every message; RECORD messages here stay in
       the stdout buffer (written when it fills), and every SCHEMA, STATE or other message
-      flushes it, as does interpreter exit (also on SIGTERM, see the tap). Order is unchanged.
+      flushes it, as does interpreter exit (also on SIGTERM, see the tap). Order is unchanged;
+    - signals: an exit requested while a line is being written runs after the write.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = False
+        self.deferred: t.Callable[[], None] | None = None
 
     def serialize_message(self, message: Message) -> str:
         """Serialize a message to one line of JSON."""
@@ -34,7 +40,17 @@ class FastSingerWriter(SingerWriter):
 
     def write_message(self, message: Message) -> None:
         """Write a message to stdout; flush unless it is a RECORD."""
+        line = self.format_message(message) + "\n"
         out = sys.stdout
-        out.write(self.format_message(message) + "\n")
-        if message.type != "RECORD":
-            out.flush()
+        # A signal handler that raises inside a buffered write can drop or cut a line, so
+        # the tap's SIGTERM/SIGINT handler defers its exit until the line is written.
+        self.writing = True
+        try:
+            out.write(line)
+            if message.type != "RECORD":
+                out.flush()
+        finally:
+            self.writing = False
+        if self.deferred is not None:
+            action, self.deferred = self.deferred, None
+            action()

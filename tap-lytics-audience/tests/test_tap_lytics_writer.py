@@ -45,3 +45,23 @@ def test_records_are_buffered_and_other_messages_flush(monkeypatch):
     assert out.flushes == 2
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [m["type"] for m in lines] == ["SCHEMA", "RECORD", "RECORD", "RECORD", "STATE"]
+
+
+def test_an_exit_requested_during_a_write_runs_after_the_line_is_written(monkeypatch):
+    writer = FastSingerWriter()
+    calls: list[str] = []
+
+    class InterruptedStdout(io.StringIO):
+        def write(self, text: str) -> int:
+            assert writer.writing
+            # what the tap's signal handler does when a signal lands mid-write
+            writer.deferred = lambda: calls.append(self.getvalue())
+            return super().write(text)
+
+    out = InterruptedStdout()
+    monkeypatch.setattr("sys.stdout", out)
+    writer.write_message(RecordMessage(stream="s", record={"i": 1}))
+    assert calls == [out.getvalue()]  # ran once, after the whole line was written
+    assert json.loads(calls[0])["record"] == {"i": 1}
+    assert writer.deferred is None
+    assert not writer.writing
