@@ -1,0 +1,178 @@
+"""Braze segment CSV exports (zip, gzip, PGP over SFTP) -> Lytics `braze_users`, through real `meltano run`."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.util
+import io
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from e2e_helpers import ROOT, Meltano
+from tap_braze_csv.sample import generate_export
+
+STATE_ID = "sandbox:tap-braze-csv-to-target-lytics-users"
+
+
+def _load(name: str) -> ModuleType:
+    path = ROOT / "tap-braze-csv" / "tests" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"braze_csv_{name}", path)
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+sftp_server = _load("sftp_server")
+pgp_keys = _load("pgp_keys")
+
+
+def csv_rows(path: Path) -> list[dict]:
+    """Read back a generated export (any container) with the stdlib, as the ground truth."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            text = zf.read(zf.namelist()[0]).decode("utf-8-sig")
+    elif path.suffix == ".gz":
+        text = gzip.decompress(path.read_bytes()).decode("utf-8-sig")
+    else:
+        text = path.read_text(encoding="utf-8-sig")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+@pytest.fixture
+def exports(tmp_path: Path):
+    """An SFTP root with a Braze zip, a gzip and a PGP-encrypted zip; plus keys."""
+    root = tmp_path / "sftp"
+    (root / "exports").mkdir(parents=True)
+    plain = tmp_path / "plain"
+    zip_path = generate_export(
+        root / "exports" / "segment-active-users-20261128.zip", 700, segment="Active Users", seed=1
+    )
+    gz_path = generate_export(
+        root / "exports" / "segment-vip-20261128.csv.gz", 300, segment="VIP", seed=2
+    )
+    secret_zip = generate_export(
+        plain / "segment-churn-risk-20261128.zip", 200, segment="Churn Risk", seed=3
+    )
+    key = pgp_keys.make_gpg_key(tmp_path)
+    pgp_keys.encrypt_file(
+        secret_zip, root / "exports" / "segment-churn-risk-20261128.zip.pgp", armored=False
+    )
+    ssh_private, ssh_public = sftp_server.make_ssh_key("ed25519")
+    server = sftp_server.start_sftp_server(
+        root, {"braze": {"authorized_keys": [ssh_public], "password": "sftp-secret-pw"}}
+    )
+    try:
+        yield {
+            "root": root,
+            "server": server,
+            "ssh_private": ssh_private,
+            "pgp": key,
+            "rows": {p.name: csv_rows(p) for p in (zip_path, gz_path, secret_zip)},
+        }
+    finally:
+        server.stop()
+        pgp_keys.cleanup()
+
+
+@pytest.fixture
+def configured(meltano: Meltano, exports, lytics_sandbox) -> Meltano:
+    server = exports["server"]
+    meltano.set(
+        TAP_BRAZE_CSV_PATHS=["/exports/*"],
+        TAP_BRAZE_CSV_SFTP_HOST=server.host,
+        TAP_BRAZE_CSV_SFTP_PORT=str(server.port),
+        TAP_BRAZE_CSV_SFTP_USERNAME="braze",
+        TAP_BRAZE_CSV_SFTP_PRIVATE_KEY=exports["ssh_private"],
+        TAP_BRAZE_CSV_SFTP_KNOWN_HOSTS=server.host_key_line,
+        TAP_BRAZE_CSV_PGP_PRIVATE_KEY=exports["pgp"].armored_private_key,
+        TAP_BRAZE_CSV_PGP_PASSPHRASE=exports["pgp"].passphrase,
+        TARGET_LYTICS_USERS_API_URL=lytics_sandbox.url,
+        TARGET_LYTICS_USERS_API_TOKEN=lytics_sandbox.api_token,
+    )
+    return meltano
+
+
+def assert_no_secrets(text: str, exports, lytics_sandbox) -> None:
+    for secret in (
+        "sftp-secret-pw",
+        exports["pgp"].passphrase,
+        lytics_sandbox.api_token,
+        exports["ssh_private"].splitlines()[1],
+        exports["pgp"].armored_private_key.splitlines()[3],
+    ):
+        assert secret not in text
+
+
+def test_sftp_zip_gzip_pgp_to_lytics_then_incremental(configured: Meltano, exports, lytics_sandbox):
+    proc = configured.run("run", "tap-braze-csv", "target-lytics-users")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_no_secrets(proc.stdout + proc.stderr, exports, lytics_sandbox)
+
+    collected = lytics_sandbox.collected("braze_users")
+    expected = [row for rows in exports["rows"].values() for row in rows]
+    assert len(collected) == len(expected) == 1200
+    for name, rows in exports["rows"].items():
+        # PGP files are named by their encrypted container; rows arrive in file order.
+        got_rows = [
+            r for r in collected if Path(r["_sdc_source_file"].split("!")[0]).name.startswith(name)
+        ]
+        assert len(got_rows) == len(rows), name
+        for row, got in zip(rows, got_rows, strict=True):
+            assert got["braze_id"] == row["Appboy ID"]
+            assert got["external_id"] == (row["user_id"] or None)
+            assert got["email"] == (row["email"] or None)
+            assert got["time_zone"] == (row["timezone"] or None)
+            if row["phone_number"].startswith("'"):
+                # Braze's CSV-injection guard is undone.
+                assert got["phone_number"] == row["phone_number"][1:]
+    sources = {r["_sdc_source_file"] for r in collected}
+    assert len(sources) == 3
+    assert all(s.startswith("sftp://") and "sftp-secret-pw" not in s for s in sources)
+    assert configured.state(STATE_ID), "Meltano keeps the files read in its system database"
+
+    # Second run: every file was fully read, nothing is sent again.
+    before = lytics_sandbox.stats["collect_requests"]
+    proc = configured.run("run", "tap-braze-csv", "target-lytics-users")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert lytics_sandbox.stats["collect_requests"] == before
+    assert len(lytics_sandbox.collected("braze_users")) == 1200
+
+    # A new export arrives: only its rows are sent.
+    generate_export(
+        exports["root"] / "exports" / "segment-new-20261129.csv", 50, segment="New", seed=9
+    )
+    proc = configured.run("run", "tap-braze-csv", "target-lytics-users")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(lytics_sandbox.collected("braze_users")) == 1250
+
+
+def test_wrong_sftp_password_fails_clearly_without_leaking(
+    configured: Meltano, exports, lytics_sandbox
+):
+    configured.set(
+        TAP_BRAZE_CSV_SFTP_PRIVATE_KEY="", TAP_BRAZE_CSV_SFTP_PASSWORD="not-the-password-123"
+    )
+    proc = configured.run("run", "tap-braze-csv", "target-lytics-users")
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "127.0.0.1" in output
+    assert "not-the-password-123" not in output
+    assert_no_secrets(output, exports, lytics_sandbox)
+    assert lytics_sandbox.collected("braze_users") == []
+
+
+def test_wrong_lytics_token_names_the_setting(configured: Meltano, exports, lytics_sandbox):
+    configured.set(TARGET_LYTICS_USERS_API_TOKEN="wrong-token-abc123")
+    proc = configured.run("run", "tap-braze-csv", "target-lytics-users")
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "api_token" in output
+    assert "wrong-token-abc123" not in output
+    assert_no_secrets(output, exports, lytics_sandbox)
