@@ -234,19 +234,10 @@ class SftpSettings:
             raise BrazeCsvError(
                 f"sftp: set sftp.password or sftp.private_key to log in to {host} as {username}"
             )
-        try:
-            port = int(cfg.get("port") or 22)
-            timeout = float(cfg.get("timeout") or 30.0)
-            retries = int(cfg["retries"]) if cfg.get("retries") is not None else 3
-            retry_wait = float(cfg["retry_wait"]) if cfg.get("retry_wait") is not None else 1.0
-        except (TypeError, ValueError):
-            raise BrazeCsvError(
-                "sftp.port, sftp.timeout, sftp.retries and sftp.retry_wait must be numbers"
-            ) from None
-        if not 0 < port < 65536 or timeout <= 0 or retries < 0 or retry_wait < 0:
-            raise BrazeCsvError(
-                "sftp.port must be 1-65535, sftp.timeout > 0, sftp.retries and sftp.retry_wait >= 0"
-            )
+        port = int(_number(cfg, "port", 22, int, lambda v: 0 < v < 65536, "1-65535"))
+        timeout = _number(cfg, "timeout", 30.0, float, lambda v: v > 0, "> 0")
+        retries = int(_number(cfg, "retries", 3, int, lambda v: v >= 0, ">= 0"))
+        retry_wait = _number(cfg, "retry_wait", 1.0, float, lambda v: v >= 0, ">= 0")
         allow = cfg.get("allow_unknown_host_key", False)
         if isinstance(allow, str):
             allow = allow.strip().lower() in {"1", "true", "yes", "on"}
@@ -263,6 +254,27 @@ class SftpSettings:
             retries=retries,
             retry_wait=retry_wait,
         )
+
+
+def _number(
+    cfg: Mapping[str, Any],
+    key: str,
+    default: float,
+    kind: type[int] | type[float],
+    ok: Callable[[float], bool],
+    bound: str,
+) -> float:
+    """Read one numeric `sftp.` setting (None/absent -> default); errors name the setting."""
+    value = cfg.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = kind(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or (kind is int and float(value) != number) or not ok(number):
+        raise BrazeCsvError(f"sftp.{key} must be a number {bound}, got {value!r}")
+    return number
 
 
 def _read_setting_file(value: str) -> str | None:

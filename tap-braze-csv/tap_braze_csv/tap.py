@@ -69,6 +69,27 @@ class TapBrazeCsv(Tap):
                     description="Accept a server whose host key is not in `known_hosts` "
                     "(logged with its fingerprint). Off: an unknown key is an error.",
                 ),
+                th.Property(
+                    "timeout",
+                    th.NumberType,
+                    default=30,
+                    description="Seconds allowed for connecting, the SSH banner, "
+                    "authentication and each read (> 0).",
+                ),
+                th.Property(
+                    "retries",
+                    th.IntegerType,
+                    default=3,
+                    description="Reconnect attempts after a transient failure (refused or reset "
+                    "connection, timeout, dropped session); 0 disables retrying.",
+                ),
+                th.Property(
+                    "retry_wait",
+                    th.NumberType,
+                    default=1.0,
+                    description="Seconds to wait before the first retry; doubled for each "
+                    "further attempt.",
+                ),
             ),
             description="SFTP server to read `paths` from.",
         ),

@@ -420,3 +420,31 @@ def test_secrets_never_in_messages_or_logs(
     key_lines = [line for line in key_text.splitlines() if "-----" not in line]
     for secret in [SFTP_PASSWORD, KEY_PASSPHRASE, "bad-pp", *key_lines]:
         assert secret not in haystack
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("port", 0),
+        ("port", "x"),
+        ("timeout", 0),
+        ("timeout", -1),
+        ("retries", -1),
+        ("retries", 1.5),
+        ("retry_wait", -0.5),
+        ("retry_wait", "soon"),
+    ],
+)
+def test_numeric_sftp_settings_errors_name_the_setting(key: str, value: object) -> None:
+    cfg = {"host": "h", "username": "u", "password": "pw-secret", key: value}
+    with pytest.raises(BrazeCsvError, match=rf"^sftp\.{key} must be a number") as exc:
+        SftpSettings.from_config(cfg)
+    assert "pw-secret" not in str(exc.value)
+
+
+def test_numeric_sftp_settings_defaults_and_values() -> None:
+    base = {"host": "h", "username": "u", "password": "p"}
+    s = SftpSettings.from_config(base)
+    assert (s.port, s.timeout, s.retries, s.retry_wait) == (22, 30.0, 3, 1.0)
+    s = SftpSettings.from_config({**base, "port": "2222", "timeout": 5, "retries": 0})
+    assert (s.port, s.timeout, s.retries, s.retry_wait) == (2222, 5.0, 0, 1.0)

@@ -498,6 +498,26 @@ def test_batch_capability_is_not_advertised() -> None:
     assert "state" in [str(c) for c in about.capabilities]
 
 
+def test_every_setting_the_code_reads_is_declared() -> None:
+    """Each `sftp.*` key SftpSettings reads, and the top-level keys, show in --about."""
+    import dataclasses
+
+    from tap_braze_csv.sources import SftpSettings
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    props = TapBrazeCsv.config_jsonschema["properties"]
+    sftp_props = props["sftp"]["properties"]
+    assert {f.name for f in dataclasses.fields(SftpSettings)} == set(sftp_props)
+    assert sftp_props["timeout"]["default"] == 30
+    assert sftp_props["retries"]["default"] == 3
+    assert sftp_props["retry_wait"]["default"] == 1.0
+    for name in ("timeout", "retries", "retry_wait"):
+        assert sftp_props[name]["description"]
+    top = {"paths", "sftp", "pgp_private_key", "pgp_passphrase", "stream_name", "on_bad_row"}
+    top |= {"column_types", "encoding", "delimiter", "segment_name_regex", "fast_writer"}
+    assert top <= set(props)
+
+
 def test_failed_run_records_progress_and_next_run_resumes(tap_runner, export_dir: Path) -> None:
     f = write(export_dir / "bad.csv", BAD)
     first = tap_runner({"paths": [str(f)]}, expect_error=True)
