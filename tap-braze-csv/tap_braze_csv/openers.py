@@ -5,14 +5,15 @@ plain or gzipped CSV and the zip member's name for zips. Everything streams: zip
 place when the input is seekable (local files) and otherwise spooled to an anonymous temporary
 file; PGP files are decrypted by `gpg` (python-gnupg) into a private temporary directory that is
 removed afterwards. Failures, including ones that only show up mid-read (a CRC mismatch at the
-end of a zip member, a truncated gzip, bytes that are not UTF-8), become `BrazeCsvError`s that
-name the file and member. Key material and passphrases never reach messages, logs or file names.
+end of a zip member, a truncated gzip, bytes that the `encoding` setting cannot decode), become
+`TextReadError`s (a `BrazeCsvError`) that name the file and member. Key material and passphrases never reach messages, logs or file names.
 
 Close the generator (`contextlib.closing`) if you stop before the end, so temporary files go.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import io
@@ -64,9 +65,11 @@ def iter_csv_members(
 ) -> Iterator[tuple[str, TextIO]]:
     """Yield (member name, text stream) for each CSV inside one input file.
 
-    Text streams are opened `encoding="utf-8-sig", newline=""` (ready for `csv.reader`) and are
-    closed when the next member is yielded or the generator ends.
+    Text streams are opened with the `encoding` setting (default UTF-8, BOM dropped) and
+    `newline=""` (ready for `csv.reader`); they are closed when the next member is yielded or
+    the generator ends.
     """
+    encoding = text_encoding(config)
     with contextlib.ExitStack() as stack:
         name = posixpath.basename(ref.path)
         kind = _kind(name, raw)
@@ -77,11 +80,28 @@ def iter_csv_members(
             if kind == "pgp":
                 raise BrazeCsvError(f"{ref.uri}: is encrypted twice (PGP inside PGP)")
         if kind == "zip":
-            yield from _zip_members(ref, raw, stack)
+            yield from _zip_members(ref, raw, stack, encoding)
         elif kind == "gzip":
-            yield "", _guarded_text(ref, "", cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb")))
+            gz = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
+            yield "", _guarded_text(ref, "", gz, encoding)
         else:
-            yield "", _guarded_text(ref, "", raw)
+            yield "", _guarded_text(ref, "", raw, encoding)
+
+
+def text_encoding(config: Mapping[str, Any]) -> str:
+    """Return the codec for CSV text: the `encoding` setting, UTF-8 (BOM dropped) by default.
+
+    UTF-8 under any spelling is read as `utf-8-sig`, so a BOM never ends up in the first
+    header. An unknown codec is an error naming the setting.
+    """
+    wanted = config.get("encoding") or CSV_ENCODING
+    try:
+        name = codecs.lookup(str(wanted)).name
+    except LookupError:
+        raise BrazeCsvError(
+            f"encoding: unknown text encoding {wanted!r} (e.g. utf-8, latin-1, cp1252, utf-16)"
+        ) from None
+    return CSV_ENCODING if name in ("utf-8", "utf-8-sig") else name
 
 
 def _strip_suffix(name: str, suffixes: tuple[str, ...]) -> str:
@@ -137,8 +157,21 @@ def _where(ref: FileRef, member: str) -> str:
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError, OSError)
 
 
+class TextReadError(BrazeCsvError):
+    """A failure while reading a file's text (bad bytes for the encoding, corrupt data).
+
+    `where` names the file (and zip member) and `problem` says what is wrong, so a reader
+    that knows the line can say where it happened.
+    """
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where = where
+        self.problem = problem
+
+
 class _GuardedText:
-    """A text stream whose read errors (corrupt zip/gzip data, non-UTF-8 bytes) name the file.
+    """A text stream whose read errors (corrupt zip/gzip data, undecodable bytes) name the file.
 
     Iteration delegates to the underlying TextIOWrapper with `yield from`, so `csv.reader`
     reads lines at C speed.
@@ -148,22 +181,8 @@ class _GuardedText:
         self._inner = inner
         self.where = where
 
-    def _error(self, exc: BaseException) -> BrazeCsvError:
-        where = self.where
-        if isinstance(exc, UnicodeDecodeError):
-            encoding = self._inner.encoding
-            if encoding.lower().replace("_", "-") in ("utf-8-sig", "utf-8", "utf8"):
-                return BrazeCsvError(
-                    f"{where}: is not UTF-8 text ({exc.reason}); export or convert it as UTF-8"
-                )
-            return BrazeCsvError(f"{where}: is not {encoding} text ({exc.reason})")
-        if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
-            return BrazeCsvError(f"{where}: corrupt compressed data ({exc})")
-        if isinstance(exc, EOFError):
-            return BrazeCsvError(f"{where}: truncated: the data ends before its end marker")
-        if isinstance(exc, zipfile.BadZipFile):
-            return BrazeCsvError(f"{where}: corrupt or truncated zip data ({exc})")
-        return BrazeCsvError(f"{where}: read error ({type(exc).__name__}: {exc})")
+    def _error(self, exc: BaseException) -> TextReadError:
+        return TextReadError(self.where, _read_problem(exc, self._inner.encoding))
 
     @property
     def name(self) -> str:
@@ -179,10 +198,6 @@ class _GuardedText:
 
     def readable(self) -> bool:
         return True
-
-    def reconfigure(self, **kwargs: Any) -> None:
-        """Change the codec (e.g. `encoding=`) before anything is read (TextIOWrapper's)."""
-        self._inner.reconfigure(**kwargs)
 
     def read(self, size: int | None = -1) -> str:
         try:
@@ -222,10 +237,25 @@ class _GuardedText:
         self.close()
 
 
-def _guarded_text(ref: FileRef, member: str, binary: BinaryIO) -> TextIO:
-    text = io.TextIOWrapper(
-        cast(Any, binary), encoding=CSV_ENCODING, newline="", write_through=False
-    )
+def _read_problem(exc: BaseException, encoding: str) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        shown = "UTF-8" if encoding == CSV_ENCODING else encoding
+        bad = bytes(exc.object[exc.start : exc.start + 1]).hex()
+        return (
+            f"is not {shown} text ({exc.reason}: byte 0x{bad}); "
+            "set `encoding` to the file's encoding (e.g. latin-1, cp1252)"
+        )
+    if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
+        return f"corrupt compressed data ({exc})"
+    if isinstance(exc, EOFError):
+        return "truncated: the data ends before its end marker"
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"corrupt or truncated zip data ({exc})"
+    return f"read error ({type(exc).__name__}: {exc})"
+
+
+def _guarded_text(ref: FileRef, member: str, binary: BinaryIO, encoding: str) -> TextIO:
+    text = io.TextIOWrapper(cast(Any, binary), encoding=encoding, newline="", write_through=False)
     return cast(TextIO, _GuardedText(text, _where(ref, member)))
 
 
@@ -257,7 +287,7 @@ def _seekable_copy(ref: FileRef, raw: BinaryIO, stack: contextlib.ExitStack) -> 
 
 
 def _zip_members(
-    ref: FileRef, raw: BinaryIO, stack: contextlib.ExitStack
+    ref: FileRef, raw: BinaryIO, stack: contextlib.ExitStack, encoding: str
 ) -> Iterator[tuple[str, TextIO]]:
     source = _seekable_copy(ref, raw, stack)
     try:
@@ -286,7 +316,7 @@ def _zip_members(
             raise BrazeCsvError(
                 f"{where}: cannot be opened: corrupt or truncated ({exc})"
             ) from None
-        text = _guarded_text(ref, info.filename, cast(BinaryIO, member))
+        text = _guarded_text(ref, info.filename, cast(BinaryIO, member), encoding)
         try:
             yield info.filename, text
         finally:

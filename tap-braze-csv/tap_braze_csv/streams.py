@@ -17,7 +17,6 @@ A run that stops mid-file resumes after that line; rows are never half-skipped.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import datetime as dt
@@ -45,7 +44,7 @@ from tap_braze_csv.columns import (
 )
 from tap_braze_csv.convert import compile_row_converter, find_bad_cell, unguard_row
 from tap_braze_csv.errors import BrazeCsvError
-from tap_braze_csv.openers import iter_csv_members
+from tap_braze_csv.openers import TextReadError, iter_csv_members
 from tap_braze_csv.segments import segment_for
 from tap_braze_csv.sources import FileRef, make_source
 
@@ -108,32 +107,6 @@ def build_schema(
     schema: dict[str, Any] = {"type": "object", "properties": props}
     schema["additionalProperties"] = header_columns is None
     return schema
-
-
-def apply_encoding(text: Any, encoding: str | None, label: str) -> None:
-    """Switch a fresh text stream to the ``encoding`` setting (UTF-8 with BOM by default).
-
-    The file layer opens streams as UTF-8; ``TextIOWrapper.reconfigure`` changes the codec
-    before anything is read. A no-op when the stream already uses that encoding.
-    """
-    if not encoding:
-        return
-    try:
-        wanted = codecs.lookup(encoding).name
-    except LookupError as exc:
-        msg = f"encoding: unknown encoding {encoding!r}"
-        raise BrazeCsvError(msg) from exc
-    current = getattr(text, "encoding", None)
-    current = codecs.lookup(current).name if current else "utf-8-sig"  # the file layer's
-    utf8 = ("utf-8", "utf-8-sig")
-    if current == wanted or (wanted in utf8 and current in utf8):
-        return  # utf-8-sig reads plain UTF-8 too
-    inner = getattr(text, "_inner", text)
-    reconfigure = getattr(inner, "reconfigure", None)
-    if reconfigure is None:
-        msg = f"{label}: cannot read this file with encoding {encoding!r}"
-        raise BrazeCsvError(msg)
-    reconfigure(encoding=encoding)
 
 
 def write_stdout_bytes(data: bytes) -> None:
@@ -566,7 +539,6 @@ class BrazeUsersStream(Stream):
         config = self.config
         skip_bad = config.get("on_bad_row", "fail") == "skip"
         delimiter = config.get("delimiter") or ","
-        apply_encoding(text, config.get("encoding"), label)
         if csv.field_size_limit() < FIELD_SIZE_LIMIT:
             csv.field_size_limit(FIELD_SIZE_LIMIT)
         reader = csv.reader(text, delimiter=delimiter, strict=True)
@@ -577,9 +549,12 @@ class BrazeUsersStream(Stream):
         except StopIteration:
             msg = f"{label}: empty file, no header row (not a Braze user export)"
             raise BrazeCsvError(msg) from None
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except csv.Error as exc:
             msg = f"{label}: line 1: unreadable header: {exc}"
             raise BrazeCsvError(msg) from exc
+        except TextReadError as exc:
+            msg = f"{exc.where}: at or after line {reader.line_num + 1}: {exc.problem}"
+            raise BrazeCsvError(msg) from None
         columns = map_header(header, file=label, column_types=config.get("column_types") or {})
         kept, dropped = self._columns_to_emit(columns)
         if dropped:
@@ -667,13 +642,12 @@ class BrazeUsersStream(Stream):
                 else:
                     reason = f"malformed CSV (broken quote?): {reason}"
                 bad_row(start, reason)
-            except UnicodeDecodeError as exc:
-                msg = (
-                    f"{label}: near line {prev + 1}: not valid {config.get('encoding') or 'UTF-8'} "
-                    f"text ({exc.reason}); set `encoding` if the file uses another encoding"
-                )
+            except TextReadError as exc:
+                # Text is decoded in blocks ahead of the CSV parser: the bad bytes are on
+                # this line or a later one.
                 writer.flush()
-                raise BrazeCsvError(msg) from exc
+                msg = f"{exc.where}: at or after line {prev + 1}: {exc.problem}"
+                raise BrazeCsvError(msg) from None
         writer.flush()
         self.rows_read += emitted
         if bad_here:
@@ -699,7 +673,6 @@ def peek_header_columns(config: Mapping[str, Any], logger: logging.Logger) -> li
             raw = source.open(ref)
             try:
                 for member, text in iter_csv_members(ref, raw, config):
-                    apply_encoding(text, config.get("encoding"), ref.uri)
                     reader = csv.reader(text, delimiter=config.get("delimiter") or ",", strict=True)
                     header = next(reader, [])
                     label = f"{ref.uri}!{member}" if member else ref.uri

@@ -9,6 +9,7 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_braze_csv.columns import COLUMN_TYPES, validate_column_types
+from tap_braze_csv.openers import text_encoding
 from tap_braze_csv.streams import BrazeUsersStream, build_schema, peek_header_columns
 
 
@@ -130,7 +131,8 @@ class TapBrazeCsv(Tap):
             "encoding",
             th.StringType,
             default="utf-8-sig",
-            description="Text encoding of the CSV files (a UTF-8 BOM is removed either way).",
+            description="Text encoding of the CSV files, a Python codec name (`latin-1`, "
+            "`cp1252`, `utf-16`, ...); a UTF-8 BOM is removed.",
         ),
         th.Property(
             "delimiter",
@@ -161,6 +163,7 @@ class TapBrazeCsv(Tap):
     def _validate_settings(self) -> None:
         column_types = self.config.get("column_types") or {}
         validate_column_types(column_types)
+        text_encoding(self.config)  # an unknown codec fails here, naming `encoding`
         delimiter = self.config.get("delimiter") or ","
         if len(delimiter) != 1:
             msg = f"delimiter: must be one character, got {delimiter!r}"

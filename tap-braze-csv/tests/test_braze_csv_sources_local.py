@@ -337,19 +337,34 @@ def test_member_streams_close_as_iteration_moves_on(tmp_path: Path) -> None:
         gen.close()
 
 
-def _read_with(path: Path, encoding: str) -> str:
+def _read_with(path: Path, encoding: str | None) -> list[tuple[str, str]]:
     with LocalSource() as source:
         (ref,) = source.find([str(path)])
-        with source.open(ref) as raw, contextlib.closing(iter_csv_members(ref, raw, {})) as gen:
-            _, text = next(gen)
-            text.reconfigure(encoding=encoding)  # type: ignore[attr-defined]
-            return text.read()
+        with source.open(ref) as raw:
+            return [(m, t.read()) for m, t in iter_csv_members(ref, raw, {"encoding": encoding})]
 
 
-def test_text_stream_can_switch_encoding_before_reading(tmp_path: Path) -> None:
+def test_text_streams_use_the_encoding_setting(tmp_path: Path) -> None:
+    latin = "braze_id,city\n1,Zürich\n"
     path = tmp_path / "latin1.csv"
-    path.write_bytes("braze_id,city\n1,Zürich\n".encode("latin-1"))
-    assert _read_with(path, "latin-1") == "braze_id,city\n1,Zürich\n"
+    path.write_bytes(latin.encode("latin-1"))
+    assert _read_with(path, "latin-1") == [("", latin)]
+    zipped = make_zip(tmp_path / "l.zip", {"a.csv": latin.encode("cp1252")})
+    assert _read_with(zipped, "cp1252") == [("a.csv", latin)]
+    gz = tmp_path / "l.csv.gz"
+    gz.write_bytes(gzip.compress(latin.encode("utf-16")))
+    assert _read_with(gz, "utf-16") == [("", latin)]
+    # UTF-8 under any spelling drops the BOM
+    path.write_bytes("\ufeffbraze_id\n1\n".encode())
+    assert _read_with(path, "UTF8") == [("", "braze_id\n1\n")]
     path.write_bytes(b"braze_id\n\x81\n")
-    with pytest.raises(BrazeCsvError, match="is not cp1252 text"):
+    with pytest.raises(BrazeCsvError, match="is not cp1252 text") as exc:
         _read_with(path, "cp1252")
+    assert str(path) in str(exc.value)
+
+
+def test_unknown_encoding_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("braze_id\n1\n")
+    with pytest.raises(BrazeCsvError, match=r"^encoding: unknown text encoding 'klingon'"):
+        _read_with(path, "klingon")

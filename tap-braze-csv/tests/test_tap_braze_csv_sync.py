@@ -537,4 +537,28 @@ def test_encoding_and_delimiter_settings(tap_runner, export_dir: Path) -> None:
     assert run.records[0]["city"] == "Montréal"
     wrong = tap_runner({"paths": [str(f)], "delimiter": ";"}, expect_error=True)
     assert isinstance(wrong.error, BrazeCsvError)
-    assert str(f) in str(wrong.error)
+    assert str(wrong.error).startswith(f"{f}: at or after line 1: is not UTF-8 text")
+    assert "set `encoding`" in str(wrong.error)
+
+
+def test_undecodable_bytes_mid_file_name_file_and_line(tap_runner, export_dir: Path) -> None:
+    f = export_dir / "mixed.csv"
+    good = "".join(f"u{i},Ann\r\n" for i in range(2, 50_000))
+    f.write_bytes(b"user_id,first_name\r\n" + good.encode() + "u0,Zoé\r\n".encode("latin-1"))
+    run = tap_runner({"paths": [str(f)]}, expect_error=True)
+    message = str(run.error)
+    assert message.startswith(f"{f}: at or after line ")
+    line = int(message.split("at or after line ")[1].split(":")[0])
+    # text is decoded ahead of the parser, so the line is a lower bound near the bad one
+    assert 49_000 < line <= 50_000
+    # rows before the bad block were sent, and the state says where to resume
+    assert len(run.records) == line - 2
+    assert run.states[-1]["bookmarks"]["braze_users"]["current"]["line"] == line - 1
+    assert "0xe9" in message
+
+
+def test_unknown_encoding_fails_at_start_naming_the_setting(export_dir: Path) -> None:
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    with pytest.raises(BrazeCsvError, match=r"^encoding: unknown text encoding 'latin-9000'"):
+        TapBrazeCsv(config={"paths": [str(export_dir / "*.csv")], "encoding": "latin-9000"})
