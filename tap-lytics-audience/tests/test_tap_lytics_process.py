@@ -41,10 +41,12 @@ def test_sigterm_mid_scan_exits_non_zero_without_snapshot(tmp_path):
             "audiences": ["small", "huge"],
             "page_size": 100,
         }
+        err_path = tmp_path / "stderr.log"
+        err_file = err_path.open("w")
         proc = subprocess.Popen(
             [executable(), "--config", str(write_config(tmp_path, config))],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=err_file,
             text=True,
         )
         seen: list[dict] = []
@@ -58,8 +60,13 @@ def test_sigterm_mid_scan_exits_non_zero_without_snapshot(tmp_path):
                 if huge_members >= 500:
                     break
         proc.send_signal(signal.SIGTERM)
-        rest, stderr = proc.communicate(timeout=60)
-        seen.extend(json.loads(line) for line in rest.splitlines() if line.strip())
+        rest = proc.stdout.read()  # same buffer as the loop above: no line is split
+        proc.wait(timeout=60)
+        err_file.close()
+        stderr = err_path.read_text()
+        lines = rest.splitlines()
+        assert all(line.endswith("}") for line in lines), "no truncated line on SIGTERM"
+        seen.extend(json.loads(line) for line in lines if line.strip())
         served = sandbox.stats_snapshot()["members_served"]
 
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
