@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.openers import iter_csv_members
-from tap_braze_csv.sources import FileRef, LocalSource, SftpSource, make_source
+from tap_braze_csv.sftp import SftpSource
+from tap_braze_csv.sources import FileRef, LocalSource, make_source
 
 CSV_A = '\ufeffAppboy ID,user_id,email\r\n1,u1,a@example.com\r\n2,u2,"b, with comma"\r\n'
 CSV_B = 'braze_id,first_name\n3,"multi\nline"\n'
@@ -368,3 +369,26 @@ def test_unknown_encoding_is_an_error_naming_the_setting(tmp_path: Path) -> None
     path.write_text("braze_id\n1\n")
     with pytest.raises(BrazeCsvError, match=r"^encoding: unknown text encoding 'klingon'"):
         _read_with(path, "klingon")
+
+
+def test_local_runs_do_not_import_paramiko(tmp_path: Path) -> None:
+    """paramiko/cryptography are only imported when `sftp` is set (start-up time and memory)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "VIP-2024-05-01.csv"
+    path.write_text(CSV_B)
+    script = f"""
+import contextlib, io, sys
+from tap_braze_csv.tap import TapBrazeCsv
+tap = TapBrazeCsv(config={{"paths": [{str(path)!r}], "sftp": {{"port": 22}}}})
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    tap.sync_all()
+assert '"RECORD"' in out.getvalue()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("paramiko", "cryptography")))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
