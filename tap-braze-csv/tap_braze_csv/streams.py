@@ -7,7 +7,9 @@ State (under ``bookmarks.<stream>``)::
      "current": {"path": uri, "size": n, "mtime": t, "member": "a.csv", "line": 1234}}
 
 ``files`` lists what was fully read: a file whose path, size and mtime match a ``complete``
-entry is skipped without being opened, a zip member listed in ``members`` is skipped. A file
+entry is skipped without being opened, a zip member listed in ``members`` is skipped. After a
+successful listing, entries (and ``current``) for files no longer matched are dropped, so the
+state stays as large as the set of files ``paths`` matches. A file
 with another size or mtime is a new file and is read again from its start. ``current`` is
 the member being read and the last physical line whose record has been *written to stdout*;
 it is only advanced after the output buffer is flushed, so any STATE message (periodic, at the
@@ -206,6 +208,21 @@ class _Progress:
         files = state.get("files")
         self.files: list[dict[str, Any]] = files if isinstance(files, list) else []
         state["files"] = self.files
+
+    def prune(self, refs: Sequence[FileRef]) -> list[str]:
+        """Forget files that no longer match `paths`; return their paths.
+
+        Call only with a complete listing (`find` succeeded): the state then holds at most one
+        entry per file currently matched, instead of growing with every file ever read.
+        """
+        listed = {ref.uri for ref in refs}
+        gone = [str(f.get("path")) for f in self.files if f.get("path") not in listed]
+        if gone:
+            self.files[:] = [f for f in self.files if f.get("path") in listed]
+        cur = self.state.get("current")
+        if isinstance(cur, dict) and cur.get("path") not in listed:
+            self.state.pop("current", None)
+        return gone
 
     def entry(self, ref: FileRef, *, create: bool = False) -> dict[str, Any] | None:
         key = _file_key(ref)
@@ -447,6 +464,13 @@ class BrazeUsersStream(Stream):
         with counter, timer, make_source(self.config) as source:
             refs = source.find(list(self.config.get("paths") or []))
             self.logger.info("%d file(s) match the configured paths", len(refs))
+            gone = progress.prune(refs)
+            if gone:
+                self.logger.info(
+                    "Forgot %d file(s) in the state that no longer match paths (e.g. %s)",
+                    len(gone),
+                    gone[0],
+                )
             try:
                 for ref in refs:
                     entry = progress.entry(ref)

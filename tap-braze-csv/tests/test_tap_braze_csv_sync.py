@@ -203,6 +203,37 @@ def test_incremental_skip_changed_and_new_files(tap_runner, export_dir: Path) ->
     )
 
 
+def test_state_forgets_files_that_no_longer_match(tap_runner, export_dir: Path) -> None:
+    a = write(export_dir / "A-2024-05-01.csv", HAND_MADE)
+    b = write(export_dir / "B-2024-05-02.csv", HAND_MADE)
+    cfg = {"paths": [str(export_dir / "*.csv")]}
+    first = tap_runner(cfg)
+    assert sorted(f["path"] for f in first.bookmark()["files"]) == [str(a), str(b)]
+    # a stale `current` for a file that is gone is dropped too
+    state = first.states[-1]
+    gone_cur = {"path": str(a), "size": a.stat().st_size, "mtime": a.stat().st_mtime}
+    state["bookmarks"]["braze_users"]["current"] = {**gone_cur, "member": "", "line": 2}
+    a.unlink()
+    second = tap_runner(cfg, state=state)
+    assert second.records == []
+    bookmark = second.bookmark()
+    assert [f["path"] for f in bookmark["files"]] == [str(b)]
+    assert "current" not in bookmark
+
+    # a failed listing (a path matching nothing) forgets nothing
+    missing = {"paths": [str(export_dir / "*.csv"), str(export_dir / "nope-*.zip")]}
+    failed = tap_runner(missing, state=second.states[-1], expect_error=True)
+    assert "nope-*.zip" in str(failed.error)
+    for st in failed.states:
+        assert [f["path"] for f in st["bookmarks"]["braze_users"]["files"]] == [str(b)]
+    assert failed.state["bookmarks"]["braze_users"]["files"][0]["path"] == str(b)
+
+    # the file coming back is read again (the documented cost of forgetting)
+    write(a, HAND_MADE)
+    third = tap_runner(cfg, state=second.states[-1])
+    assert {r["_sdc_source_file"] for r in third.records} == {str(a)}
+
+
 class _Interrupted(OSError):
     pass
 
