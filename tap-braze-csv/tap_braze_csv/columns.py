@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tap_braze_csv.errors import BrazeCsvError
@@ -211,14 +211,3 @@ def validate_column_types(column_types: Mapping[str, str]) -> None:
                 f"expected one of {', '.join(COLUMN_TYPES)}"
             )
             raise ValueError(msg)
-
-
-def mapping_table(rows: Iterable[tuple[str, str]] | None = None) -> str:
-    """Markdown table of the header -> field mapping (used to keep the README honest)."""
-    lines = ["| Braze header (any case) | field | type |", "|---|---|---|"]
-    for field in known_fields():
-        headers = ", ".join(f"`{a}`" for a in ALIASES.get(field, (field,)))
-        lines.append(f"| {headers} | `{field}` | {inferred_type(field)} |")
-    for header, field in rows or ():
-        lines.append(f"| `{header}` | `{field}` | {inferred_type(field)} |")
-    return "\n".join(lines)

@@ -48,9 +48,8 @@ from tap_braze_csv.convert import compile_row_converter, find_bad_cell, unguard_
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.openers import TextReadError, iter_csv_members
 from tap_braze_csv.segments import segment_for
-from tap_braze_csv.sources import FileRef, make_source
+from tap_braze_csv.sources import FileRef, FileSource, make_source
 
-META_FIELDS = ("segment_name", "_sdc_source_file", "_sdc_source_lineno")
 #: Records buffered before one write+flush of stdout in the fast writer.
 FLUSH_ROWS = 2000
 #: Bad rows logged one by one before only counting.
@@ -498,7 +497,7 @@ class BrazeUsersStream(Stream):
 
     def _sync_file(
         self,
-        source: Any,
+        source: FileSource,
         ref: FileRef,
         entry: Mapping[str, Any] | None,
         progress: _Progress,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
@@ -50,7 +51,8 @@ class TapBrazeCsv(Tap):
                     "private_key",
                     th.StringType,
                     secret=True,
-                    description="Private key (RSA or Ed25519), as PEM/OpenSSH text or a file path.",
+                    description="Private key (RSA, Ed25519 or ECDSA), as PEM/OpenSSH text or a "
+                    "file path.",
                 ),
                 th.Property(
                     "private_key_passphrase",
@@ -164,6 +166,13 @@ class TapBrazeCsv(Tap):
         column_types = self.config.get("column_types") or {}
         validate_column_types(column_types)
         text_encoding(self.config)  # an unknown codec fails here, naming `encoding`
+        regex = self.config.get("segment_name_regex")
+        if regex:
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                msg = f"segment_name_regex: not a valid Python regular expression ({exc})"
+                raise ValueError(msg) from None
         delimiter = self.config.get("delimiter") or ","
         if len(delimiter) != 1:
             msg = f"delimiter: must be one character, got {delimiter!r}"

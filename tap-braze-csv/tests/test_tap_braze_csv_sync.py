@@ -593,3 +593,10 @@ def test_unknown_encoding_fails_at_start_naming_the_setting(export_dir: Path) ->
 
     with pytest.raises(BrazeCsvError, match=r"^encoding: unknown text encoding 'latin-9000'"):
         TapBrazeCsv(config={"paths": [str(export_dir / "*.csv")], "encoding": "latin-9000"})
+
+
+def test_invalid_segment_name_regex_fails_at_start_naming_the_setting(export_dir: Path) -> None:
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    with pytest.raises(ValueError, match=r"^segment_name_regex: not a valid Python regular"):
+        TapBrazeCsv(config={"paths": [str(export_dir / "*.csv")], "segment_name_regex": "(a"})
