@@ -600,3 +600,16 @@ def test_invalid_segment_name_regex_fails_at_start_naming_the_setting(export_dir
 
     with pytest.raises(ValueError, match=r"^segment_name_regex: not a valid Python regular"):
         TapBrazeCsv(config={"paths": [str(export_dir / "*.csv")], "segment_name_regex": "(a"})
+
+
+def test_readme_settings_table_matches_about(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's settings table is `tap-braze-csv --about --format=markdown`'s, verbatim."""
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    TapBrazeCsv.print_about(output_format="markdown")
+    about = capsys.readouterr().out
+    table = about.split("## Settings\n\n", 1)[1].split("\n\n", 1)[0].strip()
+    assert table.startswith("| Setting |")
+    assert "| sftp.retry_wait |" in table
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert table in readme, "regenerate the README settings table from --about"
