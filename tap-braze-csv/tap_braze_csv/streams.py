@@ -705,5 +705,10 @@ def peek_header_columns(config: Mapping[str, Any], logger: logging.Logger) -> li
             finally:
                 raw.close()
     except Exception as exc:  # discovery must not fail on an unreachable file
-        logger.info("Discovery: no readable file (%s); custom columns allowed as extras", exc)
+        # A warning, not info: a wrong password or path here would otherwise only show at sync.
+        logger.warning(
+            "Discovery: could not read the first file's header (%s); the schema allows custom "
+            "columns as extra string fields",
+            exc,
+        )
     return None

@@ -613,3 +613,16 @@ def test_readme_settings_table_matches_about(capsys: pytest.CaptureFixture[str])
     assert "| sftp.retry_wait |" in table
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert table in readme, "regenerate the README settings table from --about"
+
+
+def test_discovery_warns_when_no_file_is_readable(
+    export_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    caplog.set_level(logging.WARNING)
+    pattern = str(export_dir / "none-*.zip")
+    tap = TapBrazeCsv(config={"paths": [pattern]})
+    schema = tap.streams["braze_users"].schema
+    assert schema["additionalProperties"] is True
+    assert any(r.levelno == logging.WARNING and pattern in r.getMessage() for r in caplog.records)
