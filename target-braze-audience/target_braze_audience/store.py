@@ -58,6 +58,7 @@ membership = sa.Table(
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("present", sa.Boolean, nullable=False),
     sa.Column("updated_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+    sqlite_with_rowid=False,  # one B-tree per row instead of table + PK index
 )
 pending = sa.Table(
     "braze_pending",
@@ -69,6 +70,7 @@ pending = sa.Table(
     sa.Column("attempted", sa.Boolean, nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("updated_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+    sqlite_with_rowid=False,
 )
 audience_tbl = sa.Table(
     "braze_audience",
@@ -90,9 +92,17 @@ temp_metadata = sa.MetaData()
 seen = sa.Table(
     "braze_seen_tmp",
     temp_metadata,
-    sa.Column("audience", sa.Text, primary_key=True),
-    sa.Column("user_id", sa.Text, primary_key=True),
-    sa.Column("scan_id", sa.Text, primary_key=True),
+    # Rows are numbered in arrival order: a chunk's new rows are `seq > last`.
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("audience", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("scan_id", sa.Text, nullable=False),
+    sa.UniqueConstraint("audience", "user_id", "scan_id"),
     prefixes=["TEMPORARY"],
 )
 incoming = sa.Table(
@@ -109,6 +119,10 @@ incoming = sa.Table(
 
 class StoreMismatchError(Exception):
     """The store was built for another attribute or identifier."""
+
+
+class StoreBusyError(Exception):
+    """Another run is using the same PostgreSQL store."""
 
 
 @dataclass
@@ -168,6 +182,17 @@ class MembershipStore:
         self._insert = sqlite_dialect.insert if self.is_sqlite else pg_dialect.insert
         self._ph = "?" if self.is_sqlite else "%s"
         self._closed = False
+        if not self.is_sqlite and not dry_run:
+            # One writer per store: a second concurrent run would deliver the same deltas.
+            # (SQLite serialises writers through its own file lock.)
+            got = self.conn.exec_driver_sql("SELECT pg_try_advisory_lock(7405142001)").scalar()
+            if not got:
+                self.close()
+                msg = (
+                    f"Another run holds the membership store {self.display_url}; "
+                    "wait for it to finish (or use another store_url)"
+                )
+                raise StoreBusyError(msg)
         metadata.create_all(self.conn)
         temp_metadata.create_all(self.conn)
         # Cheap run-level facts that let the hot path skip whole statements.
@@ -178,6 +203,7 @@ class MembershipStore:
             is not None
         )
         self._audience_has_members: dict[str, bool] = {}
+        self._seen_seq = 0
 
     # -- setup ---------------------------------------------------------------------
 
@@ -208,7 +234,7 @@ class MembershipStore:
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA temp_store=FILE")
-            cur.execute("PRAGMA cache_size=-32000")
+            cur.execute("PRAGMA cache_size=-16000")
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -320,51 +346,52 @@ class MembershipStore:
         """
         if not rows:
             return {}
-        self._load_incoming(rows, "audience, user_id, scan_id")
-        i, m, s, p = incoming.c, membership.c, seen.c, pending.c
-        join_m = sa.and_(m.audience == i.audience, m.user_id == i.user_id)
+        last = self._seen_seq
+        # Hot path: plain DB-API executemany (SQLAlchemy's per-row parameter processing
+        # costs more than the insert itself at hundreds of thousands of rows).
+        ph = self._ph
+        self.conn.exec_driver_sql(
+            "INSERT INTO braze_seen_tmp (audience, user_id, scan_id) "  # noqa: S608
+            f"VALUES ({ph}, {ph}, {ph}) ON CONFLICT DO NOTHING",
+            list(rows),
+        )
+        self._seen_seq = int(self.conn.execute(sa.select(sa.func.max(seen.c.seq))).scalar() or 0)
+        new = seen.alias("new")
+        n, m, s, p = new.c, membership.c, seen.c, pending.c
+        join_m = sa.and_(m.audience == n.audience, m.user_id == n.user_id)
+        fresh = n.seq > last
         unchanged: dict[str, int] = {}
-        if any(self._has_members(a) for a in {r[0] for r in rows}):
-            not_seen_before = ~sa.exists().where(s.audience == i.audience, s.user_id == i.user_id)
+        unchanged_possible = any(self._has_members(a) for a in {r[0] for r in rows})
+        if unchanged_possible:
+            seen_before = sa.exists().where(
+                s.audience == n.audience, s.user_id == n.user_id, s.seq <= last
+            )
             present_pairs = (
-                sa.select(i.audience, i.user_id)
+                sa.select(n.audience, n.user_id)
                 .distinct()
-                .select_from(incoming.join(membership, join_m))
-                .where(m.present.is_(True), not_seen_before)
+                .select_from(new.join(membership, join_m))
+                .where(fresh, m.present.is_(True), ~seen_before)
                 .subquery()
             )
             unchanged = {
-                a: int(n)
-                for a, n in self.conn.execute(
+                a: int(c)
+                for a, c in self.conn.execute(
                     sa.select(present_pairs.c.audience, sa.func.count()).group_by(
                         present_pairs.c.audience
                     )
                 )
             }
-        self.conn.execute(
-            self._insert(seen)
-            .from_select(
-                ["audience", "user_id", "scan_id"],
-                sa.select(i.audience, i.user_id, i.scan_id).where(i.user_id.is_not(None)),
-            )
-            .on_conflict_do_nothing()
-        )
         silent = list(silent_audiences)
-        cond = [sa.or_(m.present.is_(None), m.present.is_(False))]
+        cols = (n.user_id, n.audience, sa.literal(ADD), sa.literal(PENDING), sa.false())
+        cond = [fresh]
         if silent:
-            cond.append(i.audience.not_in(silent))
-        adds = (
-            sa.select(
-                i.user_id,
-                i.audience,
-                sa.literal(ADD),
-                sa.literal(PENDING),
-                sa.false(),
-            )
-            .distinct()
-            .select_from(incoming.outerjoin(membership, join_m))
-            .where(*cond)
-        )
+            cond.append(n.audience.not_in(silent))
+        if unchanged_possible:
+            cond.append(sa.or_(m.present.is_(None), m.present.is_(False)))
+            source: t.Any = new.outerjoin(membership, join_m)
+        else:  # the store has nobody in these audiences yet: no join needed
+            source = new
+        adds = sa.select(*cols).distinct().select_from(source).where(*cond)
         ins = self._insert(pending).from_select(
             ["user_id", "audience", "op", "status", "attempted"], adds
         )
@@ -381,7 +408,9 @@ class MembershipStore:
         )
         # A member seen again cancels a remove still pending for them.
         if self._may_have_removes:
-            in_chunk = sa.tuple_(p.user_id, p.audience).in_(sa.select(i.user_id, i.audience))
+            in_chunk = sa.tuple_(p.user_id, p.audience).in_(
+                sa.select(n.user_id, n.audience).where(fresh)
+            )
             # A remove that may already have reached Braze is undone with an add.
             self.conn.execute(
                 pending.update()
@@ -389,7 +418,6 @@ class MembershipStore:
                 .values(op=ADD, status=PENDING, reason=None)
             )
             self.conn.execute(pending.delete().where(p.op == REMOVE, in_chunk))
-        self.conn.execute(incoming.delete())
         return unchanged
 
     # -- explicit deltas -------------------------------------------------------------------
@@ -624,6 +652,8 @@ class MembershipStore:
     ) -> None:
         """Apply Braze's answer: accepted (user, audience, op); rejected (user, audience, reason)."""
         if accepted:
+            for _u, aud, _o in accepted:
+                self._audience_has_members[aud] = True
             ins = self._insert(membership)
             self.conn.execute(
                 ins.on_conflict_do_update(

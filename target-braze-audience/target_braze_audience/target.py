@@ -19,7 +19,7 @@ from target_braze_audience.deltas import (
     TargetTerminatedError,
 )
 from target_braze_audience.sinks import BrazeAudienceSink, OrjsonSingerReader
-from target_braze_audience.store import MembershipStore, StoreMismatchError
+from target_braze_audience.store import MembershipStore, StoreBusyError, StoreMismatchError
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -336,7 +336,12 @@ class TargetBrazeAudience(Target):
         except TargetTerminatedError as exc:
             cls.logger.error("Stopped by signal %d: no STATE emitted", exc.signum)
             sys.exit(128 + exc.signum)
-        except (BrazeSettingError, DeliveryIncompleteError, StoreMismatchError) as exc:
+        except (
+            BrazeSettingError,
+            DeliveryIncompleteError,
+            StoreMismatchError,
+            StoreBusyError,
+        ) as exc:
             cls.logger.error("%s", exc)
             sys.exit(1)
 

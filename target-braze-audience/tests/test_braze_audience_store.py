@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from target_braze_audience.store import (
     MembershipStore,
+    StoreBusyError,
     StoreMismatchError,
     resolve_store_url,
 )
@@ -60,8 +61,8 @@ def test_snapshot_is_scan_specific(store_url: str) -> None:
     assert out.removes == 1
     assert {(u, o) for u, _a, o, *_ in st.pending_rows()} == {("u2", "remove")}
     # Without a scan id, every record of the run counts: nobody to remove.
-    st2 = MembershipStore(store_url)
     st.close()
+    st2 = MembershipStore(store_url)
     st2.add_seen([("a", "u2", ""), ("a", "u1", "")])
     assert st2.complete_snapshot("a", None, baseline=False).removes == 0
     st2.close()
@@ -195,6 +196,16 @@ def test_meta_mismatch_names_the_setting(store_url: str) -> None:
     with pytest.raises(StoreMismatchError, match="attribute_name"):
         st.check_meta(attribute_name="other", identifier_field="external_id")
     st.close()
+
+
+def test_postgres_store_has_one_writer(pg_store_url: str) -> None:
+    first = MembershipStore(pg_store_url)
+    first.commit()
+    with pytest.raises(StoreBusyError, match="Another run"):
+        MembershipStore(pg_store_url)
+    MembershipStore(pg_store_url, dry_run=True).close()  # a dry run only reads
+    first.close()
+    MembershipStore(pg_store_url).close()
 
 
 def test_url_resolution(tmp_path: Path) -> None:
