@@ -126,7 +126,7 @@ def run(work: Path, scale: float = 1.0) -> list[dict]:
             [sys.executable, __file__, "--plain", str(export)],
             out,
             rows,
-            "baseline: no typing, no state, no Singer SDK; ratio = seconds / this row's seconds",
+            "baseline: no typing, no state, no Singer SDK",
         ),
         measure(
             "tap-braze-csv",
@@ -195,7 +195,9 @@ def run(work: Path, scale: float = 1.0) -> list[dict]:
     ]
     base = results[0]["rows_per_s"]
     for row in results:
-        row["ratio_to_baseline"] = round(base / row["rows_per_s"], 2)
+        # Throughput relative to the plain loop, like every other benchmark (higher is better;
+        # the issue asks for >= 0.5, i.e. within 2x the plain loop's time).
+        row["ratio_to_baseline"] = round(row["rows_per_s"] / base, 2)
     return results
 
 
@@ -209,7 +211,7 @@ def main() -> None:
         return
     rows = run(HERE / ".work" / "bench_tap_braze_csv", args.scale)
     cols = ["command", "rows", "seconds", "rows_per_s", "ratio_to_baseline", "peak_rss_mb", "notes"]
-    print("ratio_to_baseline = seconds / baseline seconds (lower is better)")
+    print("ratio_to_baseline = rows/s / baseline rows/s (higher is better)")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
