@@ -64,8 +64,13 @@ def test_sigterm_while_reading_changes_nothing(braze_sandbox: Any, tmp_path: Pat
         ).encode()
     )
     proc.stdin.flush()
-    assert h.wait_for(lambda: Path(store + "-wal").exists() or proc.poll() is not None)
-    h.wait_for(lambda: False, timeout=0.5)  # let it read the lines
+    # The store is opened (and logged) when the first record is handled.
+    assert h.wait_for(
+        lambda: (
+            b"Membership store:" in (tmp_path / "stderr").read_bytes() or proc.poll() is not None
+        )
+    )
+    h.wait_for(lambda: False, timeout=0.3)  # let it read the second line too
     proc.send_signal(signal.SIGTERM)
     out, err = _finish(proc, tmp_path)
     assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]
