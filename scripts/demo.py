@@ -23,7 +23,7 @@ from sandbox import BrazeSandbox, LyticsSandbox
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".meltano" / "demo"
 MELTANO = str(Path(sys.executable).parent / "meltano")
-LYTICS_PORT, BRAZE_PORT = 8787, 8788
+LYTICS_PORT, BRAZE_PORT = 8791, 8790  # the sandbox environment of meltano.yml
 USERS = 40_000
 
 
