@@ -4,7 +4,8 @@ Side by side on the same generated Singer stream (200,000 `braze_users` records 
 - a minimal plain singer-sdk target (BatchSink, default validation, 5,000-record batches posted
   as JSON arrays to the same sandbox) - the baseline, defined in this file;
 - target-lytics-users with its defaults (4 MB / 5,000-record bodies, 2 requests in flight);
-- target-jsonl from PyPI (writes a local file; installed in its own venv under .work/).
+- target-jsonl and meltanolabs-target-csv from PyPI (write local files; each installed in its own
+  venv under .work/).
 
 Each target runs in a fresh process; peak RSS is that process's own (os.wait4). The Lytics
 sandbox is the `lytics-sandbox` CLI in its own process (a fresh one per run: it keeps what it
@@ -153,10 +154,10 @@ def write_input(path: Path, rows: int) -> None:
         fh.write(orjson.dumps({"type": "STATE", "value": {"rows": rows, "done": True}}) + b"\n")
 
 
-def peer_venv(work: Path, package: str) -> Path:
+def peer_venv(work: Path, package: str, executable: str | None = None) -> Path:
     """Install a PyPI peer in its own venv under benchmarks/.work/ (never the workspace)."""
     venv = work.parent / "venvs" / package
-    exe = venv / "bin" / package
+    exe = venv / "bin" / (executable or package)
     if not exe.exists():
         uv = shutil.which("uv") or "uv"
         subprocess.run([uv, "venv", "-q", "--python", "3.11", str(venv)], check=True)
@@ -271,6 +272,22 @@ def run(work: Path, scale: float = 1.0) -> list[dict]:
             rows,
             sandbox_check=None,
             notes="peer: writes a local JSONL file (no network)",
+        )
+    )
+    csv_exe = peer_venv(work, "meltanolabs-target-csv", "target-csv")
+    csv_dir = work / "csv_out"
+    shutil.rmtree(csv_dir, ignore_errors=True)
+    csv_dir.mkdir()
+    csv_config = work / "target_csv.json"
+    csv_config.write_text(json.dumps({"output_path": str(csv_dir)}))
+    results.append(
+        measure(
+            "meltanolabs-target-csv (PyPI)",
+            [str(csv_exe), "--config", str(csv_config)],
+            input_path,
+            rows,
+            sandbox_check=None,
+            notes="peer: SDK target writing a local CSV file (no network)",
         )
     )
     for row in results:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import json
 import os
 import platform
 import sys
@@ -19,6 +20,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 README = HERE / "README.md"
+RESULTS = (
+    HERE / "results.json"
+)  # rows per benchmark module; `--only` replaces just those modules' rows
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 COLUMNS = [
     "benchmark",
@@ -64,7 +68,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    rows: list[dict] = []
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    by_module: dict[str, dict] = {}
     failed = []
     for path in sorted(HERE.glob("bench_*.py")):
         if args.only and path.stem not in args.only:
@@ -79,11 +84,17 @@ def main() -> int:
         for row in result:
             row.setdefault("benchmark", path.stem)
             print("   " + ", ".join(f"{k}={fmt(v)}" for k, v in row.items()), flush=True)
-        rows += result
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        by_module[path.stem] = {"when": when, "scale": args.scale, "rows": result}
+    merged = {**previous, **by_module}
+    RESULTS.write_text(json.dumps(merged, indent=1, default=str) + "\n")
+    rows = [row for name in sorted(merged) for row in merged[name]["rows"]]
+    runs = "; ".join(
+        f"{name}: {m['when']}, scale {m['scale']}" for name, m in sorted(merged.items())
+    )
     header = (
-        f"Last run: {when}, scale {args.scale}, {platform.machine()} with {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}. Ratios compare rows in the same run.\n\n"
+        f"{platform.machine()} with {os.cpu_count()} cores, Python {platform.python_version()}. "
+        f"Runs: {runs}. Ratios compare rows of the same benchmark, measured in the same run.\n\n"
     )
     block = f"{START}\n{header}{table(rows)}\n{END}"
     text = README.read_text() if README.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
