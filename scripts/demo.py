@@ -128,10 +128,14 @@ def main() -> int:
         )
         for slug, ids in audiences.items():
             lytics.set_members(slug, members(ids))
-        say("== Lytics -> Braze, second run (only the deltas)")
+        say("== Lytics -> Braze, second run (only the deltas; Braze refuses one user)")
+        braze.reject({"user7": "provided external_id is blacklisted and disallowed"})
         lytics_to_braze(env, braze, audiences, "run 2")
-        say("== Lytics -> Braze, third run (nothing changed)")
+        braze.reject({})
+        say("== Lytics -> Braze, third run (the refused user is delivered now)")
         lytics_to_braze(env, braze, audiences, "run 3")
+        say("== Lytics -> Braze, fourth run (nothing changed: nothing sent)")
+        lytics_to_braze(env, braze, audiences, "run 4")
 
         expected = {}
         for slug, ids in audiences.items():
