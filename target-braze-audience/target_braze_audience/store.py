@@ -20,7 +20,8 @@ Persistent tables (prefixed ``braze_`` so they can share a PostgreSQL database):
 - ``braze_store_meta(key, value)``: the attribute and identifier the store was built for.
 
 Run-scoped temporary tables: ``braze_seen_tmp`` (memberships seen this run, per
-scan id) and ``braze_incoming_tmp`` (the chunk being flushed).
+scan id, appended in arrival order; its lookup index is built only when a query needs
+it) and ``braze_incoming_tmp`` (the chunk being flushed).
 
 Transactions: everything a run computes stays in one open transaction until the first
 delivery result is committed; a crash, SIGTERM or failure before that leaves the store
@@ -102,7 +103,10 @@ seen = sa.Table(
     sa.Column("audience", sa.Text, nullable=False),
     sa.Column("user_id", sa.Text, nullable=False),
     sa.Column("scan_id", sa.Text, nullable=False),
-    sa.UniqueConstraint("audience", "user_id", "scan_id"),
+    # No unique key: rows are appended in arrival order (a repeated mark is harmless, every
+    # query reads them with DISTINCT/EXISTS). The (audience, user_id, scan_id) lookup index
+    # is built by MembershipStore._index_seen only once a query needs it: maintaining it
+    # row by row costs more than the whole rest of the insert on a fresh store.
     prefixes=["TEMPORARY"],
 )
 incoming = sa.Table(
@@ -204,6 +208,14 @@ class MembershipStore:
         )
         self._audience_has_members: dict[str, bool] = {}
         self._seen_seq = 0
+        self._seen_indexed = False
+        # Where an `add` not backed by this run's marks could sit in braze_pending (see
+        # complete_snapshot): audiences with deltas left from earlier runs or explicit
+        # deltas, and the scan ids each audience's marks arrived with.
+        self._stale_add_audiences: set[str] = set(
+            self.conn.execute(sa.select(pending.c.audience).distinct()).scalars()
+        )
+        self._seen_scans: dict[str, set[str]] = {}
 
     # -- setup ---------------------------------------------------------------------
 
@@ -331,6 +343,15 @@ class MembershipStore:
             self._audience_has_members[audience] = known
         return known
 
+    def _index_seen(self) -> None:
+        """Build the lookup index of the seen marks (once per run, when first needed)."""
+        if not self._seen_indexed:
+            self.conn.exec_driver_sql(
+                "CREATE INDEX IF NOT EXISTS braze_seen_tmp_key "
+                "ON braze_seen_tmp (audience, user_id, scan_id)"
+            )
+            self._seen_indexed = True
+
     def add_seen(
         self, rows: Sequence[tuple[str, str, str]], silent_audiences: Iterable[str] = ()
     ) -> dict[str, int]:
@@ -352,8 +373,8 @@ class MembershipStore:
         ph = self._ph
         self.conn.exec_driver_sql(
             "INSERT INTO braze_seen_tmp (audience, user_id, scan_id) "  # noqa: S608
-            f"VALUES ({ph}, {ph}, {ph}) ON CONFLICT DO NOTHING",
-            list(rows),
+            f"VALUES ({ph}, {ph}, {ph})",
+            rows if isinstance(rows, list) else list(rows),
         )
         self._seen_seq = int(self.conn.execute(sa.select(sa.func.max(seen.c.seq))).scalar() or 0)
         new = seen.alias("new")
@@ -361,8 +382,12 @@ class MembershipStore:
         join_m = sa.and_(m.audience == n.audience, m.user_id == n.user_id)
         fresh = n.seq > last
         unchanged: dict[str, int] = {}
+        scans = self._seen_scans
+        for aud, scan in {(r[0], r[2]) for r in rows}:
+            scans.setdefault(aud, set()).add(scan)
         unchanged_possible = any(self._has_members(a) for a in {r[0] for r in rows})
         if unchanged_possible:
+            self._index_seen()
             seen_before = sa.exists().where(
                 s.audience == n.audience, s.user_id == n.user_id, s.seq <= last
             )
@@ -474,6 +499,9 @@ class MembershipStore:
             c[o or "skipped"] += 1
         if upserts:
             self._may_have_removes = True
+            self._stale_add_audiences.update(
+                a for (_u, a), (_pr, o, _at) in state.items() if o == ADD
+            )
             ins = self._insert(pending)
             self.conn.execute(
                 ins.on_conflict_do_update(
@@ -542,42 +570,59 @@ class MembershipStore:
                     set_={"present": True, "updated_at": sa.func.current_timestamp()},
                 )
             )
-        gone = (
-            sa.select(m.user_id, m.audience, sa.literal(REMOVE), sa.literal(PENDING), sa.false())
-            .where(m.audience == audience, m.present.is_(True))
-            .where(~seen_where(m.audience, m.user_id))
-        )
-        out.removes = int(
-            self.conn.execute(sa.select(sa.func.count()).select_from(gone.subquery())).scalar() or 0
-        )
-        if out.removes:
-            self._may_have_removes = True
-        ins = self._insert(pending).from_select(
-            ["user_id", "audience", "op", "status", "attempted"], gone
-        )
-        self.conn.execute(
-            ins.on_conflict_do_update(
-                index_elements=[p.user_id, p.audience],
-                set_={
-                    "op": REMOVE,
-                    "status": PENDING,
-                    "reason": None,
-                    "updated_at": sa.func.current_timestamp(),
-                },
+        if self._has_members(audience):
+            self._index_seen()
+            gone = (
+                sa.select(
+                    m.user_id, m.audience, sa.literal(REMOVE), sa.literal(PENDING), sa.false()
+                )
+                .where(m.audience == audience, m.present.is_(True))
+                .where(~seen_where(m.audience, m.user_id))
             )
+            out.removes = int(
+                self.conn.execute(sa.select(sa.func.count()).select_from(gone.subquery())).scalar()
+                or 0
+            )
+            if out.removes:
+                self._may_have_removes = True
+                ins = self._insert(pending).from_select(
+                    ["user_id", "audience", "op", "status", "attempted"], gone
+                )
+                self.conn.execute(
+                    ins.on_conflict_do_update(
+                        index_elements=[p.user_id, p.audience],
+                        set_={
+                            "op": REMOVE,
+                            "status": PENDING,
+                            "reason": None,
+                            "updated_at": sa.func.current_timestamp(),
+                        },
+                    )
+                )
+        # Pending adds of users not in this snapshot. Every add queued from this run's
+        # marks of this scan is seen by definition, so the scan of braze_pending is only
+        # needed when adds can come from elsewhere: earlier runs, explicit deltas, or
+        # marks of another scan of the audience.
+        other_scans = scan_id is not None and bool(
+            self._seen_scans.get(audience, set()) - {scan_id}
         )
-        stale = [p.audience == audience, p.op == ADD, ~seen_where(p.audience, p.user_id)]
-        res = self.conn.execute(
-            pending.delete().where(*stale, sa.or_(p.status == REJECTED, p.attempted.is_(False)))
-        )
-        out.dropped_adds = max(res.rowcount or 0, 0)
-        # An add that may have reached Braze (attempted, outcome unknown) is undone.
-        self._may_have_removes = True
-        self.conn.execute(
-            pending.update()
-            .where(*stale, p.attempted.is_(True), p.status != REJECTED)
-            .values(op=REMOVE, status=PENDING, reason=None)
-        )
+        if audience in self._stale_add_audiences or other_scans:
+            self._index_seen()
+            stale = [p.audience == audience, p.op == ADD, ~seen_where(p.audience, p.user_id)]
+            res = self.conn.execute(
+                pending.delete().where(*stale, sa.or_(p.status == REJECTED, p.attempted.is_(False)))
+            )
+            out.dropped_adds = max(res.rowcount or 0, 0)
+            # An add that may have reached Braze (attempted, outcome unknown) is undone.
+            undone = self.conn.execute(
+                pending.update()
+                .where(*stale, p.attempted.is_(True), p.status != REJECTED)
+                .values(op=REMOVE, status=PENDING, reason=None)
+            )
+            # UPDATE rowcounts are reliable on both drivers (unlike INSERT ... SELECT): only
+            # a real remove makes every later chunk pay for the remove-cancelling statements.
+            if undone.rowcount is None or undone.rowcount != 0:
+                self._may_have_removes = True
         ins_a = self._insert(audience_tbl).values(
             audience=audience,
             initialized=True,

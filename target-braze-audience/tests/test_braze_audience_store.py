@@ -68,6 +68,28 @@ def test_snapshot_is_scan_specific(store_url: str) -> None:
     st2.close()
 
 
+def test_snapshot_drops_adds_not_backed_by_its_scan(store_url: str) -> None:
+    # Same run, fresh store: u2's add came from an aborted pass (s1), u3's from an
+    # explicit delta; the complete pass s2 has only u1 (seen twice). Only u1 stays queued.
+    st = MembershipStore(store_url)
+    st.add_seen([("a", "u2", "s1"), ("a", "u1", "s2"), ("a", "u1", "s2")])
+    st.apply_explicit([("u3", "a", "add"), ("u3", "b", "add")])
+    out = st.complete_snapshot("a", "s2", baseline=False, member_count=1)
+    assert out.removes == 0
+    assert out.dropped_adds == 2
+    assert {(u, a, o) for u, a, o, *_ in st.pending_rows()} == {
+        ("u1", "a", "add"),
+        ("u3", "b", "add"),
+    }
+    # A repeated mark neither duplicates a delta nor counts twice as unchanged next run.
+    _deliver_all(st)
+    st.close()
+    st = MembershipStore(store_url)
+    assert st.add_seen([("a", "u1", "s3"), ("a", "u1", "s3"), ("a", "u4", "s3")]) == {"a": 1}
+    assert [(u, a, o) for u, a, o, *_ in st.pending_rows()] == [("u4", "a", "add")]
+    st.close()
+
+
 def test_silent_baseline(store_url: str) -> None:
     st = MembershipStore(store_url)
     st.add_seen([("a", "u1", "s1"), ("a", "u2", "s1")], silent_audiences={"a"})
