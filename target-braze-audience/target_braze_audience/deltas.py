@@ -114,6 +114,10 @@ class EngineSettings:
 _DATA, _SNAPSHOT, _IGNORE = 0, 1, 2
 
 
+def _ignore(record: dict[str, t.Any]) -> None:
+    """Drop a record of `ignore_streams`."""
+
+
 class DeltaEngine:
     """Turns records into deltas in the store and delivers them to Braze."""
 
@@ -135,6 +139,7 @@ class DeltaEngine:
         self.summary = RunSummary(dry_run=settings.dry_run)
         self._initialized = store.initialized_audiences()
         self._kinds: dict[str, int] = {}
+        self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
         self._members: list[tuple[str, str, str]] = []
         self._explicit: list[tuple[str, str, str]] = []
         self._received_scan: dict[tuple[str, str], int] = defaultdict(int)
@@ -159,38 +164,68 @@ class DeltaEngine:
         return kind
 
     def handle(self, stream: str, record: dict[str, t.Any]) -> None:
-        """Take one record, in input order (the hot path: keep it lean)."""
+        """Take one record, in input order."""
+        handler = self._handlers.get(stream)
+        if handler is None:
+            handler = self.handler_for(stream)
+        handler(record)
+
+    def handler_for(self, stream: str) -> t.Callable[[dict[str, t.Any]], None]:
+        """Return the function taking `stream`'s records, in input order.
+
+        Built once per stream with everything that does not change per record (kind,
+        field names, the default audience) bound as locals: the per-record path is the
+        hot loop of the target.
+        """
+        handler = self._handlers.get(stream)
+        if handler is not None:
+            return handler
         kind = self._kinds.get(stream)
         if kind is None:
             kind = self._classify(stream)
-        if kind != _DATA:
-            if kind == _SNAPSHOT:
+        if kind == _IGNORE:
+            handler = _ignore
+        elif kind == _SNAPSHOT:
+
+            def handler(record: dict[str, t.Any]) -> None:
                 self.flush()
                 self._snapshot(record)
-            return
-        self._records += 1
-        user = record.get(self._id_field)
-        if user is not None and user.__class__ is not str:
-            user = str(user)
-        if "add" in record or "remove" in record:
-            self._handle_explicit(stream, record, user)
+
         else:
-            aud = record.get(self._aud_field) or stream
-            scan = record.get("scan_id") or ""
-            self._received_scan[(aud, scan)] += 1
+            handler = self._data_handler(stream)
+        self._handlers[stream] = handler
+        return handler
+
+    def _data_handler(self, stream: str) -> t.Callable[[dict[str, t.Any]], None]:
+        id_field, aud_field = self._id_field, self._aud_field
+        received = self._received_scan
+        flush, explicit = self.flush, self._handle_explicit
+        invalid = self._invalid
+        no_id = f"no '{id_field}'"
+
+        def handle_data(record: dict[str, t.Any]) -> None:
+            self._records += 1
+            get = record.get
+            user = get(id_field)
+            if user is not None and user.__class__ is not str:
+                user = str(user)
+            if "add" in record or "remove" in record:
+                explicit(stream, record, user)
+                return
+            aud = get(aud_field) or stream
+            scan = get("scan_id") or ""
+            received[(aud, scan)] += 1
             if not user:
-                self._invalid(stream, f"no '{self._id_field}'")
+                invalid(stream, no_id)
                 return
             if self._explicit:
-                self.flush()
+                flush()
             members = self._members
             members.append((aud, user, scan))
             if len(members) >= CHUNK_ROWS:
-                self.flush()
-        if self._records >= self._next_progress:
-            self._next_progress += PROGRESS_EVERY
-            rate = self._records / max(time.monotonic() - self._started, 1e-6)
-            self.logger.info("Read %d records (%.0f records/s)", self._records, rate)
+                flush()
+
+        return handle_data
 
     def _handle_explicit(self, stream: str, record: dict[str, t.Any], user: str | None) -> None:
         if not user:
@@ -228,7 +263,13 @@ class DeltaEngine:
             )
 
     def flush(self) -> None:
-        """Move buffered records into the store (in input order)."""
+        """Move buffered records into the store (in input order); log progress."""
+        if self._records >= self._next_progress:
+            # Checked here (every chunk) rather than per record: the hot path stays lean.
+            while self._next_progress <= self._records:
+                self._next_progress += PROGRESS_EVERY
+            rate = self._records / max(time.monotonic() - self._started, 1e-6)
+            self.logger.info("Read %d records (%.0f records/s)", self._records, rate)
         if self._members:
             rows, self._members = self._members, []
             silent: set[str] = set()

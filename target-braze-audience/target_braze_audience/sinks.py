@@ -58,12 +58,23 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 _ANNOTATIONS = {"type", "format", "description", "title", "default", "examples", "$comment"}
 
 
+class _Missing:
+    """Class of the placeholder for an absent field (always an allowed 'type')."""
+
+
+_MISSING = _Missing()
+
+
 class FlatTypeValidator(BaseJSONSchemaValidator):
     """Validator for flat schemas whose properties only constrain the JSON type.
 
-    That is what Singer taps emit for membership streams; checking it by hand is a few
-    isinstance calls per record (fastjsonschema's generated code builds sets per record).
-    Any other schema keyword makes :meth:`build` return None (fastjsonschema is used).
+    That is what Singer taps emit for membership streams. :meth:`build` compiles the
+    schema into one Python expression (like fastjsonschema does, but without its per-record
+    set building): each property's value class is looked up in a frozenset of the exact
+    classes its JSON types allow, and each required name is checked with ``in``. A value
+    whose class is not in the set (a subclass, a wrong type) or a missing required field
+    goes to :meth:`_check`, which decides with ``isinstance`` and raises with the field
+    name. Any other schema keyword makes :meth:`build` return None (fastjsonschema is used).
     """
 
     def __init__(
@@ -76,6 +87,7 @@ class FlatTypeValidator(BaseJSONSchemaValidator):
         super().__init__(schema)
         self._checks = checks
         self._required = required
+        self.validate = self._compile()  # type: ignore[method-assign,assignment]
 
     @classmethod
     def build(cls, schema: dict[str, t.Any]) -> FlatTypeValidator | None:
@@ -94,10 +106,28 @@ class FlatTypeValidator(BaseJSONSchemaValidator):
             py: tuple[type, ...] = tuple(c for tp in types for c in _JSON_TYPES[tp])
             no_bool = bool not in py  # JSON true/false are not integers or numbers
             checks.append((name, py, no_bool, " or ".join(types)))
-        return cls(schema, checks, list(schema.get("required") or []))
+        required = schema.get("required") or []
+        if not isinstance(required, list) or not all(isinstance(n, str) for n in required):
+            return None
+        return cls(schema, checks, list(required))
 
-    def validate(self, record: dict[str, t.Any]) -> None:
-        """Raise InvalidRecord when a field has the wrong JSON type or is missing."""
+    def _compile(self) -> t.Callable[[dict[str, t.Any]], None]:
+        """Generate ``validate(record)`` for this schema (names are embedded as literals)."""
+        env: dict[str, t.Any] = {"_check": self._check, "_M": _MISSING}
+        terms = []
+        for i, (name, py, _no_bool, _label) in enumerate(self._checks):
+            env[f"_A{i}"] = frozenset({*py, _Missing})
+            terms.append(f"get({name!r}, _M).__class__ not in _A{i}")
+        terms += [f"{name!r} not in record" for name in self._required]
+        body = " or ".join(terms) or "False"
+        src = (
+            f"def validate(record):\n    get = record.get\n    if {body}:\n        _check(record)\n"
+        )
+        exec(compile(src, "<FlatTypeValidator>", "exec"), env)  # noqa: S102 (literals only)
+        return env["validate"]  # type: ignore[no-any-return]
+
+    def _check(self, record: dict[str, t.Any]) -> None:
+        """Slow path: raise InvalidRecord naming the field, or accept (e.g. a str subclass)."""
         get = record.get
         for name, py, no_bool, label in self._checks:
             value = get(name)
@@ -110,6 +140,13 @@ class FlatTypeValidator(BaseJSONSchemaValidator):
             if name not in record:
                 msg = f"Record Message Validation Error: data must contain ['{name}'] properties"
                 raise InvalidRecord(msg, record)
+
+    def validate(self, record: dict[str, t.Any]) -> None:
+        """Raise InvalidRecord when a field has the wrong JSON type or is missing.
+
+        Replaced per instance by the compiled function (same behaviour).
+        """
+        self._check(record)
 
 
 class BrazeAudienceSink(RecordSink):

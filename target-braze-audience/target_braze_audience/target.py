@@ -180,8 +180,7 @@ class TargetBrazeAudience(Target):
         self._engine: DeltaEngine | None = None
         self._stop = threading.Event()
         self._fast: dict[str, Sink | None] = {}
-        self._handle: t.Callable[[str, dict[str, t.Any]], None] | None = None
-        self._unreported = 0
+        self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
         self._reported: dict[int, int] = {}
         self.last_summary: RunSummary | None = None
 
@@ -240,6 +239,7 @@ class TargetBrazeAudience(Target):
         self._report_counts()
         super()._process_schema_message(message_dict)
         self._fast.pop(message_dict.get("stream", ""), None)
+        self._handlers.pop(message_dict.get("stream", ""), None)
 
     def _process_record_message(self, message_dict: dict) -> None:
         """Validate and hand the record to the pipeline, in input order.
@@ -247,43 +247,50 @@ class TargetBrazeAudience(Target):
         The SDK's per-record path (copy, map transform, metadata, timestamp parsing,
         per-sink buffering, drain-when-full) costs more than everything this target
         does with a record and lets streams drain out of order; without stream maps we
-        keep its schema validation and metrics and skip the rest. With stream maps the
-        SDK path is used (the sink forwards to the same pipeline).
+        keep its schema validation and metrics and skip the rest, through one function
+        per stream built by :meth:`_record_handler`. With stream maps the SDK path is
+        used (the sink forwards to the same pipeline).
         """
         try:
-            stream: str = message_dict["stream"]
-            record: dict[str, t.Any] = message_dict["record"]
+            handler = self._handlers[message_dict["stream"]]
+            record = message_dict["record"]
         except KeyError:
             self._assert_line_requires(message_dict, requires={"stream", "record"})
-            raise
-        fast = self._fast.get(stream)
-        if fast is None:
+            stream: str = message_dict["stream"]
             fast = self._fast_sink(stream)
             if fast is None:
                 super()._process_record_message(message_dict)
                 return
-        validator = fast._validator
-        if validator is not None:
-            try:
-                validator.validate(record)
-            except InvalidRecord as exc:
-                msg = (
-                    f"Stream '{stream}' record #{fast._total_records_read + 1} does not "
-                    f"match its schema: {exc}"
-                )
-                raise InvalidRecord(msg, record) from exc
-        handle = self._handle
-        if handle is None:
-            handle = self._handle = self.engine.handle
-        handle(stream, record)
-        fast._total_records_read += 1
-        self._unreported += 1
-        if self._unreported >= 4096:
-            self._report_counts()
+            handler = self._handlers[stream] = self._record_handler(stream, fast)
+            record = message_dict["record"]
+        handler(record)
+
+    def _record_handler(self, stream: str, sink: Sink) -> t.Callable[[dict[str, t.Any]], None]:
+        """Return validate-then-pipeline for `stream`'s records (the target's hot path)."""
+        validator = sink._validator
+        validate = validator.validate if validator is not None else None
+        handle = self.engine.handler_for(stream)
+        report_every = 4096
+
+        def on_record(record: dict[str, t.Any]) -> None:
+            if validate is not None:
+                try:
+                    validate(record)
+                except InvalidRecord as exc:
+                    msg = (
+                        f"Stream '{stream}' record #{sink._total_records_read + 1} does not "
+                        f"match its schema: {exc}"
+                    )
+                    raise InvalidRecord(msg, record) from exc
+            handle(record)
+            sink._total_records_read += 1
+            if sink._total_records_read % report_every == 0:
+                self._report_counts()
+
+        return on_record
 
     def _report_counts(self) -> None:
         """Feed the SDK's record_count metric in bulk (a per-record call reads the clock)."""
-        self._unreported = 0
         for sink in self._fast.values():
             if sink is None:
                 continue  # the SDK path counts its own records
