@@ -349,18 +349,19 @@ class DeltaEngine:
         """Send every pending/rejected delta, grouped per user, and record the answers."""
         summary = self.summary
         if self.s.dry_run:
-            for batch in self._batches():
-                summary.requests += 1
-                for user, ops in batch:
-                    summary.objects_sent += 1
-                    summary.values_sent += len(ops)
-                    for aud, op in ops:
-                        st = summary.audiences[aud]
-                        if op == ADD:
-                            st.added += 1
-                        else:
-                            st.removed += 1
-                    del user
+            # What delivery would send, counted in SQL rather than by reading every delta
+            # back: requests carry batch_size consecutive users, one object per user and
+            # one attribute value per delta.
+            users, breakdown = self.store.pending_breakdown()
+            summary.requests += -(-users // self.s.batch_size)
+            summary.objects_sent += users
+            for (aud, op, _status), n in breakdown.items():
+                summary.values_sent += n
+                st = summary.audiences[aud]
+                if op == ADD:
+                    st.added += n
+                else:
+                    st.removed += n
             return
         assert self.client is not None
         self.delivering = True

@@ -313,6 +313,15 @@ class MembershipStore:
         )
         return [(u, a, o, s, bool(at), r) for u, a, o, s, at, r in self.conn.execute(q)]
 
+    def pending_breakdown(self) -> tuple[int, dict[tuple[str, str, str], int]]:
+        """Users with deltas, and deltas per (audience, op, status): two aggregate scans."""
+        p = pending.c
+        users = self.conn.execute(sa.select(sa.func.count(p.user_id.distinct()))).scalar()
+        q = sa.select(p.audience, p.op, p.status, sa.func.count()).group_by(
+            p.audience, p.op, p.status
+        )
+        return int(users or 0), {(a, o, s): int(n) for a, o, s, n in self.conn.execute(q)}
+
     def pending_counts(self) -> dict[str, dict[str, int]]:
         """Count deltas per audience: {"pending": n, "rejected": n}."""
         q = sa.select(pending.c.audience, pending.c.status, sa.func.count()).group_by(

@@ -223,6 +223,12 @@ def test_dry_run_sends_nothing_changes_nothing(braze_sandbox: Any, tmp_path: Pat
     assert summary.audiences["a"].removed == 1
     assert summary.requests == 1
     assert summary.values_sent == 3
+    assert summary.objects_sent == 2  # u1 (remove a, add b) travels as one object
+    _, summary = h.run_target(
+        {**dry, "batch_size": 1}, h.audience_msgs({"a": ["u2", "u3"], "b": ["u1"]})
+    )
+    assert (summary.requests, summary.objects_sent, summary.values_sent) == (2, 2, 3)
+    assert b.requests == []
     # Dry run with no store yet creates none.
     fresh = tmp_path / "fresh.sqlite"
     h.run_target({**dry, "store_url": str(fresh)}, h.audience_msgs({"a": ["u1"]}))
