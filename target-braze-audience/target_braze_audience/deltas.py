@@ -140,6 +140,7 @@ class DeltaEngine:
         self._initialized = store.initialized_audiences()
         self._kinds: dict[str, int] = {}
         self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
+        self._dry_breakdown: dict[tuple[str, str, str], int] | None = None
         self._members: list[tuple[str, str, str]] = []
         self._explicit: list[tuple[str, str, str]] = []
         self._received_scan: dict[tuple[str, str], int] = defaultdict(int)
@@ -353,6 +354,7 @@ class DeltaEngine:
             # back: requests carry batch_size consecutive users, one object per user and
             # one attribute value per delta.
             users, breakdown = self.store.pending_breakdown()
+            self._dry_breakdown = breakdown
             summary.requests += -(-users // self.s.batch_size)
             summary.objects_sent += users
             for (aud, op, _status), n in breakdown.items():
@@ -466,10 +468,14 @@ class DeltaEngine:
             self.deliver()
         finally:
             self.store.commit()
-            for aud, counts in self.store.pending_counts().items():
-                self.summary.audiences[aud].pending = counts.get("pending", 0) + counts.get(
-                    "rejected", 0
-                )
+            if self._dry_breakdown is not None:  # nothing changed since it was counted
+                for (aud, _op, _status), n in self._dry_breakdown.items():
+                    self.summary.audiences[aud].pending += n
+            else:
+                for aud, counts in self.store.pending_counts().items():
+                    self.summary.audiences[aud].pending = counts.get("pending", 0) + counts.get(
+                        "rejected", 0
+                    )
             self.log_summary()
         if self.stop.is_set():
             raise TargetTerminatedError(15)

@@ -201,6 +201,7 @@ class OrjsonSingerReader(SimpleSingerReader):
         stats: dict[str, int] = defaultdict(int)
         on_record = callbacks.get(SingerMessageType.RECORD)
         loads = orjson.loads
+        records = 0
         for line in file_input or self.default_input:
             try:
                 message = loads(line)
@@ -209,9 +210,10 @@ class OrjsonSingerReader(SimpleSingerReader):
                     continue
                 msg = f"Unable to parse input line as JSON: {line[:200]!r}"
                 raise InvalidInputLine(msg) from exc
-            kind = message.get("type") if isinstance(message, dict) else None
+            kind = message.get("type") if message.__class__ is dict else None
             if kind == "RECORD" and on_record is not None:
                 on_record(message)
+                records += 1
             else:
                 self.assert_line_requires(message, requires={"type"})
                 callback = callbacks.get(kind)  # type: ignore[arg-type]
@@ -219,7 +221,9 @@ class OrjsonSingerReader(SimpleSingerReader):
                     self._process_unknown_message(message)
                 else:
                     callback(message)
-            stats[kind] += 1  # type: ignore[index]
+                stats[kind] += 1  # type: ignore[index]
+        if records:
+            stats["RECORD"] += records
         return Counter(**stats)
 
     def deserialize_json(self, line: str) -> dict:
