@@ -398,3 +398,19 @@ def test_end_to_end_on_postgresql(braze_sandbox: Any, pg_store_url: str, h: Any)
     b.clear_requests()
     h.run_target(cfg, h.audience_msgs({"a": users[50:], "b": []}))
     assert h.track_requests(b) == []
+
+
+def test_stream_maps_use_the_sdk_path_in_order(braze_sandbox: Any, tmp_path: Path, h: Any) -> None:
+    # With stream maps the SDK's record path (map transform, sink) feeds the same pipeline.
+    b = braze_sandbox
+    maps = {"audience_members": {"email": "__NULL__"}}
+    cfg = h.braze_config(b, str(tmp_path / "s.sqlite"), stream_maps=maps)
+    h.run_target(cfg, h.audience_msgs({"a": ["u1", "u2"], "b": ["u2"]}))
+    assert h.segments(b) == {"u1": ["a"], "u2": ["a", "b"]}
+    _, summary = h.run_target(cfg, h.audience_msgs({"a": ["u2"], "b": ["u2"]}))
+    assert h.segments(b) == {"u2": ["a", "b"]}
+    assert summary.audiences["a"].removed == 1
+    bad = h.member("a", "u3")
+    bad["record"]["external_id"] = 42
+    with pytest.raises(InvalidRecord):
+        h.run_target(cfg, [*h.schema_msgs(), bad])
