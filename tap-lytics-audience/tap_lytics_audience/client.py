@@ -6,7 +6,7 @@ import logging
 import random
 import typing as t
 from http import HTTPStatus
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import orjson
 import requests
@@ -111,12 +111,23 @@ class LyticsStream(RESTStream):
                 "to segments."
             )
             raise LyticsAuthError(msg)
-        if (
-            status == HTTPStatus.BAD_REQUEST
-            and EXPIRED_CURSOR_MESSAGE in lytics_message(response).lower()
-        ):
+        if status == HTTPStatus.BAD_REQUEST and self._is_cursor_error(response):
             raise ScanCursorExpired(self.response_error_message(response))
         super().validate_response(response)
+
+    @staticmethod
+    def _is_cursor_error(response: requests.Response) -> bool:
+        """Tell whether a 400 means "restart the scan".
+
+        Lytics documents no error for a stale `start` cursor ("must be recent"), so besides the
+        message we know, any 400 on a request that carried a cursor, or whose message speaks of
+        the cursor, restarts the audience's scan (bounded by `max_scan_restarts`).
+        """
+        message = lytics_message(response).lower()
+        if EXPIRED_CURSOR_MESSAGE in message or "cursor" in message:
+            return True
+        query = parse_qs(urlparse(response.request.url or "").query) if response.request else {}
+        return bool(query.get("start"))
 
     def _redact(self, text: str) -> str:
         token = str(self.config.get("api_token") or "")

@@ -272,6 +272,37 @@ def test_expired_cursor_restarts_the_scan_with_a_new_scan_id(
     )
 
 
+def test_undocumented_400_on_a_cursor_request_also_restarts_the_scan(
+    lytics_sandbox, tap_runner, make_config
+):
+    # Lytics documents no error text for a stale cursor: any 400 answering a request that
+    # carried `start` restarts the scan, whatever the message says.
+    import sandbox.lytics as sandbox_lytics
+
+    aid = lytics_sandbox.generate_members("other", 30)
+    original = LyticsCursorPaginator.get_next
+    calls = {"n": 0}
+
+    def expire_once(self, response):
+        token = original(self, response)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            lytics_sandbox.expire_cursors()
+        return token
+
+    config = make_config(lytics_sandbox.url, audiences=["other"], page_size=10, prefetch_pages=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sandbox_lytics, "CURSOR_ERROR", "Bad Request: start parameter not found")
+        mp.setattr(LyticsCursorPaginator, "get_next", expire_once)
+        run = tap_runner(config)
+    recs = run.records["audience_members"]
+    scan_ids = list(dict.fromkeys(r["scan_id"] for r in recs))
+    assert len(scan_ids) == 2
+    (snap,) = run.records["audience_snapshots"]
+    assert (snap["scan_id"], snap["member_count"]) == (scan_ids[1], 30)
+    assert [r.status for r in scan_requests(lytics_sandbox, aid)].count(400) == 1
+
+
 def test_cursor_expiring_forever_fails_after_bounded_restarts(
     lytics_sandbox, tap_runner, make_config
 ):
