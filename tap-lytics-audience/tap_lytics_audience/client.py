@@ -94,9 +94,13 @@ class LyticsStream(RESTStream):
         )
 
     @property
-    def timeout(self) -> int:
-        """Per-request timeout in seconds (`request_timeout`)."""
-        return int(self.config.get("request_timeout", 60))
+    def timeout(self) -> float:  # type: ignore[override]
+        """Per-request timeout in seconds (`request_timeout`).
+
+        The SDK types this as int; requests takes any number, and the setting is a number
+        like the other plugins' `request_timeout`.
+        """
+        return float(self.config.get("request_timeout", 60))
 
     # --- errors -------------------------------------------------------------------------
 
@@ -153,18 +157,18 @@ class LyticsStream(RESTStream):
         return 1 + int(self.config.get("max_retries", 5))
 
     def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
-        """Exponential backoff capped at `max_backoff`, replaced by Retry-After when sent.
+        """Exponential backoff capped at `retry_backoff_max`; a longer Retry-After wins.
 
         backoff sends the raised exception into the generator, so the response is in scope.
         """
-        factor = float(self.config.get("backoff_factor", 1.0))
-        cap = float(self.config.get("max_backoff", 60.0))
+        base = float(self.config.get("retry_backoff_base", 1.0))
+        cap = float(self.config.get("retry_backoff_max", 60.0))
 
         def waits() -> t.Generator[float, t.Any, None]:
             exc = yield 0.0  # priming send(None)
             attempt = 0
             while True:
-                wait = min(cap, factor * (2**attempt))
+                wait = min(cap, base * (2**attempt))
                 retry_after = _retry_after_seconds(exc)
                 if retry_after is not None:
                     wait = max(wait, retry_after)  # the server knows best

@@ -95,20 +95,26 @@ class TapLyticsAudience(Tap):
             description="Retries of one request on 429, 5xx, timeouts and connection errors.",
         ),
         th.Property(
-            "backoff_factor",
-            th.NumberType,
+            "retry_backoff_base",
+            th.NumberType(minimum=0),
             default=1.0,
-            description="First retry wait in seconds, doubled per retry (plus up to 25% jitter).",
+            description=(
+                "Seconds of the first retry delay; doubles each retry (plus up to 25% jitter). "
+                "A longer `Retry-After` header wins."
+            ),
         ),
         th.Property(
-            "max_backoff",
-            th.NumberType,
+            "retry_backoff_max",
+            th.NumberType(minimum=0),
             default=60.0,
-            description="Longest wait between retries in seconds (a larger Retry-After wins).",
+            description=(
+                "Longest wait between retries, in seconds, before jitter (a longer "
+                "`Retry-After` wins)."
+            ),
         ),
         th.Property(
             "request_timeout",
-            th.IntegerType,
+            th.NumberType(minimum=0),
             default=60,
             description="Seconds to wait for one HTTP response.",
         ),

@@ -38,8 +38,8 @@ def base_config(url: str, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "api_token": TOKEN,
         "api_url": url,
-        "backoff_factor": 0.01,
-        "max_backoff": 0.05,
+        "retry_backoff_base": 0.01,
+        "retry_backoff_max": 0.05,
         "request_timeout": 10,
     }
     config.update(overrides)

@@ -95,7 +95,7 @@ def test_token_never_appears_in_output_or_logs(tmp_path):
                 "api_token": secret,
                 "api_url": sandbox.url,
                 "audiences": ["a"],
-                "backoff_factor": 0.01,
+                "retry_backoff_base": 0.01,
             },
         )
         env = {**os.environ, "TAP_LYTICS_AUDIENCE_LOG_LEVEL": "DEBUG"}

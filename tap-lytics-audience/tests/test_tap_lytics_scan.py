@@ -190,8 +190,8 @@ def test_rate_limit_429_from_the_server_is_retried(lytics_sandbox, tap_runner, m
             lytics_sandbox.url,
             audiences=["rl"],
             max_retries=8,
-            backoff_factor=0.05,
-            max_backoff=0.3,
+            retry_backoff_base=0.05,
+            retry_backoff_max=0.3,
         )
     )
     assert len(run.records["audience_members"]) == 500
@@ -444,7 +444,7 @@ def test_retry_after_is_honoured_by_the_wait_generator(make_config):
     import requests as rq
 
     tap = TapLyticsAudience(
-        config=make_config("http://127.0.0.1:9", backoff_factor=0.5, max_backoff=4)
+        config=make_config("http://127.0.0.1:9", retry_backoff_base=0.5, retry_backoff_max=4)
     )
     stream = tap.streams["audience_members"]
     assert isinstance(stream, AudienceMembersStream)
@@ -466,6 +466,11 @@ def test_retry_after_is_honoured_by_the_wait_generator(make_config):
         jittered = [stream.backoff_jitter(value) for _ in range(50)]
         assert all(value <= j <= value * 1.25 for j in jittered)
     assert stream.backoff_max_tries() == 6
+
+
+def test_request_timeout_accepts_fractional_seconds(make_config):
+    tap = TapLyticsAudience(config=make_config("http://127.0.0.1:9", request_timeout=2.5))
+    assert tap.streams["audience_members"].timeout == 2.5
 
 
 def test_profile_fields_are_rendered_as_nullable_strings(lytics_sandbox, tap_runner, make_config):

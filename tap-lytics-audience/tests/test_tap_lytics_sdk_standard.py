@@ -31,7 +31,7 @@ CONFIG = {
     "audiences": ["std_generated", "std_listed", "std_empty"],
     "fields": ["email"],
     "page_size": 50,
-    "backoff_factor": 0.01,
+    "retry_backoff_base": 0.01,
 }
 
 _Base = get_tap_test_class(

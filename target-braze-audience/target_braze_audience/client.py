@@ -93,7 +93,8 @@ class BrazeClient:
         max_retries: int,
         max_rate_limit_retries: int,
         request_timeout: float,
-        retry_backoff_seconds: float,
+        retry_backoff_base: float,
+        retry_backoff_max: float,
         stop: threading.Event,
         logger: logging.Logger,
     ) -> None:
@@ -104,7 +105,8 @@ class BrazeClient:
         self.max_retries = max_retries
         self.max_rate_limit_retries = max_rate_limit_retries
         self.timeout = request_timeout
-        self.backoff = retry_backoff_seconds
+        self.backoff_base = retry_backoff_base
+        self.backoff_max = retry_backoff_max
         self.stop = stop
         self.logger = logger
         self.limiter = RateLimiter(rate_limit_per_second, stop)
@@ -136,7 +138,9 @@ class BrazeClient:
         return not self.stop.wait(seconds)
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.backoff * (2 ** (attempt - 1)), 30.0) * random.uniform(0.5, 1.0)
+        """Delay before retry `attempt` (1-based): base doubling, capped, 50-100 % of it."""
+        capped = min(self.backoff_base * (2 ** (attempt - 1)), self.backoff_max)
+        return capped * random.uniform(0.5, 1.0)
 
     def _setting_error(self, status: int, body: str) -> BrazeSettingError:
         if status == 401:

@@ -152,7 +152,10 @@ class TargetBrazeAudience(Target):
             "max_retries",
             th.IntegerType(minimum=0),
             default=5,
-            description="Retries of a request on 5xx, timeouts and connection errors.",
+            description=(
+                "Retries of a request on 5xx, timeouts and connection errors (429 waits: "
+                "`max_rate_limit_retries`)."
+            ),
         ),
         th.Property(
             "max_rate_limit_retries",
@@ -167,10 +170,19 @@ class TargetBrazeAudience(Target):
             description="Seconds before an HTTP request times out (then retried).",
         ),
         th.Property(
-            "retry_backoff_seconds",
+            "retry_backoff_base",
             th.NumberType(minimum=0),
             default=1.0,
-            description="First backoff delay; doubles per retry (capped at 30 s), with jitter.",
+            description=(
+                "Seconds of the first retry delay; doubles each retry (with jitter: 50-100% "
+                "of it). After a 429, Braze's `X-RateLimit-Reset` wins."
+            ),
+        ),
+        th.Property(
+            "retry_backoff_max",
+            th.NumberType(minimum=0),
+            default=30.0,
+            description="Longest wait between retries, in seconds (jitter only shortens it).",
         ),
     ).to_dict()
 
@@ -220,7 +232,8 @@ class TargetBrazeAudience(Target):
                     max_retries=int(cfg.get("max_retries", 5)),
                     max_rate_limit_retries=int(cfg.get("max_rate_limit_retries", 30)),
                     request_timeout=float(cfg.get("request_timeout", 30)),
-                    retry_backoff_seconds=float(cfg.get("retry_backoff_seconds", 1.0)),
+                    retry_backoff_base=float(cfg.get("retry_backoff_base", 1.0)),
+                    retry_backoff_max=float(cfg.get("retry_backoff_max", 30.0)),
                     stop=self._stop,
                     logger=self.logger,
                 )

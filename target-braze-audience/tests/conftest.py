@@ -220,7 +220,7 @@ def braze_config(braze: Any, store: str, **extra: Any) -> dict[str, Any]:
         "api_key": API_KEY,
         "rest_endpoint": braze.url,
         "store_url": store,
-        "retry_backoff_seconds": 0.01,
+        "retry_backoff_base": 0.01,
         "rate_limit_per_second": 0,
     }
     cfg.update(extra)

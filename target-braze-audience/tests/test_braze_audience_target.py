@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from singer_sdk.exceptions import InvalidRecord
-from target_braze_audience.client import BrazeSettingError
+from target_braze_audience.client import BrazeClient, BrazeSettingError
 from target_braze_audience.deltas import DeliveryIncompleteError
 from target_braze_audience.store import MembershipStore
 from target_braze_audience.target import TargetBrazeAudience
@@ -155,6 +155,30 @@ def test_5xx_burst_retried(braze_sandbox: Any, tmp_path: Path, h: Any) -> None:
     assert h.segments(b) == {u: ["a"] for u in users}
     assert b.stats["faults"] == 4
     assert states
+
+
+def test_retry_backoff_settings_shape_the_waits(
+    braze_sandbox: Any, tmp_path: Path, h: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`retry_backoff_base` doubles per retry, `retry_backoff_max` caps it, jitter 50-100 %."""
+    b = braze_sandbox
+    waits: list[float] = []
+    monkeypatch.setattr(BrazeClient, "_sleep", lambda self, seconds: waits.append(seconds) or True)
+    b.fail_next(4, status=503)
+    cfg = h.braze_config(
+        b,
+        str(tmp_path / "s.sqlite"),
+        max_retries=4,
+        max_concurrency=1,
+        retry_backoff_base=2.0,
+        retry_backoff_max=5.0,
+    )
+    states, _ = h.run_target(cfg, h.audience_msgs({"a": ["u1", "u2"]}))
+    assert h.segments(b) == {"u1": ["a"], "u2": ["a"]}
+    assert states
+    assert len(waits) == 4
+    for wait, full in zip(waits, (2.0, 4.0, 5.0, 5.0), strict=True):  # 8 and 16 are capped
+        assert full * 0.5 <= wait <= full
 
 
 def test_final_failure_exits_nonzero_keeps_pending_no_state(
