@@ -142,6 +142,18 @@ class BrazeClient:
         capped = min(self.backoff_base * (2 ** (attempt - 1)), self.backoff_max)
         return capped * random.uniform(0.5, 1.0)
 
+    def _wait_to_retry(self, result: TrackResult, failures: int, reason: str) -> bool:
+        """Back off before retrying a transient failure (5xx, timeout, connection error).
+
+        Returns False, with `result.error` set, when retries are used up or the run is stopping.
+        """
+        if failures <= self.max_retries:
+            self.logger.warning("%s; retry %d/%d", reason, failures, self.max_retries)
+            if self._sleep(self._backoff(failures)):
+                return True
+        result.error = reason
+        return False
+
     def _setting_error(self, status: int, body: str) -> BrazeSettingError:
         if status == 401:
             hint = (
@@ -178,15 +190,11 @@ class BrazeClient:
                     self.request_counter.increment()
             except (requests.Timeout, requests.ConnectionError) as exc:
                 failures += 1
-                reason = f"{type(exc).__name__} talking to {self.url}"
-                if failures > self.max_retries:
-                    result.error = reason
-                    return result
-                self.logger.warning("%s; retry %d/%d", reason, failures, self.max_retries)
-                if not self._sleep(self._backoff(failures)):
-                    result.error = reason
-                    return result
-                continue
+                if self._wait_to_retry(
+                    result, failures, f"{type(exc).__name__} talking to {self.url}"
+                ):
+                    continue
+                return result
             status = resp.status_code
             text = self._scrub(resp.text[:300])
             remaining = resp.headers.get("X-RateLimit-Remaining")
@@ -205,15 +213,9 @@ class BrazeClient:
                 raise self._setting_error(status, text)
             if status >= 500:
                 failures += 1
-                reason = f"Braze answered {status}: {text}"
-                if failures > self.max_retries:
-                    result.error = reason
-                    return result
-                self.logger.warning("%s; retry %d/%d", reason, failures, self.max_retries)
-                if not self._sleep(self._backoff(failures)):
-                    result.error = reason
-                    return result
-                continue
+                if self._wait_to_retry(result, failures, f"Braze answered {status}: {text}"):
+                    continue
+                return result
             if status >= 400:
                 result.error = f"Braze answered {status}: {text}"
                 return result
