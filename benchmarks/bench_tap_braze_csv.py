@@ -210,12 +210,9 @@ def main() -> None:
         plain_main(args.plain)
         return
     rows = run(HERE / ".work" / "bench_tap_braze_csv", args.scale)
-    cols = ["command", "rows", "seconds", "rows_per_s", "ratio_to_baseline", "peak_rss_mb", "notes"]
-    print("ratio_to_baseline = rows/s / baseline rows/s (higher is better)")
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    from run import table  # the same markdown table `make bench` writes
+
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -256,19 +256,9 @@ def main() -> None:
         plain_tap_main(args.config)
         return
     rows = run(HERE / ".work", args.scale)
-    cols = [
-        "benchmark",
-        "rows",
-        "seconds",
-        "rows_per_s",
-        "ratio_to_baseline",
-        "peak_rss_mb",
-        "notes",
-    ]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    from run import table  # the same markdown table `make bench` writes
+
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -317,26 +317,9 @@ def main() -> None:
     os.environ.setdefault("LOGLEVEL", "WARNING")
     started = time.perf_counter()
     rows = run(HERE / ".work" / "target_braze_audience", args.scale)
-    cols = [
-        "benchmark",
-        "command",
-        "rows",
-        "seconds",
-        "rows_per_s",
-        "ratio_to_baseline",
-        "peak_rss_mb",
-        "notes",
-    ]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            cells.append(
-                f"{v:,.2f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-            )
-        print("| " + " | ".join(cells) + " |")
+    from run import table  # the same markdown table `make bench` writes
+
+    print(table(rows))
     print(f"\n(total {time.perf_counter() - started:.0f}s)")
 
 

@@ -305,11 +305,9 @@ def main() -> None:
         plain_target_main(args.config)
         return
     rows = run(HERE / ".work", args.scale)
-    cols = ["command", "rows", "seconds", "rows_per_s", "ratio_to_baseline", "peak_rss_mb", "notes"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    from run import table  # the same markdown table `make bench` writes
+
+    print(table(rows))
 
 
 if __name__ == "__main__":

@@ -13,20 +13,12 @@ from sandbox.lytics import LyticsSandbox
 @pytest.fixture
 def braze_sandbox() -> Iterator[BrazeSandbox]:
     """Yield a started Braze emulator on 127.0.0.1 (random port), stopped after the test."""
-    server = BrazeSandbox()
-    server.start()
-    try:
+    with BrazeSandbox() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def lytics_sandbox() -> Iterator[LyticsSandbox]:
     """Yield a started Lytics emulator on 127.0.0.1 (random port), stopped after the test."""
-    server = LyticsSandbox()
-    server.start()
-    try:
+    with LyticsSandbox() as server:
         yield server
-    finally:
-        server.stop()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
@@ -28,6 +28,9 @@ _REDACTED_HEADERS = frozenset({"authorization", "x-api-key", "cookie"})
 Response = tuple[int, bytes, dict[str, str]]
 
 _MISSING = object()
+
+
+_Server = TypeVar("_Server", bound="EmulatorServer")
 
 
 @dataclass
@@ -298,8 +301,9 @@ class EmulatorServer:
         while self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=0.2)
 
-    def __enter__(self) -> EmulatorServer:
-        return self.start()
+    def __enter__(self: _Server) -> _Server:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -31,20 +31,12 @@ def config(lytics_sandbox: LyticsSandbox) -> dict[str, t.Any]:
 @pytest.fixture
 def rejecting_sandbox() -> Iterator[RejectingLyticsSandbox]:
     """A started RejectingLyticsSandbox."""
-    server = RejectingLyticsSandbox()
-    server.start()
-    try:
+    with RejectingLyticsSandbox() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def poison_sandbox() -> Iterator[PoisonLyticsSandbox]:
     """A started PoisonLyticsSandbox."""
-    server = PoisonLyticsSandbox()
-    server.start()
-    try:
+    with PoisonLyticsSandbox() as server:
         yield server
-    finally:
-        server.stop()
