@@ -2,9 +2,16 @@
 
 State (under ``bookmarks.<stream>``)::
 
-    {"files": [{"path": uri, "size": n, "mtime": t, "members": ["a.csv", ...],
+    {"files": [{"path": uri, "size": n, "mtime_ns": t, "members": ["a.csv", ...],
                 "complete": true, "rows": n}, ...],
-     "current": {"path": uri, "size": n, "mtime": t, "member": "a.csv", "line": 1234}}
+     "current": {"path": uri, "size": n, "mtime_ns": t, "member": "a.csv", "line": 1234}}
+
+The state holds integers, strings and booleans only, never a float: a stock SDK target
+(singer-sdk 0.54.9, e.g. meltanolabs-target-postgres) reads floats in STATE as ``Decimal`` and
+then fails to write that state back with plain ``json.dumps`` (``TypeError: Object of type
+Decimal is not JSON serializable``), so the state would never be saved. Modification times are
+therefore integer nanoseconds (``mtime_ns``); a state written by earlier versions, whose entries
+hold a float ``mtime`` in seconds, is converted when it is read (same files, still skipped).
 
 ``files`` lists what was fully read: a file whose path, size and mtime match a ``complete``
 entry is skipped without being opened, a zip member listed in ``members`` is skipped. After a
@@ -195,8 +202,43 @@ class _SignalGuard:
                 self._deliver(signum, None)
 
 
-def _file_key(ref: FileRef) -> tuple[str, int, float]:
-    return (ref.uri, int(ref.size), float(ref.mtime))
+def mtime_ns(mtime: Any) -> int:
+    """Epoch seconds (float, ``Decimal``, int or numeric string) -> integer nanoseconds.
+
+    Deterministic: the same listed mtime always gives the same integer, and an old state's
+    float ``mtime`` (written by ``repr``, read back as float or ``Decimal``) gives the integer
+    its file gets today.
+    """
+    return round(float(mtime) * 1_000_000_000)
+
+
+def _file_key(ref: FileRef) -> tuple[str, int, int]:
+    return (ref.uri, int(ref.size), mtime_ns(ref.mtime))
+
+
+def _entry_key(item: Mapping[str, Any]) -> tuple[Any, int, int]:
+    return (item.get("path"), int(item.get("size", -1)), int(item.get("mtime_ns", -1)))
+
+
+def _upgrade_entry(item: Any) -> None:
+    """Replace an old state entry's float ``mtime`` (seconds) by ``mtime_ns`` (see module doc)."""
+    if isinstance(item, dict) and "mtime" in item:
+        old = item.pop("mtime")
+        if "mtime_ns" not in item:
+            try:
+                item["mtime_ns"] = mtime_ns(old)
+            except (TypeError, ValueError):
+                item["mtime_ns"] = -1  # unreadable: the file is read again
+
+
+def upgrade_stream_state(state: Any) -> None:
+    """Convert a stream state written by earlier versions in place (float ``mtime`` entries)."""
+    if not isinstance(state, dict):
+        return
+    files = state.get("files")
+    for item in files if isinstance(files, list) else []:
+        _upgrade_entry(item)
+    _upgrade_entry(state.get("current"))
 
 
 class _Progress:
@@ -204,6 +246,7 @@ class _Progress:
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state
+        upgrade_stream_state(state)
         files = state.get("files")
         self.files: list[dict[str, Any]] = files if isinstance(files, list) else []
         state["files"] = self.files
@@ -226,13 +269,13 @@ class _Progress:
     def entry(self, ref: FileRef, *, create: bool = False) -> dict[str, Any] | None:
         key = _file_key(ref)
         for item in self.files:
-            if (item.get("path"), int(item.get("size", -1)), float(item.get("mtime", -1))) == key:
+            if _entry_key(item) == key:
                 return item
         if not create:
             return None
         # A changed file (same path, other size/mtime) replaces its old entry.
         self.files[:] = [f for f in self.files if f.get("path") != ref.uri]
-        item = {"path": ref.uri, "size": int(ref.size), "mtime": float(ref.mtime)}
+        item = {"path": ref.uri, "size": int(ref.size), "mtime_ns": mtime_ns(ref.mtime)}
         item.update({"members": [], "complete": False, "rows": 0})
         self.files.append(item)
         return item
@@ -241,13 +284,12 @@ class _Progress:
         cur = self.state.get("current")
         if not isinstance(cur, dict):
             return 0
-        same = (cur.get("path"), int(cur.get("size", -1)), float(cur.get("mtime", -1)))
-        if same == _file_key(ref) and cur.get("member", "") == member:
+        if _entry_key(cur) == _file_key(ref) and cur.get("member", "") == member:
             return int(cur.get("line", 0))
         return 0
 
     def start_member(self, ref: FileRef, member: str, line: int) -> dict[str, Any]:
-        cur = {"path": ref.uri, "size": int(ref.size), "mtime": float(ref.mtime)}
+        cur = {"path": ref.uri, "size": int(ref.size), "mtime_ns": mtime_ns(ref.mtime)}
         cur.update({"member": member, "line": line})
         self.state["current"] = cur
         return cur

@@ -11,7 +11,12 @@ from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_braze_csv.columns import COLUMN_TYPES, validate_column_types
 from tap_braze_csv.openers import text_encoding
-from tap_braze_csv.streams import BrazeUsersStream, build_schema, peek_header_columns
+from tap_braze_csv.streams import (
+    BrazeUsersStream,
+    build_schema,
+    peek_header_columns,
+    upgrade_stream_state,
+)
 
 
 class TapBrazeCsv(Tap):
@@ -177,6 +182,16 @@ class TapBrazeCsv(Tap):
         if len(delimiter) != 1:
             msg = f"delimiter: must be one character, got {delimiter!r}"
             raise ValueError(msg)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Load the input state, converting float ``mtime`` entries of older versions.
+
+        The SDK writes the loaded state back at the start of the sync, so an old float must be
+        gone before that (a float in STATE breaks stock SDK targets; see streams.py).
+        """
+        super().load_state(state)
+        for stream_state in (self.state.get("bookmarks") or {}).values():
+            upgrade_stream_state(stream_state)
 
     def discover_streams(self) -> list[Stream]:
         """One stream; its schema has the Braze columns plus the first file's custom columns.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
+import json
 import logging
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import jsonschema
@@ -201,6 +203,80 @@ def test_incremental_skip_changed_and_new_files(tap_runner, export_dir: Path) ->
     assert sorted(f["path"] for f in files) == sorted(
         [str(a), str(export_dir / "B-2024-05-02.csv")]
     )
+
+
+def _floats(value: object) -> list[object]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        return [f for v in value.values() for f in _floats(v)]
+    if isinstance(value, list):
+        return [f for v in value for f in _floats(v)]
+    return []
+
+
+def test_state_has_no_float_a_stock_sdk_target_could_not_write_back(
+    tap_runner, export_dir: Path
+) -> None:
+    from singer_sdk.singerlib.json import deserialize_json
+
+    a = generate_export(export_dir / "A-2024-05-01.csv", 3, seed=1)
+    os.utime(a, (1_714_560_000.123456, 1_714_560_000.123456))  # a sub-second mtime
+    first = tap_runner({"paths": [str(export_dir / "*.csv")]})
+    assert first.states
+    for state in first.states:
+        assert _floats(state) == []
+        # what singer-sdk 0.54.9 targets do with a STATE line: parse floats as Decimal, then
+        # write the state back with plain json.dumps (raised TypeError on the float mtime)
+        line = json.dumps({"type": "STATE", "value": state})
+        assert json.loads(json.dumps(deserialize_json(line)["value"])) == state
+    entry = first.bookmark()["files"][0]
+    assert entry["mtime_ns"] == round(a.stat().st_mtime * 1e9)
+    assert "mtime" not in entry
+
+
+@pytest.mark.parametrize("parse_float", [float, Decimal], ids=["float", "decimal"])
+def test_old_state_with_float_mtime_is_still_honoured(
+    tap_runner, export_dir: Path, parse_float: type
+) -> None:
+    """A state written before mtime_ns (float seconds) still skips its files and resumes."""
+    a = generate_export(export_dir / "A-2024-05-01.csv", 3, seed=1)
+    b = write(export_dir / "B-2024-05-02.csv", "user_id\nu1\nu2\nu3\n")
+    os.utime(a, (1_714_560_000.123456, 1_714_560_000.123456))
+    old = {
+        "bookmarks": {
+            "braze_users": {
+                "files": [
+                    {
+                        "path": str(a),
+                        "size": a.stat().st_size,
+                        "mtime": a.stat().st_mtime,
+                        "members": [""],
+                        "complete": True,
+                        "rows": 3,
+                    }
+                ],
+                "current": {
+                    "path": str(b),
+                    "size": b.stat().st_size,
+                    "mtime": b.stat().st_mtime,
+                    "member": "",
+                    "line": 3,
+                },
+            }
+        }
+    }
+    # as the SDK reads a --state file: floats become Decimal (or stay float from other readers)
+    state = json.loads(json.dumps(old), parse_float=parse_float)
+    run = tap_runner({"paths": [str(export_dir / "*.csv")]}, state=state)
+    assert [r["external_id"] for r in run.records] == ["u3"]  # a skipped, b resumed after line 3
+    for st in run.states:
+        assert _floats(st) == []
+        assert "Decimal" not in repr(st)
+    files = {f["path"]: f for f in run.bookmark()["files"]}
+    assert files[str(a)]["mtime_ns"] == round(a.stat().st_mtime * 1e9)
+    assert files[str(b)]["complete"] is True
+    assert "mtime" not in files[str(a)]
 
 
 def test_state_forgets_files_that_no_longer_match(tap_runner, export_dir: Path) -> None:
