@@ -149,6 +149,10 @@ class FlatTypeValidator(BaseJSONSchemaValidator):
         self._check(record)
 
 
+class UnsupportedMessageError(Exception):
+    """A Singer message type this target does not implement (the run stops before it)."""
+
+
 class BrazeAudienceSink(RecordSink):
     """Validates a stream's records and hands them to the target's delta pipeline."""
 
@@ -225,6 +229,16 @@ class OrjsonSingerReader(SimpleSingerReader):
         if records:
             stats["RECORD"] += records
         return Counter(**stats)
+
+    def _process_unknown_message(self, message_dict: dict) -> None:
+        """Stop at a message type this target does not implement (nothing after it is read)."""
+        msg = (
+            f"Unsupported Singer message type '{message_dict.get('type')}'"
+            + (f" (stream '{message_dict['stream']}')" if "stream" in message_dict else "")
+            + ": target-braze-audience handles SCHEMA, RECORD, STATE, BATCH and "
+            "ACTIVATE_VERSION; stopping without delivering or emitting STATE"
+        )
+        raise UnsupportedMessageError(msg)
 
     def deserialize_json(self, line: str) -> dict:
         """Decode one message line."""

@@ -10,6 +10,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.target_base import Target
 
+from target_braze_audience.batch_files import BatchFileError, iter_batch_records
 from target_braze_audience.client import BrazeClient, BrazeSettingError
 from target_braze_audience.deltas import (
     DeliveryIncompleteError,
@@ -18,7 +19,11 @@ from target_braze_audience.deltas import (
     RunSummary,
     TargetTerminatedError,
 )
-from target_braze_audience.sinks import BrazeAudienceSink, OrjsonSingerReader
+from target_braze_audience.sinks import (
+    BrazeAudienceSink,
+    OrjsonSingerReader,
+    UnsupportedMessageError,
+)
 from target_braze_audience.store import MembershipStore, StoreBusyError, StoreMismatchError
 
 if t.TYPE_CHECKING:
@@ -194,6 +199,7 @@ class TargetBrazeAudience(Target):
         self._fast: dict[str, Sink | None] = {}
         self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
         self._reported: dict[int, int] = {}
+        self._versions_ignored: set[str | None] = set()
         self.last_summary: RunSummary | None = None
 
     # -- pipeline --------------------------------------------------------------------
@@ -278,6 +284,38 @@ class TargetBrazeAudience(Target):
             record = message_dict["record"]
         handler(record)
 
+    def _process_activate_version_message(self, message_dict: dict) -> None:
+        """Ignore ACTIVATE_VERSION, saying why once per stream: it never removes anyone."""
+        stream = message_dict.get("stream")
+        if stream not in self._versions_ignored:
+            self._versions_ignored.add(stream)
+            self.logger.warning(
+                "ACTIVATE_VERSION of stream '%s' ignored: memberships are removed only after "
+                "a complete audience snapshot (stream 'audience_snapshots'), never because "
+                "a table version changed",
+                stream,
+            )
+
+    def _process_batch_message(self, message_dict: dict) -> None:
+        """Handle every record of a BATCH message's files exactly like a RECORD message.
+
+        The SDK's own BATCH path hands whole files to ``process_batch``, which a RecordSink
+        ignores: the records were dropped while the STATE after them was still emitted.
+        """
+        self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
+        stream = message_dict["stream"]
+        self._assert_sink_exists(stream)
+        count = 0
+        for record in iter_batch_records(message_dict):
+            self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
+            count += 1
+        self.logger.info(
+            "BATCH of stream '%s': %d records read from %d file(s)",
+            stream,
+            count,
+            len(message_dict["manifest"]),
+        )
+
     def _record_handler(self, stream: str, sink: Sink) -> t.Callable[[dict[str, t.Any]], None]:
         """Return validate-then-pipeline for `stream`'s records (the target's hot path)."""
         validator = sink._validator
@@ -361,6 +399,8 @@ class TargetBrazeAudience(Target):
             DeliveryIncompleteError,
             StoreMismatchError,
             StoreBusyError,
+            BatchFileError,
+            UnsupportedMessageError,
         ) as exc:
             cls.logger.error("%s", exc)
             sys.exit(1)

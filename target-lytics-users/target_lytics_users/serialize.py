@@ -40,6 +40,10 @@ def dumps_record(record: dict) -> bytes:
     return orjson.dumps(record, default=_default)
 
 
+class UnsupportedMessageError(Exception):
+    """A Singer message type this target does not implement (the run stops before it)."""
+
+
 class LineCountingOrjsonReader(SingerReader):
     """Singer reader that parses lines with orjson and counts them.
 
@@ -54,6 +58,17 @@ class LineCountingOrjsonReader(SingerReader):
         """Start at line 0."""
         super().__init__()
         self.line_number = 0
+
+    def _process_unknown_message(self, message_dict: dict) -> None:
+        """Stop at a message type this target does not implement (nothing after it is read)."""
+        msg = (
+            f"Input line {self.line_number}: unsupported Singer message type "
+            f"'{message_dict.get('type')}'"
+            + (f" (stream '{message_dict['stream']}')" if "stream" in message_dict else "")
+            + ": target-lytics-users handles SCHEMA, RECORD, STATE, BATCH and ACTIVATE_VERSION; "
+            "stopping: no STATE is emitted past it"
+        )
+        raise UnsupportedMessageError(msg)
 
     def deserialize_json(self, line: str) -> dict:
         """Parse one input line."""

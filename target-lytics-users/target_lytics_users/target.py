@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import typing as t
@@ -11,13 +12,14 @@ from dataclasses import asdict, dataclass
 from singer_sdk import typing as th
 from singer_sdk.target_base import Target
 
+from target_lytics_users.batch_files import BatchFileError, iter_batch_records
 from target_lytics_users.client import (
     CollectResult,
     LyticsAbortedError,
     LyticsClient,
     LyticsError,
 )
-from target_lytics_users.serialize import LineCountingOrjsonReader
+from target_lytics_users.serialize import LineCountingOrjsonReader, UnsupportedMessageError
 from target_lytics_users.sinks import LyticsSink
 
 if t.TYPE_CHECKING:
@@ -207,6 +209,7 @@ class TargetLyticsUsers(Target):
         self._error: BaseException | None = None
         self._state_blocked: str | None = None
         self._summary_logged = False
+        self._versions_ignored: set[str | None] = set()
         self._started = time.monotonic()
 
     # Helpers used by the sinks -----------------------------------------------------------
@@ -266,6 +269,40 @@ class TargetLyticsUsers(Target):
             self.stats.oversized += 1
         if not self.skip_oversized and self._state_blocked is None:
             self._state_blocked = where
+
+    # BATCH and ACTIVATE_VERSION messages ------------------------------------------------
+
+    def _process_activate_version_message(self, message_dict: dict) -> None:
+        """Ignore ACTIVATE_VERSION, saying why once per stream."""
+        stream = message_dict.get("stream")
+        if stream not in self._versions_ignored:
+            self._versions_ignored.add(stream)
+            self.logger.warning(
+                "ACTIVATE_VERSION of stream '%s' ignored: the Lytics collect API only adds and "
+                "merges, so profiles missing from the new version are not deleted",
+                stream,
+            )
+
+    def _process_batch_message(self, message_dict: dict) -> None:
+        """Handle every record of a BATCH message's files exactly like a RECORD message.
+
+        The SDK's own BATCH path handed whole files to `process_batch`, which this sink
+        never read records from: they were dropped while the STATE after them was emitted.
+        """
+        self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
+        stream = message_dict["stream"]
+        self._assert_sink_exists(stream)
+        count = 0
+        for record in iter_batch_records(message_dict):
+            self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
+            count += 1
+        self.logger.info(
+            "BATCH of stream '%s' (input line %d): %d records read from %d file(s)",
+            stream,
+            self.line_number,
+            count,
+            len(message_dict["manifest"]),
+        )
 
     # STATE and end of run ----------------------------------------------------------------
 
@@ -341,6 +378,24 @@ class TargetLyticsUsers(Target):
             s["seconds"],
             extra={"summary": s},
         )
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: t.Any = None,
+        file_input: t.IO[str] | None = None,
+    ) -> None:
+        """Run the target; input it cannot handle exits non-zero with one clear log line."""
+        try:
+            super().invoke(
+                about=about, about_format=about_format, config=config, file_input=file_input
+            )
+        except (BatchFileError, UnsupportedMessageError) as exc:
+            cls.logger.error("%s", exc)
+            sys.exit(1)
 
 
 if __name__ == "__main__":
