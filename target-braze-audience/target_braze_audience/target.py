@@ -200,6 +200,7 @@ class TargetBrazeAudience(Target):
         self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
         self._reported: dict[int, int] = {}
         self._versions_ignored: set[str | None] = set()
+        self._confirmed = False  # everything read was delivered (set at end of input)
         self.last_summary: RunSummary | None = None
 
     # -- pipeline --------------------------------------------------------------------
@@ -360,10 +361,26 @@ class TargetBrazeAudience(Target):
             self.last_summary = engine.finish()
         finally:
             engine.store.close()
+        self._confirmed = True
         if engine.s.dry_run:
             self.logger.info("Dry run: no STATE emitted")
             self._latest_state = None
         super().process_endofpipe()
+
+    def _write_state_message(self, state: dict) -> None:
+        """Write STATE only once Braze confirmed everything before it (end of input).
+
+        The SDK also calls this from ``drain_all`` when its max-record-age check fires
+        (records read through stream maps or BATCH files, every 5 minutes): this target
+        delivers only at the end of input, so at that point its deltas still sit in the
+        store's open transaction and a kill after such a STATE would make the next run
+        start past users Braze never got. Those STATEs are held; the end of input writes
+        the latest one after delivery.
+        """
+        if not self._confirmed:
+            self.logger.debug("STATE held until Braze confirmed the deltas before it")
+            return
+        super()._write_state_message(state)
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: stop; remove nobody; never mark undelivered deltas delivered."""

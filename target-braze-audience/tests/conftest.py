@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import gzip
 import io
 import os
 import shutil
@@ -241,6 +242,19 @@ def track_requests(braze: Any) -> list[Any]:
     return [r for r in braze.requests if r.path == "/users/track"]
 
 
+def batch_msg(dir_: Path, stream: str, records: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """Write `records` as a gzipped JSONL batch file in `dir_`; return the BATCH message."""
+    path = dir_ / f"{name}.json.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.writelines(orjson.dumps(r) + b"\n" for r in records)
+    return {
+        "type": "BATCH",
+        "stream": stream,
+        "encoding": {"format": "jsonl", "compression": "gzip"},
+        "manifest": [path.as_uri()],
+    }
+
+
 def wait_for(cond: Any, timeout: float = 20.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -265,6 +279,7 @@ class Helpers:
     segments = staticmethod(segments)
     track_requests = staticmethod(track_requests)
     wait_for = staticmethod(wait_for)
+    batch_msg = staticmethod(batch_msg)
 
 
 @pytest.fixture

@@ -18,19 +18,6 @@ from target_braze_audience.store import MembershipStore
 EXE = Path(sys.executable).parent / "target-braze-audience"
 
 
-def batch_msg(tmp_path: Path, stream: str, records: list[dict[str, Any]], name: str) -> dict:
-    """Write `records` as a gzipped JSONL batch file; return the BATCH message naming it."""
-    path = tmp_path / f"{name}.json.gz"
-    with gzip.open(path, "wb") as fh:
-        fh.writelines(orjson.dumps(r) + b"\n" for r in records)
-    return {
-        "type": "BATCH",
-        "stream": stream,
-        "encoding": {"format": "jsonl", "compression": "gzip"},
-        "manifest": [path.as_uri()],
-    }
-
-
 def _batched(tmp_path: Path, h: Any, audiences: dict[str, list[str]]) -> list[dict[str, Any]]:
     """The messages of h.audience_msgs, with the records of each stream in a batch file."""
     msgs = h.audience_msgs(audiences)
@@ -38,9 +25,9 @@ def _batched(tmp_path: Path, h: Any, audiences: dict[str, list[str]]) -> list[di
     snaps = [m["record"] for m in msgs if m.get("stream") == "audience_snapshots" and "record" in m]
     return [
         *h.schema_msgs(),
-        batch_msg(tmp_path, "audience_members", members[:3], "m1"),
-        batch_msg(tmp_path, "audience_members", members[3:], "m2"),
-        batch_msg(tmp_path, "audience_snapshots", snaps, "s1"),
+        h.batch_msg(tmp_path, "audience_members", members[:3], "m1"),
+        h.batch_msg(tmp_path, "audience_members", members[3:], "m2"),
+        h.batch_msg(tmp_path, "audience_snapshots", snaps, "s1"),
         h.state(),
     ]
 

@@ -6,6 +6,7 @@ import datetime
 import decimal
 import typing as t
 import uuid
+from collections import Counter, defaultdict
 
 import fastjsonschema
 import orjson
@@ -58,6 +59,34 @@ class LineCountingOrjsonReader(SingerReader):
         """Start at line 0."""
         super().__init__()
         self.line_number = 0
+        self.in_message = False  # a message callback is running (see the target's SIGTERM)
+        self.deferred: t.Callable[[], None] | None = None  # run once the message is done
+
+    def process_lines(
+        self,
+        file_input: t.IO[str] | None,
+        callbacks: dict[str, t.Callable[[dict], None]],
+    ) -> t.Counter[str]:
+        """Run the SDK's loop, flagging while a message is handled; run `deferred` after it."""
+        stats: dict[str, int] = defaultdict(int)
+        for line in file_input or self.default_input:
+            self._current_message = line
+            message = self.deserialize_json(line)
+            self.assert_line_requires(message, requires={"type"})
+            kind = message["type"]
+            callback = callbacks.get(kind)
+            self.in_message = True
+            try:
+                if callback is None:
+                    self._process_unknown_message(message)
+                else:
+                    callback(message)
+            finally:
+                self.in_message = False
+            stats[kind] += 1
+            if self.deferred is not None:
+                self.deferred()
+        return Counter(**stats)
 
     def _process_unknown_message(self, message_dict: dict) -> None:
         """Stop at a message type this target does not implement (nothing after it is read)."""

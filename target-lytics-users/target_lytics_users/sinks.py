@@ -270,12 +270,12 @@ class LyticsSink(BatchSink):
         The SDK calls this from `drain_one` when `is_full` (a body was sealed): the bodies
         are handed to the pool and only back-pressure waits. From `drain_all` nothing is
         sealed-but-unsent (a sealed body always drains at once), so an empty `_ready` means a
-        full drain: the partial body is sealed and sent, and this returns only once Lytics
+        full drain (the target also flags every `drain_all` explicitly): the partial body is sealed and sent, and this returns only once Lytics
         accepted every body of this sink. Any failure raises, so `drain_all` never reaches
         its STATE write past undelivered records.
         """
         _ = context
-        full_drain = not self._ready
+        full_drain = self._target.draining_all or not self._ready
         if full_drain:
             self._seal()
         self._submit_ready()

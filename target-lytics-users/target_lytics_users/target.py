@@ -24,8 +24,10 @@ from target_lytics_users.sinks import LyticsSink
 
 if t.TYPE_CHECKING:
     from pathlib import PurePath
+    from types import FrameType
 
     from singer_sdk.singerlib.encoding.base import GenericSingerReader
+    from singer_sdk.sinks import Sink
 
 DEFAULT_MAX_BATCH_BYTES = 4_000_000
 LYTICS_MAX_BYTES = 10 * 1024 * 1024
@@ -161,6 +163,16 @@ class TargetLyticsUsers(Target):
                 "`rejected_count` > 0 for a batch. By default rejections are logged and counted."
             ),
         ),
+        th.Property(
+            "max_record_age_seconds",
+            th.NumberType(minimum=0),
+            default=300,
+            description=(
+                "Once records have waited this long, every stream is drained (all bodies sent "
+                "and accepted by Lytics) and the latest STATE is emitted: how often a long run "
+                "saves its progress (the SDK's max record age, 5 minutes)."
+            ),
+        ),
     ).to_dict()
 
     def __init__(
@@ -201,6 +213,11 @@ class TargetLyticsUsers(Target):
         self.max_pending_batches = self.max_concurrency * 2
         self.fail_on_rejected = bool(cfg.get("fail_on_rejected"))
         self.skip_oversized = bool(cfg.get("skip_oversized_records"))
+        # The SDK's drain age (a class constant of 5 minutes), per run.
+        self._MAX_RECORD_AGE_IN_MINUTES = float(cfg.get("max_record_age_seconds") or 300) / 60
+        self.draining_all = False  # inside drain_all: sinks drain completely
+        self._terminating = False
+        self._in_endofpipe = False
         self._stream_map: dict[str, str] = dict(cfg.get("lytics_stream_map") or {})
         self._default_stream: str = cfg.get("stream") or "braze_users"
         self.stats = RunStats()
@@ -306,13 +323,32 @@ class TargetLyticsUsers(Target):
 
     # STATE and end of run ----------------------------------------------------------------
 
-    def _write_state_message(self, state: dict) -> None:
-        """Emit STATE unless a record was left behind (the SDK calls this after drain_all).
+    def _drain_all(self, sink_list: t.Iterable[Sink], parallelism: int) -> None:
+        """Drain sinks completely: `drain_all` (end of input, drain age, SIGTERM) writes STATE next.
 
-        `drain_all` reaches this only after every sink's `process_batch` returned, i.e.
-        after Lytics accepted every body; a failure raises before it. An oversized record
-        that was not tolerated means the input position in this STATE was not fully
-        delivered, so no STATE is written from then on.
+        The flag tells `LyticsSink.process_batch` to send its partial body and wait for every
+        answer, whatever else it holds.
+        """
+        self.draining_all = True
+        try:
+            super()._drain_all(sink_list, parallelism)
+        finally:
+            self.draining_all = False
+
+    def _unconfirmed_records(self) -> int:
+        """Count records read but not yet accepted by Lytics, over every sink."""
+        sinks = [*self._sinks_to_clear, *self._sinks_active.values()]
+        return sum(sink.current_size for sink in sinks)
+
+    def _write_state_message(self, state: dict) -> None:
+        """Emit STATE only when everything read before it was accepted by Lytics.
+
+        The SDK calls this at the end of `drain_all` (end of input, the drain age, SIGTERM),
+        after every sink's `process_batch` returned, i.e. after Lytics accepted every body;
+        a failure raises before it. It is checked again here (records still held by a sink
+        or a failed run hold STATE back). An oversized record that was not tolerated means
+        the input position in this STATE was not fully delivered, so no STATE is written
+        from then on.
         """
         if self._state_blocked is not None:
             self.logger.warning(
@@ -320,10 +356,58 @@ class TargetLyticsUsers(Target):
                 self._state_blocked,
             )
             return
+        unconfirmed = self._unconfirmed_records()
+        if unconfirmed or self.failed:
+            self.logger.warning(
+                "STATE not emitted: %d records not yet accepted by Lytics%s.",
+                unconfirmed,
+                " (the run failed)" if self.failed else "",
+            )
+            return
         super()._write_state_message(state)
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: send what was read, emit STATE once Lytics accepted it, exit 128+N.
+
+        The SDK drains right inside the signal handler, whatever the main thread was doing:
+        in the middle of a sink's bookkeeping (a body sealed but not yet queued, an answer
+        taken but not yet counted) such a drain could skip records and still write STATE.
+        So while a message is being handled the drain waits until that message is done; while
+        the target waits for input it runs at once. During the end-of-input drain the run just
+        finishes.
+        """
+        _ = frame
+        if self._terminating:
+            return
+        if self._in_endofpipe:
+            self.logger.warning("Received signal %d: finishing the end-of-input drain", signum)
+            return
+        reader = self.message_reader
+        if getattr(reader, "in_message", False):
+            self.logger.warning("Received signal %d: stopping after the current message", signum)
+            reader.deferred = lambda: self._terminate(signum)  # type: ignore[attr-defined]
+            return
+        self._terminate(signum)
+
+    def _terminate(self, signum: int) -> t.NoReturn:
+        self._terminating = True
+        self.logger.warning("Signal %d: sending the records read so far, then stopping", signum)
+        failed = True
+        try:
+            self.drain_all(is_endofpipe=True)
+            failed = False
+        except Exception as exc:
+            self.logger.error(
+                "Stopping on signal %d: %s; no STATE emitted past undelivered records", signum, exc
+            )
+        finally:
+            self._shutdown()
+            self.log_summary(failed=failed)
+        sys.exit(128 + signum)
 
     def process_endofpipe(self) -> None:
         """Drain everything, log the summary, and fail if a record was left behind."""
+        self._in_endofpipe = True
         try:
             super().process_endofpipe()
         except BaseException:
@@ -331,7 +415,11 @@ class TargetLyticsUsers(Target):
             self._shutdown()
             raise
         self._shutdown()
-        self.log_summary(failed=self._state_blocked is not None)
+        unconfirmed = self._unconfirmed_records()  # 0 unless a sink broke its contract
+        self.log_summary(failed=self._state_blocked is not None or unconfirmed > 0)
+        if unconfirmed:
+            msg = f"{unconfirmed} record(s) were not accepted by Lytics; STATE was not emitted"
+            raise LyticsError(msg)
         if self._state_blocked is not None:
             msg = (
                 f"{self.stats.oversized} record(s) larger than max_batch_bytes="
