@@ -74,11 +74,17 @@ class BrazeSandbox(EmulatorServer):
         max_objects: int = 75,
         host: str = "127.0.0.1",
         port: int = 0,
+        max_objects_status: int = 400,
     ) -> None:
         super().__init__(host=host, port=port)
         self.api_key = api_key
         self.max_array_length = max_array_length
         self.max_objects = max_objects
+        # Status of a request over `max_objects` (Braze documents 400 "Max Input Length
+        # Exceeded" for over 75; what a 50-object MAU contract answers is undocumented).
+        self.max_objects_status = max_objects_status
+        self._queued_next = 0
+        self._refuse: dict[str, tuple[int, str]] = {}
         self._users: dict[str, dict[str, Any]] = {}
         self._email_index: dict[str, str] = {}
         self._phone_index: dict[str, str] = {}
@@ -94,11 +100,15 @@ class BrazeSandbox(EmulatorServer):
                 "users_created": 0,
                 "events": 0,
                 "purchases": 0,
+                "queued": 0,
             }
         )
         self.add_admin_route("GET", "users", self._admin_get_users)
         self.add_admin_route("POST", "users", self._admin_add_users)
         self.add_admin_route("POST", "reject", self._admin_reject)
+        self.add_admin_route("POST", "queue_next", self._admin_queue_next)
+        self.add_admin_route("POST", "refuse_requests", self._admin_refuse_requests)
+        self.add_admin_route("POST", "limits", self._admin_limits)
 
     # ---- Python API ------------------------------------------------------------------
     def users(self) -> dict[str, dict[str, Any]]:
@@ -143,6 +153,27 @@ class BrazeSandbox(EmulatorServer):
         with self.lock:
             for ext in external_ids:
                 self._rejects.pop(ext, None)
+
+    def queue_next(self, n: int = 1) -> None:
+        """Answer the next ``n`` /users/track requests 202 ``{"message": "queued"}``.
+
+        The request is still applied (Braze queues it during maintenance and processes it
+        later); per-object errors are not reported, as Braze has not processed it yet.
+        """
+        with self.lock:
+            self._queued_next = max(0, int(n))
+
+    def refuse_requests_with(self, ids: dict[str, str], status: int = 400) -> None:
+        """Refuse, without per-object detail, every request carrying one of these ids.
+
+        The whole request is answered ``status`` with ``{"message": reason}`` and nothing
+        of it is applied; ``{}`` clears. Models a 400/413 whose cause Braze does not name.
+        """
+        with self.lock:
+            if not ids:
+                self._refuse.clear()
+            else:
+                self._refuse.update({k: (int(status), v) for k, v in ids.items()})
 
     def events(self) -> list[dict[str, Any]]:
         """Event objects accepted so far (copies)."""
@@ -200,7 +231,14 @@ class BrazeSandbox(EmulatorServer):
             if not isinstance(items, list):
                 return self.error(400, NO_DATA_MESSAGE)
             if len(items) > self.max_objects:
-                return self.error(400, "Max Input Length Exceeded")
+                return self.error(self.max_objects_status, "Max Input Length Exceeded")
+        if self._refuse:
+            for array in ARRAYS:
+                for obj in body.get(array) or ():
+                    ext = obj.get("external_id") if type(obj) is dict else None
+                    hit = self._refuse.get(ext) if isinstance(ext, str) else None
+                    if hit is not None:
+                        return self.error(hit[0], hit[1])
         errors: list[dict[str, Any]] = []
         processed = {}
         for array in ARRAYS:
@@ -213,8 +251,16 @@ class BrazeSandbox(EmulatorServer):
                 except _ObjectError as exc:
                     errors.append({"type": str(exc), "input_array": array, "index": index})
             processed[array] = ok
-        self.stats["accepted_requests"] += 1
         self.stats["errors"] += len(errors)
+        if errors and not any(processed.values()):
+            # No object was valid: Braze answers 400 with the per-object errors (the Braze
+            # destination tests of segmentio/action-destinations and rudder-transformer).
+            return json_response(400, {"message": NO_DATA_MESSAGE, "errors": errors})
+        self.stats["accepted_requests"] += 1
+        if self._queued_next > 0:
+            self._queued_next -= 1
+            self.stats["queued"] += 1
+            return json_response(202, {"message": "queued"})
         out: dict[str, Any] = {
             "message": "success",
             "attributes_processed": processed["attributes"],
@@ -382,6 +428,35 @@ class BrazeSandbox(EmulatorServer):
         else:
             raise ValueError("expected {'users': {external_id: {...}}} or a list of users")
         return json_response(200, {"ok": True, "added": added})
+
+    def _admin_queue_next(self, req: RecordedRequest) -> Response:
+        self.queue_next(int(self.admin_body(req).get("n", 1)))
+        return json_response(200, {"ok": True, "queued_next": self._queued_next})
+
+    def _admin_refuse_requests(self, req: RecordedRequest) -> Response:
+        data = self.admin_body(req)
+        ids = data.get("ids", {})
+        if not isinstance(ids, dict):
+            raise ValueError("ids must be an object {external_id: message}")
+        self.refuse_requests_with(
+            {str(k): str(v) for k, v in ids.items()}, int(data.get("status", 400))
+        )
+        return json_response(200, {"ok": True, "refused": sorted(self._refuse)})
+
+    def _admin_limits(self, req: RecordedRequest) -> Response:
+        data = self.admin_body(req)
+        for key in ("max_objects", "max_array_length", "max_objects_status"):
+            if data.get(key) is not None:
+                setattr(self, key, int(data[key]))
+        return json_response(
+            200,
+            {
+                "ok": True,
+                "max_objects": self.max_objects,
+                "max_array_length": self.max_array_length,
+                "max_objects_status": self.max_objects_status,
+            },
+        )
 
     def _admin_reject(self, req: RecordedRequest) -> Response:
         ids = self.admin_body(req).get("ids", {})

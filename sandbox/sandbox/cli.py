@@ -101,6 +101,13 @@ def braze_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-objects", type=int, default=75, help="max objects per array per request (75)"
     )
+    p.add_argument(
+        "--max-objects-status",
+        type=int,
+        default=400,
+        choices=[400, 413],
+        help="status of a request over --max-objects (400 'Max Input Length Exceeded')",
+    )
     return p
 
 
@@ -169,6 +176,7 @@ def braze_main(argv: Sequence[str] | None = None) -> None:
         api_key=args.api_key,
         max_array_length=args.max_array_length,
         max_objects=args.max_objects,
+        max_objects_status=args.max_objects_status,
         host=args.host,
         port=args.port,
     )

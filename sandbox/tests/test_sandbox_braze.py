@@ -499,3 +499,74 @@ def test_recording_can_be_capped_or_disabled(http, braze_sandbox) -> None:
     track(http, braze_sandbox, {"attributes": [seg("u9", ["a"])]})
     assert len(braze_sandbox.requests) == 2
     assert braze_sandbox.stats["requests"] == 5
+
+
+# ---- Braze's other answers (issue 10) ---------------------------------------------------
+def test_no_valid_object_is_400_with_per_object_errors(http, braze_sandbox) -> None:
+    braze_sandbox.reject({"u7": "provided external_id is blacklisted and disallowed"})
+    body = {"attributes": [seg("u7", ["a"]), {"lytics_segments": {"add": ["a"]}}]}
+    r = track(http, braze_sandbox, body)
+    assert r.status == 400
+    assert r.json["message"] == (
+        "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
+    )
+    assert [(e["input_array"], e["index"]) for e in r.json["errors"]] == [
+        ("attributes", 0),
+        ("attributes", 1),
+    ]
+    assert r.json["errors"][0]["type"] == "provided external_id is blacklisted and disallowed"
+    assert braze_sandbox.users() == {}
+    assert braze_sandbox.stats["accepted_requests"] == 0
+    # One valid object is enough for a 201 with the others named in errors.
+    r = track(http, braze_sandbox, {"attributes": [seg("u7", ["a"]), seg("u8", ["a"])]})
+    assert (r.status, [e["index"] for e in r.json["errors"]]) == (201, [0])
+
+
+def test_queue_next_answers_202_queued_and_applies(http, braze_sandbox) -> None:
+    braze_sandbox.queue_next(1)
+    r = track(http, braze_sandbox, {"attributes": [seg("u1", ["a"])]})
+    assert (r.status, r.json) == (202, {"message": "queued"})
+    assert braze_sandbox.user("u1") == {"external_id": "u1", "lytics_segments": ["a"]}
+    assert braze_sandbox.stats["queued"] == 1
+    assert track(http, braze_sandbox, {"attributes": [seg("u2", ["a"])]}).status == 201
+    assert http(braze_sandbox.url + "/_sandbox/queue_next", "POST", {"n": 2}).status == 200
+    assert track(http, braze_sandbox, {"attributes": [seg("u3", ["a"])]}).status == 202
+
+
+@pytest.mark.parametrize("status", [400, 413])
+def test_lower_object_limit_refuses_whole_request(http, status) -> None:
+    with BrazeSandbox(max_objects=50, max_objects_status=status) as b:
+        over = track(http, b, {"attributes": [seg(f"u{i}", ["a"]) for i in range(51)]})
+        assert (over.status, over.json) == (status, {"message": "Max Input Length Exceeded"})
+        assert b.users() == {}
+        assert (
+            track(http, b, {"attributes": [seg(f"u{i}", ["a"]) for i in range(50)]}).status == 201
+        )
+        assert b.user_count() == 50
+
+
+def test_refused_requests_have_no_per_object_detail(http, braze_sandbox) -> None:
+    braze_sandbox.refuse_requests_with({"u7": "Bad Request"})
+    r = track(http, braze_sandbox, {"attributes": [seg("u6", ["a"]), seg("u7", ["a"])]})
+    assert (r.status, r.json) == (400, {"message": "Bad Request"})
+    assert braze_sandbox.users() == {}
+    assert track(http, braze_sandbox, {"attributes": [seg("u6", ["a"])]}).status == 201
+    base = braze_sandbox.url + "/_sandbox"
+    assert (
+        http(base + "/refuse_requests", "POST", {"ids": {"u6": "too big"}, "status": 413}).status
+        == 200
+    )
+    assert track(http, braze_sandbox, {"attributes": [seg("u6", ["b"])]}).status == 413
+    braze_sandbox.refuse_requests_with({})
+    assert track(http, braze_sandbox, {"attributes": [seg("u7", ["a"])]}).status == 201
+
+
+def test_limits_admin_route(http, braze_sandbox) -> None:
+    base = braze_sandbox.url + "/_sandbox"
+    r = http(base + "/limits", "POST", {"max_objects": 2, "max_array_length": 2})
+    assert r.json["max_objects"] == 2
+    assert (
+        track(http, braze_sandbox, {"attributes": [seg(f"u{i}") for i in range(3)]}).status == 400
+    )
+    track(http, braze_sandbox, {"attributes": [seg("u1", ["a", "b", "c"])]})
+    assert braze_sandbox.user("u1")["lytics_segments"] == ["b", "c"]  # oldest dropped

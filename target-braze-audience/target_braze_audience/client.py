@@ -4,6 +4,11 @@ The SDK's REST retry machinery exists for streams only (taps), so the sink side 
 its own: a shared client-side rate limiter that also obeys Braze's `X-RateLimit-*`
 headers, bounded exponential backoff for 5xx/timeouts, waits until
 `X-RateLimit-Reset` on 429, and fail-fast errors naming the setting on 401/403/404.
+
+Braze's other answers are reported, not retried here (the delta engine decides):
+`202 {"message": "queued"}` is an accepted request; a 400 (or a 2xx whose message is
+not "success") naming objects in `errors` rejects those objects and applied nothing
+else; a 400/413 without per-object detail is a refusal the engine splits.
 """
 
 from __future__ import annotations
@@ -31,11 +36,19 @@ class TrackResult:
     """Outcome of one `/users/track` request (after retries)."""
 
     ok: bool
-    """True when Braze answered 2xx with message "success"."""
+    """True when Braze accepted the request: 2xx "success", or 202 "queued"."""
     rejected: dict[int, str] = field(default_factory=dict)
     """Index in `attributes` -> Braze's reason, for objects named in `errors`."""
     error: str | None = None
-    """Why the request finally failed (ok is False)."""
+    """Why the request finally failed (ok is False and `refused` is None)."""
+    refused: str | None = None
+    """Braze refused the whole request (400/413, or a 2xx fatal message): its message.
+
+    Objects named in `rejected` are rejected; the others were not applied.
+    """
+    queued: bool = False
+    """Braze answered 202 {"message": "queued"}: received, to be processed later."""
+    status: int = 0
     attempts: int = 0
     rate_limited: int = 0
 
@@ -166,7 +179,12 @@ class BrazeClient:
                 "refuses this host, or the account is inactive"
             )
         else:
-            hint = f"{self.url} does not exist: check the `rest_endpoint` setting"
+            # Braze documents 404 for an unknown REST API key as well as for a wrong URL.
+            hint = (
+                f"either the `api_key` is unknown to this instance (Braze answers 404 for an "
+                f"unknown REST API key) or {self.url} is not a Braze REST endpoint: check "
+                "`api_key` and that `rest_endpoint` is your instance's REST URL"
+            )
         msg = f"Braze answered {status} to POST {TRACK_PATH}: {hint}. Braze said: {body}"
         return BrazeSettingError(self._scrub(msg))
 
@@ -216,23 +234,46 @@ class BrazeClient:
                 if self._wait_to_retry(result, failures, f"Braze answered {status}: {text}"):
                     continue
                 return result
-            if status >= 400:
-                result.error = f"Braze answered {status}: {text}"
-                return result
+            result.status = status
             try:
                 data = resp.json()
             except ValueError:
                 data = {}
-            message = data.get("message") if isinstance(data, dict) else None
-            errors = data.get("errors") if isinstance(data, dict) else None
-            if message != "success":
-                result.error = f"Braze answered {status} with message {message!r}: {text}"
+            if not isinstance(data, dict):
+                data = {}
+            message = data.get("message")
+            if status >= 400 and status not in {400, 413}:
+                result.error = f"Braze answered {status}: {text}"
                 return result
-            for item in errors or []:
-                if not isinstance(item, dict):
-                    continue
-                idx = item.get("index")
-                if item.get("input_array", "attributes") == "attributes" and isinstance(idx, int):
-                    result.rejected[idx] = self._scrub(str(item.get("type") or "rejected"))
-            result.ok = True
+            self._read_errors(result, data.get("errors"))
+            if status == 202 and message == "queued":
+                # Braze during maintenance: received and queued, processed later.
+                result.queued = result.ok = True
+                return result
+            if status < 300 and message == "success":
+                result.ok = True
+                return result
+            if status >= 400 or result.rejected:
+                # 400/413, or a 2xx carrying a fatal message with per-object errors.
+                detail = message if isinstance(message, str) and message else text
+                result.refused = self._scrub(f"{status} {detail}"[:300])
+                return result
+            result.error = f"Braze answered {status} with message {message!r}: {text}"
             return result
+
+    def _read_errors(self, result: TrackResult, errors: t.Any) -> None:
+        """Collect `errors` items naming an attributes object into `result.rejected`."""
+        if not isinstance(errors, list):
+            return
+        for item in errors:
+            if not isinstance(item, dict):
+                continue
+            idx = item.get("index")
+            if (
+                item.get("input_array", "attributes") == "attributes"
+                and isinstance(idx, int)
+                and idx >= 0
+                and idx not in result.rejected
+            ):
+                reason = item.get("type") or item.get("message") or "rejected"
+                result.rejected[idx] = self._scrub(str(reason))[:300]

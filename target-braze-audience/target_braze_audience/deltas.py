@@ -7,11 +7,12 @@ that preceded it on stdin (the SDK's per-stream sinks would drain independently)
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
 import typing as t
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -21,8 +22,115 @@ from target_braze_audience.store import ADD, REMOVE, MembershipStore
 
 CHUNK_ROWS = 10_000
 PROGRESS_EVERY = 100_000
+MAX_NAMED_REJECTIONS = 100
 
 Batch = list[tuple[str, list[tuple[str, str]]]]
+
+
+def _utcnow() -> dt.datetime:
+    """Naive UTC now (the store's DateTime columns are naive)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class _SplitGroup:
+    """Two halves of a request Braze refused without naming an object."""
+
+    size: int
+    left: int = 2
+    all_accepted: bool = True
+
+
+@dataclass
+class _Sent:
+    """One request's objects, and the split it is half of (if any)."""
+
+    batch: Batch
+    group: _SplitGroup | None = None
+
+
+class BatchSizer:
+    """Objects per request: `batch_size`, lowered to what the workspace accepts.
+
+    Braze documents 75 objects per request, and 50 on some "Monthly Active Users"
+    contracts; what it answers past such a limit is not documented (a 400 or 413 without
+    per-object detail is assumed). A request refused without detail is split in two
+    (:meth:`DeltaEngine._refused`); when both halves are accepted, the refusal was for
+    its size, not for an object in it, and requests that big are not sent again this
+    run. The size then settles by bisection between the largest accepted size and the
+    smallest refused one; each probe costs at most one refused request.
+    """
+
+    def __init__(self, configured: int, logger: logging.Logger) -> None:
+        """Start at the configured `batch_size`."""
+        self.configured = configured
+        self.largest_ok = 0
+        self.too_big: int | None = None
+        self.logger = logger
+        self._settled = False
+        self._open_groups = 0
+
+    def careful(self) -> bool:
+        """Whether to send one request at a time: a refusal's cause is being worked out.
+
+        Requests formed ahead at a size being probed would all be refused alike.
+        """
+        return self._open_groups > 0 or (self.too_big is not None and not self._settled)
+
+    def size(self) -> int:
+        """Objects to put in the next request."""
+        if self.too_big is None:
+            return self.configured
+        lo = max(self.largest_ok, 1)
+        return lo if self.too_big - lo <= 1 else (lo + self.too_big) // 2
+
+    def split(self, sent: _Sent) -> _SplitGroup | None:
+        """Start tracking whether a split request was refused for its size."""
+        n = len(sent.batch)
+        if n <= self.largest_ok:
+            return None
+        self._open_groups += 1
+        return _SplitGroup(n)
+
+    def refused(self, sent: _Sent) -> None:
+        """Note a refused half: its parent's refusal is then explained by its content."""
+        group = sent.group
+        if group is not None:
+            group.all_accepted = False
+            group.left -= 1
+            if group.left == 0:
+                self._open_groups -= 1
+
+    def accepted(self, sent: _Sent) -> None:
+        """Braze accepted a request of len(sent.batch) objects."""
+        n = len(sent.batch)
+        if n > self.largest_ok and (self.too_big is None or n < self.too_big):
+            self.largest_ok = n
+        group = sent.group
+        if group is not None:
+            group.left -= 1
+            if group.left == 0:
+                self._open_groups -= 1
+            smaller = self.too_big is None or group.size < self.too_big
+            size_was_cause = group.left == 0 and group.all_accepted
+            if size_was_cause and smaller and group.size > self.largest_ok:
+                self.too_big = group.size
+                self._settled = False
+                self.logger.warning(
+                    "Braze refused a request of %d objects whose halves it accepted: "
+                    "this workspace takes fewer objects per request than batch_size=%d",
+                    group.size,
+                    self.configured,
+                )
+        if self.too_big is not None and not self._settled and self.size() == self.largest_ok:
+            self._settled = True
+            self.logger.warning(
+                "batch_size settles at %d objects per request for this run (Braze refused "
+                "%d). Set batch_size to %d to skip this probing on later runs.",
+                self.largest_ok,
+                self.too_big,
+                self.largest_ok,
+            )
 
 
 class DeliveryIncompleteError(Exception):
@@ -49,6 +157,8 @@ class AudienceStats:
     rejected: int = 0
     baseline: int = 0
     pending: int = 0
+    update_only: int = 0
+    reoffered: int = 0
     snapshot: str = "no snapshot"
 
 
@@ -67,6 +177,13 @@ class RunSummary:
     values_sent: int = 0
     failed_requests: int = 0
     rejected_objects: int = 0
+    queued_requests: int = 0
+    refused_requests: int = 0
+    split_requests: int = 0
+    batch_size: int = 0
+    reoffered: int = 0
+    update_only_gave_up: int = 0
+    over_array_length: int = 0
 
     def as_dict(self) -> dict[str, t.Any]:
         """Return a JSON-friendly copy."""
@@ -91,6 +208,9 @@ class EngineSettings:
     batch_size: int = 75
     max_concurrency: int = 4
     dry_run: bool = False
+    max_array_length: int = 25
+    update_only_reoffers: int = 5
+    update_only_reoffer_hours: float = 24.0
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> EngineSettings:
@@ -108,6 +228,9 @@ class EngineSettings:
             batch_size=max(1, min(int(config.get("batch_size") or 75), 75)),
             max_concurrency=max(1, int(config.get("max_concurrency") or 4)),
             dry_run=bool(config.get("dry_run", False)),
+            max_array_length=int(config.get("max_array_length") or 25),
+            update_only_reoffers=int(config.get("update_only_reoffers", 5)),
+            update_only_reoffer_hours=float(config.get("update_only_reoffer_hours", 24.0)),
         )
 
 
@@ -136,7 +259,10 @@ class DeltaEngine:
         self.logger = logger
         self.stop = stop
         self.delivering = False
-        self.summary = RunSummary(dry_run=settings.dry_run)
+        self.summary = RunSummary(dry_run=settings.dry_run, batch_size=settings.batch_size)
+        self.sizer = BatchSizer(settings.batch_size, logger)
+        self._resend: deque[_Sent] = deque()
+        self._named = 0
         self._initialized = store.initialized_audiences()
         self._kinds: dict[str, int] = {}
         self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
@@ -317,12 +443,15 @@ class DeltaEngine:
     # -- delivery -----------------------------------------------------------------------
 
     def _batches(self) -> Iterator[Batch]:
+        """Pending users in requests of the current size (see :class:`BatchSizer`)."""
         batch: Batch = []
+        size = self.sizer.size()
         for user, ops in self.store.iter_pending_users():
             batch.append((user, ops))
-            if len(batch) >= self.s.batch_size:
+            if len(batch) >= size:
                 yield batch
                 batch = []
+                size = self.sizer.size()
         if batch:
             yield batch
 
@@ -337,7 +466,7 @@ class DeltaEngine:
             if self.s.update_existing_only:
                 obj["_update_existing_only"] = True
         change: dict[str, list[str]] = {}
-        adds = [a for a, op in ops if op == ADD]
+        adds = [a for a, op in ops if op != REMOVE]
         removes = [a for a, op in ops if op == REMOVE]
         if adds:
             change["add"] = adds
@@ -346,9 +475,29 @@ class DeltaEngine:
         obj[self.s.attribute_name] = change
         return obj
 
+    def _queue_reoffers(self) -> None:
+        """Queue update-only adds due to be offered again (see store.record_update_only)."""
+        counts = self.store.queue_reoffers(
+            _utcnow(),
+            enabled=self.s.update_existing_only,
+            max_reoffers=self.s.update_only_reoffers,
+            first_delay=dt.timedelta(hours=self.s.update_only_reoffer_hours),
+        )
+        for aud, n in counts.items():
+            self.summary.audiences[aud].reoffered += n
+            self.summary.reoffered += n
+        if counts:
+            self.logger.info(
+                "Re-offering %d update-only adds Braze may have skipped (user unknown to it "
+                "then); bounded by update_only_reoffers=%d per membership",
+                sum(counts.values()),
+                self.s.update_only_reoffers,
+            )
+
     def deliver(self) -> None:
         """Send every pending/rejected delta, grouped per user, and record the answers."""
         summary = self.summary
+        self._queue_reoffers()
         if self.s.dry_run:
             # What delivery would send, counted in SQL rather than by reading every delta
             # back: requests carry batch_size consecutive users, one object per user and
@@ -362,8 +511,10 @@ class DeltaEngine:
                 st = summary.audiences[aud]
                 if op == ADD:
                     st.added += n
-                else:
+                elif op == REMOVE:
                     st.removed += n
+                if op != REMOVE and self.s.update_existing_only:
+                    st.update_only += n
             return
         assert self.client is not None
         self.delivering = True
@@ -372,15 +523,24 @@ class DeltaEngine:
         fatal: BaseException | None = None
         last_log = time.monotonic()
         workers = self.s.max_concurrency
-        inflight: dict[Future[TrackResult], Batch] = {}
+        inflight: dict[Future[TrackResult], _Sent] = {}
+        batches = self._batches()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="braze") as pool:
             try:
-                for batch in self._batches():
-                    if self.stop.is_set() or fatal or summary.failed_requests:
-                        break
-                    payload = {"attributes": [self._object(u, ops) for u, ops in batch]}
-                    inflight[pool.submit(self.client.track, payload)] = batch
-                    while len(inflight) >= workers * 2:
+                while not (self.stop.is_set() or fatal or summary.failed_requests):
+                    if self._resend:
+                        sent = self._resend.popleft()
+                    else:
+                        batch = next(batches, None)
+                        if batch is None:
+                            if not inflight:
+                                break
+                            fatal = self._collect(inflight) or fatal
+                            continue
+                        sent = _Sent(batch)
+                    payload = {"attributes": [self._object(u, ops) for u, ops in sent.batch]}
+                    inflight[pool.submit(self.client.track, payload)] = sent
+                    while len(inflight) >= (1 if self.sizer.careful() else workers * 2):
                         fatal = self._collect(inflight) or fatal
                     if time.monotonic() - last_log > 10:
                         last_log = time.monotonic()
@@ -397,13 +557,14 @@ class DeltaEngine:
         if fatal is not None:
             raise fatal
 
-    def _collect(self, inflight: dict[Future[TrackResult], Batch]) -> BaseException | None:
+    def _collect(self, inflight: dict[Future[TrackResult], _Sent]) -> BaseException | None:
         """Wait for at least one request and apply every finished one to the store."""
         done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
         fatal: BaseException | None = None
         summary = self.summary
         for fut in done:
-            batch = inflight.pop(fut)
+            sent = inflight.pop(fut)
+            batch = sent.batch
             try:
                 res = fut.result()
             except BrazeSettingError as exc:
@@ -412,6 +573,9 @@ class DeltaEngine:
                 continue
             summary.http_attempts += res.attempts
             summary.rate_limited += res.rate_limited
+            if res.refused is not None:
+                self._refused(sent, res)
+                continue
             if not res.ok:
                 summary.failed_requests += 1
                 self.logger.error(
@@ -421,29 +585,97 @@ class DeltaEngine:
                 )
                 continue
             summary.requests += 1
-            accepted: list[tuple[str, str, str]] = []
-            rejected: list[tuple[str, str, str]] = []
-            for idx, (user, ops) in enumerate(batch):
-                reason = res.rejected.get(idx)
-                if reason is None:
-                    summary.objects_sent += 1
-                    summary.values_sent += len(ops)
-                    for aud, op in ops:
-                        accepted.append((user, aud, op))
-                        st = summary.audiences[aud]
-                        if op == ADD:
-                            st.added += 1
-                        else:
-                            st.removed += 1
-                else:
-                    summary.rejected_objects += 1
-                    for aud, _op in ops:
-                        rejected.append((user, aud, reason))
-                        summary.audiences[aud].rejected += 1
-            self.store.record_results(accepted, rejected)
+            summary.queued_requests += res.queued
+            self.sizer.accepted(sent)
+            self._record(batch, res.rejected)
         if done:
             self.store.commit()
         return fatal
+
+    def _refused(self, sent: _Sent, res: TrackResult) -> None:
+        """Braze refused a whole request: reject what it named, resend or split the rest."""
+        summary = self.summary
+        summary.refused_requests += 1
+        self.sizer.refused(sent)
+        batch = sent.batch
+        named = {i: r for i, r in res.rejected.items() if i < len(batch)}
+        if named:
+            # Objects named in the refusal's `errors` are rejections like those of a 201;
+            # Braze applied nothing else, so the others go again in a request of their own.
+            picked = sorted(named)
+            self._record([batch[i] for i in picked], {j: named[i] for j, i in enumerate(picked)})
+            rest = [b for i, b in enumerate(batch) if i not in named]
+            if rest:
+                self._resend.append(_Sent(rest))
+            return
+        reason = f"Braze refused the request ({res.refused})"
+        if len(batch) == 1:
+            # Isolated: this object alone is refused. A rejection naming the user.
+            self._record(batch, {0: reason})
+            return
+        # No per-object detail: split and retry the halves until the cause is isolated.
+        summary.split_requests += 1
+        self.logger.info(
+            "Braze refused a request of %d objects without naming any (%s): "
+            "retrying it as two halves",
+            len(batch),
+            res.refused,
+        )
+        half = (len(batch) + 1) // 2
+        group = self.sizer.split(sent)
+        self._resend.appendleft(_Sent(batch[half:], group))
+        self._resend.appendleft(_Sent(batch[:half], group))
+
+    def _record(self, batch: Batch, rejected: t.Mapping[int, str]) -> None:
+        """Record Braze's answer to the objects of one request in the store and summary."""
+        summary = self.summary
+        accepted: list[tuple[str, str, str]] = []
+        rejects: list[tuple[str, str, str]] = []
+        update_only: list[tuple[str, str]] = []
+        uo = self.s.update_existing_only
+        for idx, (user, ops) in enumerate(batch):
+            reason = rejected.get(idx)
+            if reason is None:
+                summary.objects_sent += 1
+                summary.values_sent += len(ops)
+                for aud, op in ops:
+                    st = summary.audiences[aud]
+                    if op == REMOVE:
+                        st.removed += 1
+                        accepted.append((user, aud, REMOVE))
+                        continue
+                    accepted.append((user, aud, ADD))
+                    if op == ADD:
+                        st.added += 1
+                    if uo:
+                        st.update_only += 1
+                        update_only.append((user, aud))
+            else:
+                summary.rejected_objects += 1
+                for aud, _op in ops:
+                    rejects.append((user, aud, reason))
+                    summary.audiences[aud].rejected += 1
+                self._name_rejection(user, ops, reason)
+        self.store.record_results(accepted, rejects)
+        if update_only:
+            summary.update_only_gave_up += self.store.record_update_only(
+                update_only,
+                max_reoffers=self.s.update_only_reoffers,
+                now=_utcnow(),
+            )
+
+    def _name_rejection(self, user: str, ops: list[tuple[str, str]], reason: str) -> None:
+        """Log a rejected user with Braze's reason (the first MAX_NAMED of a run)."""
+        self._named += 1
+        if self._named > MAX_NAMED_REJECTIONS:
+            return
+        change = ", ".join(f"{'remove' if op == REMOVE else 'add'} {aud}" for aud, op in ops)
+        self.logger.warning(
+            "Braze rejected user '%s' (%s): %s. Kept; retried on every later run.",
+            user,
+            change,
+            reason,
+        )
 
     # -- end of run ----------------------------------------------------------------------
 
@@ -466,8 +698,16 @@ class DeltaEngine:
             raise TargetTerminatedError(15)
         try:
             self.deliver()
+            self._check_array_length()
         finally:
             self.store.commit()
+            if self._named > MAX_NAMED_REJECTIONS:
+                self.logger.warning(
+                    "... and %d more rejected users (not listed; the first %d are above)",
+                    self._named - MAX_NAMED_REJECTIONS,
+                    MAX_NAMED_REJECTIONS,
+                )
+            self.summary.batch_size = self.sizer.size()
             if self._dry_breakdown is not None:  # nothing changed since it was counted
                 for (aud, _op, _status), n in self._dry_breakdown.items():
                     self.summary.audiences[aud].pending += n
@@ -487,6 +727,31 @@ class DeltaEngine:
             raise DeliveryIncompleteError(msg)
         return self.summary
 
+    def _check_array_length(self) -> None:
+        """Warn about users whose attribute would hold more values than Braze keeps.
+
+        Braze caps array attributes (25 values by default, up to 100; 500 on newer
+        workspaces) and drops the oldest values beyond the cap. Only counted when this
+        run added values: nobody else can have crossed the line.
+        """
+        s = self.summary
+        if not any(st.added or st.reoffered for st in s.audiences.values()):
+            return
+        limit = self.s.max_array_length
+        count, sample = self.store.users_over_array_length(limit)
+        s.over_array_length = count
+        if count:
+            self.logger.warning(
+                "%d user(s) would hold more than max_array_length=%d values in '%s' "
+                "(e.g. %s): beyond its array cap Braze keeps the newest values and drops "
+                "the oldest. Raise the attribute's cap in Braze (25 by default, up to 100; "
+                "500 on newer workspaces) and set max_array_length to match.",
+                count,
+                limit,
+                self.s.attribute_name,
+                ", ".join(repr(u) for u in sample),
+            )
+
     def log_summary(self) -> None:
         """One line per audience plus totals."""
         s = self.summary
@@ -494,7 +759,7 @@ class DeltaEngine:
         for aud, st in sorted(s.audiences.items()):
             self.logger.info(
                 "Summary%s audience '%s': added=%d removed=%d unchanged=%d rejected=%d "
-                "baseline=%d pending=%d records=%d; %s",
+                "baseline=%d pending=%d records=%d update_only=%d reoffered=%d; %s",
                 " (dry run)" if s.dry_run else "",
                 aud,
                 st.added,
@@ -504,12 +769,15 @@ class DeltaEngine:
                 st.baseline,
                 st.pending,
                 st.records,
+                st.update_only,
+                st.reoffered,
                 st.snapshot,
             )
         self.logger.info(
             "Summary%s: records=%d invalid=%d requests%s=%d objects=%d attribute values "
             "(data points)=%d rejected objects=%d failed requests=%d http attempts=%d "
-            "rate limited=%d",
+            "rate limited=%d queued (202)=%d refused requests=%d split=%d batch_size=%d "
+            "users over max_array_length=%d",
             " (dry run)" if s.dry_run else "",
             s.records,
             s.invalid_records,
@@ -521,4 +789,22 @@ class DeltaEngine:
             s.failed_requests,
             s.http_attempts,
             s.rate_limited,
+            s.queued_requests,
+            s.refused_requests,
+            s.split_requests,
+            s.batch_size,
+            s.over_array_length,
         )
+        if self.s.update_existing_only:
+            self.logger.info(
+                "Summary%s: update_existing_only: %d adds %s sent update-only (Braze skips "
+                "users it does not know, silently); %d of them re-offers of earlier "
+                "update-only adds (each may cost a data point), %d no longer re-offered "
+                "after update_only_reoffers=%d",
+                " (dry run)" if s.dry_run else "",
+                sum(st.update_only for st in s.audiences.values()),
+                "would be" if s.dry_run else "were",
+                s.reoffered,
+                s.update_only_gave_up,
+                self.s.update_only_reoffers,
+            )

@@ -18,6 +18,10 @@ Persistent tables (prefixed ``braze_`` so they can share a PostgreSQL database):
   ``attempted`` means a request carrying it may have reached Braze.
 - ``braze_audience(audience, initialized, ...)``: audiences with a complete snapshot.
 - ``braze_store_meta(key, value)``: the attribute and identifier the store was built for.
+- ``braze_update_only(user_id, audience, offers, last_offer_at)``: adds sent with
+  ``_update_existing_only`` that Braze may have silently skipped (unknown user); they
+  are re-offered (op ``reoffer`` in ``braze_pending``) at doubling intervals, a bounded
+  number of times, while the membership holds.
 
 Run-scoped temporary tables: ``braze_seen_tmp`` (memberships seen this run, per
 scan id, appended in arrival order; its lookup index is built only when a query needs
@@ -31,6 +35,7 @@ file is never created.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import shutil
@@ -46,6 +51,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 DEFAULT_STORE_PATH = ".braze_audience_store.sqlite"
 ADD = "add"
 REMOVE = "remove"
+REOFFER = "reoffer"
+"""op of an `add` re-sent because an update-only add may have been skipped by Braze."""
 PENDING = "pending"
 REJECTED = "rejected"
 
@@ -79,6 +86,15 @@ audience_tbl = sa.Table(
     sa.Column("last_scan_id", sa.Text),
     sa.Column("last_member_count", sa.BigInteger),
     sa.Column("last_complete_at", sa.DateTime, server_default=sa.func.current_timestamp()),
+)
+update_only = sa.Table(
+    "braze_update_only",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("audience", sa.Text, primary_key=True),
+    sa.Column("offers", sa.Integer, nullable=False),
+    sa.Column("last_offer_at", sa.DateTime, nullable=False),
+    sqlite_with_rowid=False,
 )
 meta_tbl = sa.Table(
     "braze_store_meta",
@@ -747,3 +763,145 @@ class MembershipStore:
                 ),
                 [{"u": u, "a": a, "r": r} for u, a, r in rejected],
             )
+
+    # -- update-only adds ----------------------------------------------------------------
+
+    def record_update_only(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        max_reoffers: int,
+        now: dt.datetime,
+    ) -> int:
+        """Remember adds (user, audience) Braze accepted as update-only, to re-offer them.
+
+        Braze silently skips update-only objects of users it does not know, so an accepted
+        add is no proof. Each is re-offered `max_reoffers` times at most (see
+        :meth:`queue_reoffers`). Returns how many reached that bound (forgotten now).
+        """
+        if not pairs:
+            return 0
+        u = update_only.c
+        keys = sa.tuple_(u.user_id, u.audience).in_([tuple(p) for p in pairs])
+        known = {
+            (user, aud): int(n)
+            for user, aud, n in self.conn.execute(
+                sa.select(u.user_id, u.audience, u.offers).where(keys)
+            )
+        }
+        upserts, done = [], []
+        for user, aud in dict.fromkeys(pairs):
+            offers = known.get((user, aud), 0) + 1
+            if offers > max_reoffers:
+                done.append({"u": user, "a": aud})
+                continue
+            upserts.append(
+                {
+                    "user_id": user,
+                    "audience": aud,
+                    "offers": offers,
+                    "last_offer_at": now,
+                }
+            )
+        if upserts:
+            ins = self._insert(update_only)
+            self.conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[u.user_id, u.audience],
+                    set_={
+                        "offers": ins.excluded.offers,
+                        "last_offer_at": ins.excluded.last_offer_at,
+                    },
+                ),
+                upserts,
+            )
+        if done:
+            self.conn.execute(
+                update_only.delete().where(
+                    u.user_id == sa.bindparam("u"), u.audience == sa.bindparam("a")
+                ),
+                done,
+            )
+        return len(done)
+
+    def queue_reoffers(
+        self,
+        now: dt.datetime,
+        *,
+        enabled: bool,
+        max_reoffers: int,
+        first_delay: dt.timedelta,
+    ) -> dict[str, int]:
+        """Queue due update-only re-offers as `reoffer` deltas; returns them per audience.
+
+        An add sent `offers` times is due `first_delay * 2 ** (offers - 1)` after it was
+        last sent (1x, 2x, 4x, ... the delay), while `offers <= max_reoffers`.
+
+        Only memberships Braze is still meant to hold and that have no delta pending are
+        re-offered; rows of memberships since removed are forgotten. With `enabled` false
+        (update_existing_only turned off) every row is forgotten: later adds create users.
+        """
+        u, m, p = update_only.c, membership.c, pending.c
+        if self.conn.execute(sa.select(u.user_id).limit(1)).first() is None:
+            return {}
+        if not enabled:
+            self.conn.execute(update_only.delete())
+            return {}
+        held = sa.exists().where(
+            m.audience == u.audience, m.user_id == u.user_id, m.present.is_(True)
+        )
+        self.conn.execute(update_only.delete().where(~held | (u.offers > max_reoffers)))
+        has_delta = sa.exists().where(p.user_id == u.user_id, p.audience == u.audience)
+        waits = sa.or_(
+            sa.false(),
+            *(
+                sa.and_(u.offers == k, u.last_offer_at <= now - first_delay * 2 ** (k - 1))
+                for k in range(1, max_reoffers + 1)
+            ),
+        )
+        due = [waits, ~has_delta]
+        counts = {
+            aud: int(n)
+            for aud, n in self.conn.execute(
+                sa.select(u.audience, sa.func.count()).where(*due).group_by(u.audience)
+            )
+        }
+        if counts:
+            sel = sa.select(
+                u.user_id, u.audience, sa.literal(REOFFER), sa.literal(PENDING), sa.false()
+            ).where(*due)
+            self.conn.execute(
+                pending.insert().from_select(
+                    ["user_id", "audience", "op", "status", "attempted"], sel
+                )
+            )
+        return counts
+
+    def users_over_array_length(self, limit: int, sample: int = 5) -> tuple[int, list[str]]:
+        """Users whose attribute would hold more than `limit` values once deltas apply.
+
+        Counts what this store told Braze (present memberships) plus pending adds minus
+        pending removes; values other writers put in the attribute are not known here.
+        """
+        m, p = membership.c, pending.c
+        weights = sa.union_all(
+            sa.select(m.user_id, sa.literal(1).label("w")).where(m.present.is_(True)),
+            sa.select(p.user_id, sa.case((p.op == REMOVE, -1), else_=1).label("w")).where(
+                p.op.in_([ADD, REMOVE])
+            ),
+        ).subquery()
+        over = (
+            sa.select(weights.c.user_id)
+            .group_by(weights.c.user_id)
+            .having(sa.func.sum(weights.c.w) > limit)
+            .subquery()
+        )
+        count = int(self.conn.execute(sa.select(sa.func.count()).select_from(over)).scalar() or 0)
+        users: list[str] = []
+        if count:
+            users = list(
+                self.conn.execute(
+                    sa.select(over.c.user_id).order_by(over.c.user_id).limit(sample)
+                ).scalars()
+            )
+        return count, users

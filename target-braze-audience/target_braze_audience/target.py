@@ -74,7 +74,31 @@ class TargetBrazeAudience(Target):
             "update_existing_only",
             th.BooleanType,
             default=False,
-            description="Never create Braze users (`_update_existing_only`).",
+            description=(
+                "Never create Braze users (`_update_existing_only`). Braze silently skips "
+                "objects of users it does not know, so accepted update-only adds are "
+                "re-offered later (see `update_only_reoffers`)."
+            ),
+        ),
+        th.Property(
+            "update_only_reoffers",
+            th.IntegerType(minimum=0),
+            default=5,
+            description=(
+                "With update_existing_only: how many times an accepted update-only add is "
+                "sent again on later runs while the user is still a member, in case Braze "
+                "skipped it because the user did not exist yet (0 = never). Each re-offer "
+                "of a user Braze knows may cost a data point; the summary counts them."
+            ),
+        ),
+        th.Property(
+            "update_only_reoffer_hours",
+            th.NumberType(minimum=0),
+            default=24.0,
+            description=(
+                "Hours before the first re-offer of an update-only add; each later one "
+                "waits twice as long (24 h, 48 h, 96 h, ... by default)."
+            ),
         ),
         th.Property(
             "store_url",
@@ -90,7 +114,21 @@ class TargetBrazeAudience(Target):
             "batch_size",
             th.IntegerType(minimum=1, maximum=75),
             default=75,
-            description="Attribute objects (users) per /users/track request (at most 75).",
+            description=(
+                "Attribute objects (users) per /users/track request (at most 75). When "
+                "Braze refuses requests this big (some contracts allow 50), the run "
+                "settles at a size it accepts and logs it."
+            ),
+        ),
+        th.Property(
+            "max_array_length",
+            th.IntegerType(minimum=1),
+            default=25,
+            description=(
+                "Braze's cap on the array attribute (25 by default, up to 100; 500 on "
+                "newer workspaces): users whose attribute would hold more values are "
+                "counted and warned about (Braze drops the oldest values beyond its cap)."
+            ),
         ),
         th.Property(
             "dry_run",
