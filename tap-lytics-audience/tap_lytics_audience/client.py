@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import socket
 import typing as t
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlparse
 
+import backoff  # the retry library of singer-sdk (request_decorator below)
 import orjson
 import requests
 from singer_sdk import RESTStream
@@ -52,6 +55,31 @@ def lytics_message(response: requests.Response) -> str:
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])[:500]
     return ""
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why a connection error can never succeed by retrying, or None when it may be transient.
+
+    A host name that does not resolve or a refused connection on the first request means a
+    wrong `api_url` (or a server that is not there): retrying only delays the error.
+    """
+    seen: set[int] = set()
+    todo: list[t.Any] = [exc]
+    while todo:
+        err = todo.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(err, ConnectionRefusedError):
+            return "the connection was refused"
+        todo += [err.__cause__, err.__context__, getattr(err, "reason", None), *err.args]
+    return None
+
+
+class LyticsUnreachableError(FatalAPIError):
+    """The first request could not connect (DNS failure, refused): `api_url` is wrong."""
 
 
 class LyticsCursorPaginator(BaseAPIPaginator[t.Optional[str]]):  # noqa: UP045
@@ -104,9 +132,21 @@ class LyticsStream(RESTStream):
 
     # --- errors -------------------------------------------------------------------------
 
+    @property
+    def _contacted(self) -> bool:
+        return bool(getattr(self._tap, "lytics_contacted", False))
+
     def validate_response(self, response: requests.Response) -> None:
         """Classify a response: auth errors and expired cursors get their own exceptions."""
+        self._tap.lytics_contacted = True  # type: ignore[attr-defined]
         status = response.status_code
+        if status == HTTPStatus.NOT_FOUND and self.path == "/api/segment":
+            msg = (
+                f"Lytics answered 404 Not Found on {urlparse(response.url).path}, the audience "
+                f"list: check the `api_url` setting ({self.url_base!r}; the base URL only, "
+                "e.g. https://api.lytics.io, without /api or /v2)."
+            )
+            raise FatalAPIError(msg)
         if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             msg = (
                 f"Lytics refused the `api_token` setting (HTTP {status} on "
@@ -151,6 +191,45 @@ class LyticsStream(RESTStream):
         return self._redact(msg)
 
     # --- retries ------------------------------------------------------------------------
+
+    def request_decorator(self, func: t.Callable) -> t.Callable:
+        """Retry like the SDK, except that an unreachable host fails at once.
+
+        Replaces the SDK's because a DNS failure or a refused connection on the first request
+        would otherwise be retried `max_retries` times (minutes) before a raw ConnectionError;
+        later network errors (the API was reachable) are retried as before.
+        """
+        retried = backoff.on_exception(
+            self.backoff_wait_generator,
+            (
+                ConnectionResetError,
+                RetriableAPIError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ),
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=self.logger,
+            giveup=lambda exc: not self._contacted and unreachable_reason(exc) is not None,
+        )(func)
+
+        @functools.wraps(func)
+        def call(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            try:
+                return retried(*args, **kwargs)
+            except requests.exceptions.ConnectionError as exc:
+                why = None if self._contacted else unreachable_reason(exc)
+                if why is None:
+                    raise
+                msg = (
+                    f"Cannot reach Lytics at {self.url_base} ({why}): check the `api_url` setting."
+                )
+                raise LyticsUnreachableError(msg) from None
+
+        return call
 
     def backoff_max_tries(self) -> int:
         """Return the attempts per request: 1 + `max_retries`."""

@@ -524,3 +524,62 @@ def test_concurrent_scans_emit_every_audience_completely(
         paths = [r.path for r in scan_requests(lytics_sandbox)]
         assert list(dict.fromkeys(paths)) == [f"/api/segment/{ids[s]}/scan" for s in sizes]
         assert paths == sorted(paths, key=list(dict.fromkeys(paths)).index)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (f"http://127.0.0.1:{_closed_port()}", "the connection was refused"),
+        ("http://lytics-api.invalid", "the host name does not resolve"),
+    ],
+    ids=["refused", "dns"],
+)
+def test_unreachable_api_url_fails_at_once_naming_the_setting(tap_runner, make_config, url, why):
+    import time
+
+    # with the default retries (5, from 1 s doubling) this used to take about a minute
+    config = make_config(url, audiences=["a"], retry_backoff_base=1.0, retry_backoff_max=60)
+    started = time.monotonic()
+    run = tap_runner(config, expect_error=True)
+    assert time.monotonic() - started < 10
+    assert "`api_url`" in str(run.error)
+    assert why in str(run.error)
+
+
+def test_wrong_base_path_404_names_api_url(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.add_audience("a", members=members(3))
+    run = tap_runner(make_config(lytics_sandbox.url + "/v2", audiences=["a"]), expect_error=True)
+    assert "`api_url`" in str(run.error)
+    assert "/v2/api/segment" in str(run.error)
+    assert len(lytics_sandbox.requests_snapshot()) == 1  # not retried
+
+
+def test_network_errors_after_first_contact_are_still_retried(
+    lytics_sandbox, tap_runner, make_config, monkeypatch
+):
+    """A refused connection once Lytics answered is transient (e.g. a restart): retried."""
+    import requests
+    from tap_lytics_audience.client import LyticsStream
+
+    lytics_sandbox.add_audience("a", members=members(3))
+    real_send = LyticsStream.send_on
+    calls = {"n": 0}
+
+    def flaky(self, session, prepared, context):  # first scan request: refused once
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise requests.exceptions.ConnectionError(ConnectionRefusedError(111, "refused"))
+        return real_send(self, session, prepared, context)
+
+    monkeypatch.setattr(LyticsStream, "send_on", flaky)
+    run = tap_runner(make_config(lytics_sandbox.url, audiences=["a"]))
+    assert calls["n"] >= 2
+    assert run.records["audience_snapshots"][0]["member_count"] == 3

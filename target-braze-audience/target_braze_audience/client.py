@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import time
 import typing as t
@@ -94,6 +95,27 @@ def _reset_delay(headers: t.Mapping[str, str], default: float) -> float:
     return min(max(reset - time.time(), 0.0) + 0.05, 300.0)
 
 
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why a connection error can never succeed by retrying, or None when it may be transient.
+
+    A host name that does not resolve or a refused connection on the first request means a
+    wrong URL setting (or a server that is not there): retrying only delays the error.
+    """
+    seen: set[int] = set()
+    todo: list[t.Any] = [exc]
+    while todo:
+        err = todo.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(err, ConnectionRefusedError):
+            return "the connection was refused"
+        todo += [err.__cause__, err.__context__, getattr(err, "reason", None), *err.args]
+    return None
+
+
 class BrazeClient:
     """Sends attribute batches to `/users/track` from several threads."""
 
@@ -128,6 +150,7 @@ class BrazeClient:
             "braze_users_track", TRACK_PATH, log_interval=10.0
         )
         self._metric_lock = threading.Lock()
+        self.contacted = False  # an HTTP answer came back once: network errors are transient
 
     def _session(self) -> requests.Session:
         sess = getattr(self._local, "session", None)
@@ -188,6 +211,22 @@ class BrazeClient:
         msg = f"Braze answered {status} to POST {TRACK_PATH}: {hint}. Braze said: {body}"
         return BrazeSettingError(self._scrub(msg))
 
+    def check_connection(self) -> str:
+        """Make an authenticated request that changes nothing: `/users/track` with no objects.
+
+        Braze checks the key (401/403) and the URL (404) first; a body with no objects is then
+        refused with 400 "Valid data must be provided..." (or accepted, had Braze relaxed the
+        rule): either way the key and `rest_endpoint` work and nothing was written. Used by
+        `meltano config target-braze-audience test` instead of loading Meltano's test record.
+        """
+        result = self.track({"attributes": []})
+        if result.ok or result.status == 400:
+            return (
+                f"Braze accepted the API key at {self.url} (HTTP {result.status}; nothing written)"
+            )
+        msg = f"Connection test against {self.url} failed: {result.error}"
+        raise BrazeSettingError(self._scrub(msg))
+
     def track(self, payload: dict[str, t.Any]) -> TrackResult:
         """POST one batch; retries 5xx/timeouts/429 within bounds. Thread-safe."""
         body = orjson.dumps(payload)
@@ -207,12 +246,17 @@ class BrazeClient:
                 with self._metric_lock:
                     self.request_counter.increment()
             except (requests.Timeout, requests.ConnectionError) as exc:
+                why = None if self.contacted else unreachable_reason(exc)
+                if why:
+                    msg = f"Cannot reach Braze at {self.endpoint} ({why}): check the `rest_endpoint` setting"
+                    raise BrazeSettingError(msg) from None
                 failures += 1
                 if self._wait_to_retry(
                     result, failures, f"{type(exc).__name__} talking to {self.url}"
                 ):
                     continue
                 return result
+            self.contacted = True
             status = resp.status_code
             text = self._scrub(resp.text[:300])
             remaining = resp.headers.get("X-RateLimit-Remaining")

@@ -33,6 +33,10 @@ if t.TYPE_CHECKING:
 
 IDENTIFIERS = ["external_id", "braze_id", "email", "phone", "user_alias"]
 
+#: The stream `meltano config <loader> test` pipes into a loader (one made-up record). It is
+#: never loaded: its SCHEMA triggers a connection check instead (see `check_connection`).
+MELTANO_TEST_STREAM = "meltano_test_stream"
+
 
 class TargetBrazeAudience(Target):
     """Writes audience membership to a Braze array attribute as add/remove deltas."""
@@ -240,6 +244,7 @@ class TargetBrazeAudience(Target):
         self._versions_ignored: set[str | None] = set()
         self._confirmed = False  # everything read was delivered (set at end of input)
         self.last_summary: RunSummary | None = None
+        self._connection_test = False
 
     # -- pipeline --------------------------------------------------------------------
 
@@ -268,22 +273,38 @@ class TargetBrazeAudience(Target):
             except Exception:
                 store.close()
                 raise
-            client = None
-            if not settings.dry_run:
-                client = BrazeClient(
-                    api_key=cfg["api_key"],
-                    rest_endpoint=cfg["rest_endpoint"],
-                    rate_limit_per_second=float(cfg.get("rate_limit_per_second", 50)),
-                    max_retries=int(cfg.get("max_retries", 5)),
-                    max_rate_limit_retries=int(cfg.get("max_rate_limit_retries", 30)),
-                    request_timeout=float(cfg.get("request_timeout", 30)),
-                    retry_backoff_base=float(cfg.get("retry_backoff_base", 1.0)),
-                    retry_backoff_max=float(cfg.get("retry_backoff_max", 30.0)),
-                    stop=self._stop,
-                    logger=self.logger,
-                )
+            client = None if settings.dry_run else self._new_client()
             self._engine = DeltaEngine(settings, store, client, self.logger, self._stop)
         return self._engine
+
+    def _new_client(self) -> BrazeClient:
+        cfg = self.config
+        return BrazeClient(
+            api_key=cfg["api_key"],
+            rest_endpoint=cfg["rest_endpoint"],
+            rate_limit_per_second=float(cfg.get("rate_limit_per_second", 50)),
+            max_retries=int(cfg.get("max_retries", 5)),
+            max_rate_limit_retries=int(cfg.get("max_rate_limit_retries", 30)),
+            request_timeout=float(cfg.get("request_timeout", 30)),
+            retry_backoff_base=float(cfg.get("retry_backoff_base", 1.0)),
+            retry_backoff_max=float(cfg.get("retry_backoff_max", 30.0)),
+            stop=self._stop,
+            logger=self.logger,
+        )
+
+    def check_connection(self) -> None:
+        """Check the key and endpoint with a request that writes nothing; open no store.
+
+        `meltano config target-braze-audience test` pipes a made-up record into the loader;
+        loading it would add a user to a live Braze workspace and create the membership store.
+        """
+        self._connection_test = True
+        message = self._new_client().check_connection()
+        self.logger.info(
+            "Connection test: %s. Meltano's test record was not loaded and no membership "
+            "store was opened.",
+            message,
+        )
 
     def _fast_sink(self, stream: str) -> Sink | None:
         """Return the sink validating `stream`, or None when stream maps are in play."""
@@ -294,6 +315,9 @@ class TargetBrazeAudience(Target):
         return self._fast[stream]
 
     def _process_schema_message(self, message_dict: dict) -> None:
+        if message_dict.get("stream") == MELTANO_TEST_STREAM:
+            self.check_connection()
+            return
         self._report_counts()
         super()._process_schema_message(message_dict)
         self._fast.pop(message_dict.get("stream", ""), None)
@@ -313,6 +337,8 @@ class TargetBrazeAudience(Target):
             handler = self._handlers[message_dict["stream"]]
             record = message_dict["record"]
         except KeyError:
+            if message_dict.get("stream") == MELTANO_TEST_STREAM and self._connection_test:
+                return  # Meltano's test record: checked, never loaded
             self._assert_line_requires(message_dict, requires={"stream", "record"})
             stream: str = message_dict["stream"]
             fast = self._fast_sink(stream)
@@ -393,6 +419,9 @@ class TargetBrazeAudience(Target):
 
     def process_endofpipe(self) -> None:
         """Deliver everything, then (and only then) let the SDK emit STATE."""
+        if self._connection_test and self._engine is None:
+            super().process_endofpipe()  # a connection test only: no store, nothing to deliver
+            return
         engine = self.engine
         self._report_counts()
         try:

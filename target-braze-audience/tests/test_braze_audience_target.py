@@ -314,6 +314,36 @@ def test_auth_errors_fail_fast_naming_setting(
     st.close()
 
 
+@pytest.mark.parametrize("where", ["refused", "dns"])
+def test_unreachable_rest_endpoint_fails_at_once_naming_the_setting(
+    tmp_path: Path, h: Any, where: str
+) -> None:
+    import socket
+    import time
+
+    if where == "refused":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    else:
+        url = "http://rest.braze.invalid"
+    cfg = {
+        "api_key": h.API_KEY,
+        "rest_endpoint": url,
+        "store_url": str(tmp_path / "s.sqlite"),
+        "retry_backoff_base": 1.0,  # 5 retries from 1 s: half a minute if it retried
+    }
+    started = time.monotonic()
+    with pytest.raises(BrazeSettingError) as err:
+        h.run_target(cfg, h.audience_msgs({"a": ["u1", "u2"]}))
+    assert time.monotonic() - started < 15
+    assert "`rest_endpoint`" in str(err.value)
+    assert url in str(err.value)
+    st = MembershipStore(cfg["store_url"])
+    assert not any(st.memberships().values())  # nothing recorded as sent
+    st.close()
+
+
 def test_update_existing_only(braze_sandbox: Any, tmp_path: Path, h: Any) -> None:
     b = braze_sandbox
     b.add_user("u1")
@@ -438,3 +468,57 @@ def test_stream_maps_use_the_sdk_path_in_order(braze_sandbox: Any, tmp_path: Pat
     bad["record"]["external_id"] = 42
     with pytest.raises(InvalidRecord):
         h.run_target(cfg, [*h.schema_msgs(), bad])
+
+
+# What `meltano config target-braze-audience test` pipes into the loader (meltano 4.4,
+# core/plugin_test_service.py LoaderTestService._generate_test_messages).
+MELTANO_TEST_MSGS: list[dict[str, Any]] = [
+    {
+        "type": "SCHEMA",
+        "stream": "meltano_test_stream",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "name": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"},
+            },
+        },
+        "key_properties": ["id"],
+    },
+    {
+        "type": "RECORD",
+        "stream": "meltano_test_stream",
+        "record": {"id": 1, "name": "Meltano Test Record", "created_at": "2025-09-29T00:00:00Z"},
+    },
+    {"type": "STATE", "value": {"bookmarks": {"meltano_test_stream": {"last_record": 1}}}},
+]
+
+
+def test_meltano_config_test_checks_the_key_and_writes_nothing(
+    braze_sandbox: Any, tmp_path: Path, h: Any
+) -> None:
+    b = braze_sandbox
+    store = tmp_path / "store.sqlite"
+    cfg = h.braze_config(b, str(store))
+    h.run_target(cfg, MELTANO_TEST_MSGS)
+    assert b.users() == {}
+    (req,) = h.track_requests(b)
+    assert req.json == {"attributes": []}  # authenticated, nothing to write
+    assert not store.exists()  # no membership store created by a connection test
+
+
+@pytest.mark.parametrize("bad", ["api_key", "rest_endpoint"])
+def test_meltano_config_test_fails_naming_the_setting(
+    braze_sandbox: Any, tmp_path: Path, h: Any, bad: str
+) -> None:
+    b = braze_sandbox
+    cfg = h.braze_config(b, str(tmp_path / "store.sqlite"))
+    if bad == "api_key":
+        cfg["api_key"] = "wrong-key"
+    else:
+        cfg["rest_endpoint"] = b.url + "/v2"
+    with pytest.raises(BrazeSettingError) as err:
+        h.run_target(cfg, MELTANO_TEST_MSGS)
+    assert f"`{bad}`" in str(err.value)
+    assert b.users() == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import socket
 import threading
 import time
 import typing as t
@@ -97,6 +98,27 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     return delay / 2 + random.uniform(0, delay / 2)
 
 
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why a connection error can never succeed by retrying, or None when it may be transient.
+
+    A host name that does not resolve or a refused connection on the first request means a
+    wrong URL setting (or a server that is not there): retrying only delays the error.
+    """
+    seen: set[int] = set()
+    todo: list[t.Any] = [exc]
+    while todo:
+        err = todo.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(err, ConnectionRefusedError):
+            return "the connection was refused"
+        todo += [err.__cause__, err.__context__, getattr(err, "reason", None), *err.args]
+    return None
+
+
 class LyticsClient:
     """Posts JSON-array bodies to `{api_url}/collect/json/{stream}`.
 
@@ -134,6 +156,7 @@ class LyticsClient:
         self.stats = ClientStats()
         self.abort = threading.Event()  # set by the target when the run fails: retries stop
         self._local = threading.local()
+        self.contacted = False  # an HTTP answer came back once: network errors are transient
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
@@ -196,13 +219,16 @@ class LyticsClient:
             f"retried. Server said: {server}"
         )
 
-    def collect(self, stream: str, body: bytes, *, label: str) -> CollectResult:
+    def collect(
+        self, stream: str, body: bytes, *, label: str, dry_run: bool = False
+    ) -> CollectResult:
         """POST one batch; retry 429/5xx/network errors; raise `LyticsError` when it cannot land.
 
         Args:
             stream: Lytics stream name.
             body: The serialized JSON array.
             label: Human description of the batch for messages (stream, number, input lines).
+            dry_run: Send `dryrun=true` whatever the `dry_run` setting (Lytics stores nothing).
 
         Returns:
             The parsed response counts.
@@ -210,6 +236,7 @@ class LyticsClient:
         """
         url = self.collect_url(stream)
         session = self._session()
+        params = {**self.params, "dryrun": "true"} if dry_run else self.params
         endpoint = "/collect/json/{stream}"
         reason = ""
         for attempt in range(self.max_retries + 1):
@@ -223,15 +250,21 @@ class LyticsClient:
             )
             try:
                 with timer:
-                    response = session.post(
-                        url, params=self.params, data=body, timeout=self.timeout
-                    )
+                    response = session.post(url, params=params, data=body, timeout=self.timeout)
                     timer.tags[metrics.Tag.HTTP_STATUS_CODE] = response.status_code
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.stats.add(requests=1)
+                why = None if self.contacted else unreachable_reason(exc)
+                if why:
+                    msg = (
+                        f"Cannot reach Lytics at {self.api_url} ({why}) for {label}: check the "
+                        "`api_url` setting. Nothing was sent."
+                    )
+                    raise LyticsConfigError(msg) from None
                 reason = f"{type(exc).__name__} talking to {self.api_url}"
             else:
                 self.stats.add(requests=1)
+                self.contacted = True
                 status = response.status_code
                 if 200 <= status < 300:
                     self.stats.add(bytes_sent=len(body))

@@ -29,6 +29,10 @@ if t.TYPE_CHECKING:
     from singer_sdk.singerlib.encoding.base import GenericSingerReader
     from singer_sdk.sinks import Sink
 
+#: The stream `meltano config <loader> test` pipes into a loader (one made-up record). It is
+#: never sent: its SCHEMA triggers a connection check instead (see `check_connection`).
+MELTANO_TEST_STREAM = "meltano_test_stream"
+
 DEFAULT_MAX_BATCH_BYTES = 4_000_000
 LYTICS_MAX_BYTES = 10 * 1024 * 1024
 
@@ -320,6 +324,37 @@ class TargetLyticsUsers(Target):
             count,
             len(message_dict["manifest"]),
         )
+
+    # Meltano's `config test` ------------------------------------------------------------
+
+    def check_connection(self) -> None:
+        """Check token, URL and stream with a dry-run collect: Lytics stores nothing.
+
+        `meltano config target-lytics-users test` pipes a made-up record into the loader;
+        sending it would put it into the live stream.
+        """
+        stream = self._default_stream
+        result = self.client.collect(
+            stream, b"[{}]", label="the connection test (dry run)", dry_run=True
+        )
+        self.logger.info(
+            "Connection test: Lytics accepted the token for stream '%s' at %s (HTTP %d, "
+            "dryrun=true: nothing stored). Meltano's test record was not sent.",
+            stream,
+            self.client.api_url,
+            result.status,
+        )
+
+    def _process_schema_message(self, message_dict: dict) -> None:
+        if message_dict.get("stream") == MELTANO_TEST_STREAM:
+            self.check_connection()
+            return
+        super()._process_schema_message(message_dict)
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        if message_dict.get("stream") == MELTANO_TEST_STREAM:
+            return  # Meltano's test record: checked at its SCHEMA, never sent
+        super()._process_record_message(message_dict)
 
     # STATE and end of run ----------------------------------------------------------------
 

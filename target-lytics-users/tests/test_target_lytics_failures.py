@@ -191,12 +191,60 @@ def test_413_points_at_max_batch_bytes(lytics_sandbox, config):
     assert "`max_batch_bytes`" in str(result.error)
 
 
-def test_network_errors_are_retried_then_reported(config):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = {**config, "api_url": f"http://127.0.0.1:{port}", "max_retries": 1}
+@pytest.mark.parametrize("where", ["refused", "dns"])
+def test_unreachable_api_url_fails_at_once_naming_the_setting(config, where):
+    if where == "refused":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+    else:
+        url = "http://lytics-api.invalid"
+    cfg = {**config, "api_url": url, "max_retries": 8, "retry_backoff_base": 1.0}
     result = run_target(cfg, singer_lines([braze_user(1)]))
+    assert isinstance(result.error, LyticsConfigError)
+    assert "`api_url`" in str(result.error)
+    assert url in str(result.error)
+    assert result.target.summary()["retries"] == 0
+    assert result.states == []
+
+
+def test_network_errors_after_first_contact_are_retried(lytics_sandbox, config, monkeypatch):
+    """Once Lytics answered, a refused connection is transient (a restart): retried."""
+    import requests
+
+    real_post = requests.Session.post
+    calls = {"n": 0}
+
+    def flaky(self, url, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second batch: refused once
+            raise requests.ConnectionError(ConnectionRefusedError(111, "Connection refused"))
+        return real_post(self, url, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "post", flaky)
+    cfg = {**config, "max_batch_records": 1, "max_concurrency": 1}
+    result = run_target(cfg, singer_lines([braze_user(1), braze_user(2)]))
+    assert result.error is None
+    assert len(lytics_sandbox.collected("braze_users")) == 2
+    assert result.target.summary()["retries"] == 1
+
+
+def test_network_errors_are_retried_then_reported(lytics_sandbox, config, monkeypatch):
+    import requests
+
+    real_post = requests.Session.post
+    calls = {"n": 0}
+
+    def dying(self, url, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            raise requests.ConnectionError("Connection reset by peer")
+        return real_post(self, url, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "post", dying)
+    cfg = {**config, "max_batch_records": 1, "max_concurrency": 1, "max_retries": 1}
+    result = run_target(cfg, singer_lines([braze_user(1), braze_user(2)]))
     assert isinstance(result.error, LyticsRetriesExhaustedError)
     assert "ConnectionError" in str(result.error)
     assert result.target.summary()["retries"] == 1
@@ -228,3 +276,64 @@ def test_token_never_in_urls_or_logs(lytics_sandbox, config, caplog, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "/collect/json/braze_users" in proc.stderr  # debug logs do show the URL...
     assert TOKEN not in proc.stderr + proc.stdout  # ...but never the token
+
+
+# What `meltano config target-lytics-users test` pipes into the loader (meltano 4.4,
+# core/plugin_test_service.py LoaderTestService._generate_test_messages).
+MELTANO_TEST_LINES = [
+    json.dumps(
+        {
+            "type": "SCHEMA",
+            "stream": "meltano_test_stream",
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "key_properties": ["id"],
+        }
+    ),
+    json.dumps(
+        {
+            "type": "RECORD",
+            "stream": "meltano_test_stream",
+            "record": {
+                "id": 1,
+                "name": "Meltano Test Record",
+                "created_at": "2025-09-29T00:00:00Z",
+            },
+        }
+    ),
+    json.dumps(
+        {"type": "STATE", "value": {"bookmarks": {"meltano_test_stream": {"last_record": 1}}}}
+    ),
+]
+
+
+def test_meltano_config_test_checks_the_connection_and_stores_nothing(lytics_sandbox, config):
+    result = run_target(config, MELTANO_TEST_LINES)
+    assert result.error is None
+    assert lytics_sandbox.streams() == []  # nothing collected into any stream
+    (req,) = lytics_sandbox.requests_snapshot()
+    assert (req.method, req.path) == ("POST", "/collect/json/braze_users")
+    assert req.query.get("dryrun") == "true"
+    assert b"Meltano Test Record" not in req.body
+
+
+@pytest.mark.parametrize("bad", ["api_token", "api_url"])
+def test_meltano_config_test_fails_naming_the_setting(lytics_sandbox, config, bad):
+    cfg = (
+        {**config, "api_token": "wrong-token"}
+        if bad == "api_token"
+        else {
+            **config,
+            "api_url": lytics_sandbox.url + "/v2",
+        }
+    )
+    result = run_target(cfg, MELTANO_TEST_LINES)
+    assert isinstance(result.error, LyticsConfigError)
+    assert f"`{bad}`" in str(result.error)
+    assert lytics_sandbox.streams() == []
