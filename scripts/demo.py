@@ -3,7 +3,9 @@
 Starts the two emulators on the ports the `sandbox` environment of meltano.yml points at, seeds
 them with a few audiences over tens of thousands of users and a Braze CSV export, then runs
 `meltano run` for both directions, changes some memberships and runs again to show that only the
-deltas are sent. Nothing leaves this machine and no Braze data point is spent.
+deltas are sent; finally the `braze-to-lytics` job triggers a REST segment export on the Braze
+sandbox and loads users and campaign/Canvas engagement into Lytics with no manual step.
+Nothing leaves this machine and no Braze data point is spent.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from tap_braze_csv.sample import generate_export
+from tap_braze_csv.sample import generate_export, sample_profiles
 
 from sandbox import BrazeSandbox, LyticsSandbox
 
@@ -158,6 +160,40 @@ def main() -> int:
         meltano(env, "run", "tap-braze-csv", "target-lytics-users")
         say(
             f"  Second run: files already read are skipped; braze_users still holds {len(lytics.collected('braze_users')):,} records"
+        )
+
+        say(
+            "\n== Braze -> Lytics with no human in the loop: `meltano run braze-to-lytics` triggers "
+            "Braze's REST segment export (POST /users/export/segment), waits for the archive, "
+            "streams its JSON lines"
+        )
+        for profile in sample_profiles(USERS, seed=5):
+            attrs = dict(profile)
+            ext = attrs.pop("external_id")
+            existing = braze.user(ext) or {}
+            existing.pop("external_id", None)
+            braze.add_user(ext, **{**existing, **attrs})
+        braze.add_segment("all-users")
+        braze.segment_exports.delay = 2.0
+        users_before = len(lytics.collected("braze_users"))
+        meltano(env, "run", "braze-to-lytics")
+        exported = lytics.collected("braze_users")[users_before:]
+        engagement = lytics.collected("braze_engagement")
+        kinds = {k: sum(1 for e in engagement if e["kind"] == k) for k in ("campaign", "canvas")}
+        say(
+            f"  Braze exports requested: {braze.stats['exports']}; Lytics braze_users received "
+            f"{len(exported):,} users from the JSON export (custom attributes kept: "
+            f"{sorted(exported[0].get('custom_attributes') or {})})"
+        )
+        say(
+            f"  Lytics braze_engagement received {len(engagement):,} records "
+            f"({kinds['campaign']:,} campaigns, {kinds['canvas']:,} Canvases); first: "
+            f"{ {k: engagement[0].get(k) for k in ('external_id', 'kind', 'name', 'last_received', 'opened_email')} }"
+        )
+        meltano(env, "run", "braze-to-lytics")
+        say(
+            f"  Second run within rest_export.min_interval_hours: exports requested still "
+            f"{braze.stats['exports']}, braze_engagement still {len(lytics.collected('braze_engagement')):,} records"
         )
     say("\nSandboxes stopped. Demo complete.")
     return 0

@@ -22,7 +22,13 @@ BIN = Path(sys.executable).parent
 MELTANO_YML = ROOT / "meltano.yml"
 PLUGINS: dict[str, dict[str, Any]] = {
     "tap-lytics-audience": {"type": "extractors", "groups": [["api_token"]]},
-    "tap-braze-csv": {"type": "extractors", "groups": [["paths"]]},
+    "tap-braze-csv": {
+        "type": "extractors",
+        "groups": [
+            ["paths"],
+            ["rest_export.api_key", "rest_export.rest_endpoint", "rest_export.segment_ids"],
+        ],
+    },
     "target-braze-audience": {"type": "loaders", "groups": [["api_key", "rest_endpoint"]]},
     "target-lytics-users": {"type": "loaders", "groups": [["api_token"]]},
 }
@@ -48,7 +54,7 @@ def _type(schema: dict) -> str:
 
 
 def _label(name: str) -> str:
-    return " ".join(ACRONYMS.get(w, w.capitalize()) for w in name.replace(".", " ").split("_"))
+    return " ".join(ACRONYMS.get(w, w.capitalize()) for w in name.replace(".", "_").split("_"))
 
 
 def _settings(properties: dict, prefix: str = "") -> list[dict]:
@@ -56,7 +62,7 @@ def _settings(properties: dict, prefix: str = "") -> list[dict]:
     for name, schema in properties.items():
         full = f"{prefix}{name}"
         nested = schema.get("properties")
-        if _type(schema) == "object" and nested and full in {"sftp"}:
+        if _type(schema) == "object" and nested and full in {"sftp", "rest_export"}:
             out += _settings(nested, prefix=f"{full}.")
             continue
         setting: dict[str, Any] = {
@@ -102,6 +108,9 @@ def render() -> str:
     plugins: dict[str, list] = {"extractors": [], "loaders": []}
     for name, spec in PLUGINS.items():
         plugins[spec["type"]].append(plugin_block(name))
+    # Plugins inheriting from ours (e.g. tap-braze-rest-export) are hand-written: keep them.
+    for kind, entries in (current.get("plugins") or {}).items():
+        plugins.setdefault(kind, []).extend(e for e in entries or [] if "inherit_from" in e)
     current["plugins"] = plugins
     header = []
     for line in MELTANO_YML.read_text().splitlines():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from sandbox.braze_export import DOWNLOAD_PREFIX, EXPORT_PATH, SegmentExports
 from sandbox.server import EmulatorServer, RecordedRequest, Response, json_response
 
 PRIMARY_IDS = ("external_id", "braze_id", "user_alias")
@@ -101,9 +102,15 @@ class BrazeSandbox(EmulatorServer):
                 "events": 0,
                 "purchases": 0,
                 "queued": 0,
+                "exports": 0,
+                "export_downloads": 0,
             }
         )
+        #: ``POST /users/export/segment`` state and knobs (segments, delay, bucket).
+        self.segment_exports = SegmentExports(self)
         self.add_admin_route("GET", "users", self._admin_get_users)
+        self.add_admin_route("POST", "segments", self._admin_add_segment)
+        self.add_admin_route("POST", "export_settings", self._admin_export_settings)
         self.add_admin_route("POST", "users", self._admin_add_users)
         self.add_admin_route("POST", "reject", self._admin_reject)
         self.add_admin_route("POST", "queue_next", self._admin_queue_next)
@@ -134,6 +141,16 @@ class BrazeSandbox(EmulatorServer):
             attrs.update(attributes)
             self._users[external_id] = attrs
             self._index(external_id, attrs)
+
+    def add_segment(self, segment_id: str, external_ids: list[str] | None = None) -> None:
+        """Define a segment for ``/users/export/segment``: these users, or everyone (None)."""
+        with self.lock:
+            self.segment_exports.add_segment(segment_id, external_ids)
+
+    def stop(self) -> None:
+        """Stop serving; pending bucket writes of exports are cancelled."""
+        self.segment_exports.stop()
+        super().stop()
 
     def remove_user(self, external_id: str) -> None:
         """Delete a profile (as the Braze dashboard or /users/delete would)."""
@@ -199,7 +216,13 @@ class BrazeSandbox(EmulatorServer):
 
     # ---- HTTP ------------------------------------------------------------------------
     def authenticate(self, req: RecordedRequest) -> Response | None:
-        """Require ``Authorization: Bearer <api_key>``; never echo what was sent."""
+        """Require ``Authorization: Bearer <api_key>``; never echo what was sent.
+
+        Export download URLs are presigned (their signature is in the query string), so they
+        take no key, as S3 presigned URLs do.
+        """
+        if req.path.startswith(DOWNLOAD_PREFIX):
+            return None
         if req.headers.get("authorization") != f"Bearer {self.api_key}":
             return self.error(401, "Invalid API key: the REST API key is missing or not valid")
         return None
@@ -213,7 +236,13 @@ class BrazeSandbox(EmulatorServer):
         return resp
 
     def route(self, req: RecordedRequest) -> Response:
-        """Dispatch ``/users/track``."""
+        """Dispatch ``/users/track``, ``/users/export/segment`` and export downloads."""
+        if req.path.startswith(DOWNLOAD_PREFIX):
+            return self.segment_exports.handle_download(req)
+        if req.path.rstrip("/") == EXPORT_PATH:
+            if req.method != "POST":
+                return self.error(405, "Method Not Allowed")
+            return self.segment_exports.handle_export(req)
         if req.path.rstrip("/") != "/users/track":
             return self.error(404, "Not Found")
         if req.method != "POST":
@@ -455,6 +484,41 @@ class BrazeSandbox(EmulatorServer):
                 "max_objects": self.max_objects,
                 "max_array_length": self.max_array_length,
                 "max_objects_status": self.max_objects_status,
+            },
+        )
+
+    def _admin_add_segment(self, req: RecordedRequest) -> Response:
+        data = self.admin_body(req)
+        segment_id = data.get("segment_id")
+        if not isinstance(segment_id, str) or not segment_id:
+            raise ValueError("segment_id (a string) is required")
+        ids = data.get("external_ids")
+        if ids is not None and not isinstance(ids, list):
+            raise ValueError("external_ids must be a list (or null for every user)")
+        self.add_segment(segment_id, None if ids is None else [str(i) for i in ids])
+        return json_response(200, {"ok": True, "segment_id": segment_id})
+
+    def _admin_export_settings(self, req: RecordedRequest) -> Response:
+        data = self.admin_body(req)
+        exports = self.segment_exports
+        if "delay" in data:
+            exports.delay = float(data["delay"])
+        if "users_per_file" in data:
+            exports.users_per_file = int(data["users_per_file"])
+        if "url_ttl" in data:
+            exports.url_ttl = float(data["url_ttl"])
+        if "bucket" in data:
+            exports.bucket = data["bucket"] or None
+        if "storage_options" in data:
+            exports.storage_options = dict(data["storage_options"] or {})
+        return json_response(
+            200,
+            {
+                "ok": True,
+                "delay": exports.delay,
+                "users_per_file": exports.users_per_file,
+                "url_ttl": exports.url_ttl,
+                "bucket": exports.bucket,
             },
         )
 

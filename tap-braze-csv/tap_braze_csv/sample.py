@@ -176,3 +176,70 @@ def generate_export(
         with target.open("w", encoding="utf-8-sig", newline="") as text:
             _write_csv(text, rows, seed, cols)
     return target
+
+
+def sample_profiles(users: int, *, seed: int = 7, prefix: str = "user") -> Iterator[dict]:
+    """Yield Braze profiles as REST exports show them, for the Braze sandbox's export endpoint.
+
+    Each is ``{"external_id": ..., attributes...}`` with profile fields under their export
+    names (``phone``, ``home_city``, ``dob``...), custom attributes, and 90 days of
+    ``campaigns_received`` / ``canvases_received`` shaped like Braze's documented sample.
+    """
+    rnd = random.Random(seed)
+    campaigns = [(f"cmp-{i:04d}-0000-4000-8000-{i:012d}", f"Campaign {i}") for i in range(12)]
+    canvases = [(f"cnv-{i:04d}-0000-4000-8000-{i:012d}", f"Canvas {i}") for i in range(6)]
+    for i in range(users):
+        country, city = rnd.choice(_CITIES)
+        received = []
+        for api_id, name in rnd.sample(campaigns, rnd.randrange(0, 4)):
+            engaged = {"opened_email": rnd.random() < 0.5}
+            if rnd.random() < 0.3:
+                engaged["clicked_email"] = True
+            received.append(
+                {
+                    "name": name,
+                    "api_campaign_id": api_id,
+                    "last_received": _ts(rnd),
+                    "engaged": engaged,
+                    "converted": rnd.random() < 0.2,
+                    "in_control": False,
+                }
+            )
+        canvas_rows = []
+        for api_id, name in rnd.sample(canvases, rnd.randrange(0, 3)):
+            canvas_rows.append(
+                {
+                    "name": name,
+                    "api_canvas_id": api_id,
+                    "last_received_message": _ts(rnd),
+                    "last_entered": _ts(rnd),
+                    "variation_name": "Variant 1",
+                    "in_control": False,
+                    "last_exited": _ts(rnd),
+                    "steps_received": [
+                        {
+                            "name": "Step 1",
+                            "api_canvas_step_id": f"{api_id}-s1",
+                            "last_received": _ts(rnd),
+                        }
+                    ],
+                }
+            )
+        yield {
+            "external_id": f"{prefix}{i}",
+            "email": f"{prefix}{i}@example.com",
+            "first_name": rnd.choice(_FIRST),
+            "last_name": rnd.choice(_LAST),
+            "phone": f"+1555{rnd.randrange(10**7):07d}",
+            "country": country,
+            "home_city": city,
+            "language": rnd.choice(("en", "fr", "de", "ja", "pt")),
+            "gender": rnd.choice(("M", "F", "O")),
+            "dob": f"{rnd.randrange(1950, 2006)}-{rnd.randrange(1, 13):02d}-{rnd.randrange(1, 29):02d}",
+            "time_zone": rnd.choice(_TZ),
+            "created_at": _ts(rnd).replace("T", " ").replace("Z", " UTC"),
+            "loyalty_tier": rnd.choice(("gold", "silver", "bronze")),
+            "lifetime_value": rnd.randrange(0, 500_000) / 100,
+            "campaigns_received": received,
+            "canvases_received": canvas_rows,
+        }

@@ -53,6 +53,7 @@ from tap_braze_csv.columns import (
 )
 from tap_braze_csv.convert import compile_row_converter, find_bad_cell, unguard_row
 from tap_braze_csv.errors import BrazeCsvError
+from tap_braze_csv.export_sync import sync_rest_exports
 from tap_braze_csv.openers import TextReadError, iter_csv_members
 from tap_braze_csv.segments import segment_for
 from tap_braze_csv.sources import FileRef, FileSource, make_source
@@ -433,6 +434,8 @@ class BrazeUsersStream(Stream):
         self.rows_read = 0
         self.files_read = 0
         self.files_skipped = 0
+        self.exports_read = 0
+        self.exports_skipped = 0
         self._writes_messages = True
         self.signal_guard = _SignalGuard()
 
@@ -489,10 +492,12 @@ class BrazeUsersStream(Stream):
             self.signal_guard.restore()
         elapsed = time.monotonic() - started
         self.logger.info(
-            "Summary: %d file(s) read, %d skipped (already read), %d row(s) emitted, "
-            "%d bad row(s) skipped, %.1fs",
+            "Summary: %d file(s) read, %d skipped (already read), %d export(s) read, "
+            "%d not due, %d row(s) emitted, %d bad row(s) skipped, %.1fs",
             self.files_read,
             self.files_skipped,
+            self.exports_read,
+            self.exports_skipped,
             self.rows_read,
             self.bad_rows,
             elapsed,
@@ -523,6 +528,7 @@ class BrazeUsersStream(Stream):
                     progress.finish_file(ref)
                     self.files_read += 1
                     self.emit_state()
+                yield from sync_rest_exports(self, "users", writer)  # `rest_export`, if set
                 writer.flush()
             except BaseException:
                 # A run that cannot finish still sends what it read and records where it

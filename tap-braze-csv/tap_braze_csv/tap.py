@@ -10,7 +10,10 @@ from singer_sdk import typing as th
 from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 
 from tap_braze_csv.columns import COLUMN_TYPES, validate_column_types
+from tap_braze_csv.jsonl import user_json_schema_properties
 from tap_braze_csv.openers import text_encoding
+from tap_braze_csv.rest_export import ExportCoordinator, RestExportSettings
+from tap_braze_csv.rest_settings import REST_EXPORT_PROPERTY
 from tap_braze_csv.streams import (
     BrazeUsersStream,
     build_schema,
@@ -42,8 +45,8 @@ class TapBrazeCsv(Tap):
         th.Property(
             "paths",
             th.ArrayType(th.StringType),
-            required=True,
-            description="File paths or globs (local, or remote when `sftp` is set).",
+            description="File paths or globs (local, or remote when `sftp` is set). "
+            "Required unless `rest_export` is set.",
         ),
         th.Property(
             "sftp",
@@ -161,13 +164,28 @@ class TapBrazeCsv(Tap):
             "maps or flattening are configured. Off: every record goes through the SDK's "
             "standard (slower) record path.",
         ),
+        REST_EXPORT_PROPERTY,
     ).to_dict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._validate_settings()
 
+    @property
+    def rest_settings(self) -> RestExportSettings | None:
+        """The validated `rest_export` group (None when not set)."""
+        try:
+            return self._rest_settings  # type: ignore[has-type]
+        except AttributeError:
+            self._rest_settings: RestExportSettings | None = RestExportSettings.from_config(
+                self.config
+            )
+            return self._rest_settings
+
     def _validate_settings(self) -> None:
+        if not self.config.get("paths") and self.rest_settings is None:
+            msg = "paths: list the export files to read (or set rest_export.segment_ids)"
+            raise ValueError(msg)
         column_types = self.config.get("column_types") or {}
         validate_column_types(column_types)
         text_encoding(self.config)  # an unknown codec fails here, naming `encoding`
@@ -193,10 +211,24 @@ class TapBrazeCsv(Tap):
         for stream_state in (self.state.get("bookmarks") or {}).values():
             upgrade_stream_state(stream_state)
 
-    def discover_streams(self) -> list[Stream]:
-        """One stream; its schema has the Braze columns plus the first file's custom columns.
+    @property
+    def export_coordinator(self) -> ExportCoordinator | None:
+        """Triggers and holds this run's REST exports (None without `rest_export`)."""
+        if self.rest_settings is None:
+            return None
+        if getattr(self, "_coordinator", None) is None:
+            self._coordinator: ExportCoordinator | None = ExportCoordinator(
+                self.rest_settings, self.logger, self.config
+            )
+        return self._coordinator
 
-        With an input catalog holding the stream, its schema is used as is (no file is opened).
+    def discover_streams(self) -> list[Stream]:
+        """Return `braze_users` and, with `rest_export`, `braze_engagement`.
+
+        The users schema has the Braze columns, the first file's custom columns and, with
+        `rest_export`, the fields only JSON exports have.
+
+        With an input catalog holding a stream, its schema is used as is (no file is opened).
         """
         name = self.config.get("stream_name") or "braze_users"
         catalog = self.input_catalog
@@ -206,9 +238,21 @@ class TapBrazeCsv(Tap):
         else:
             column_types = self.config.get("column_types") or {}
             validate_column_types(column_types)
-            header = peek_header_columns(self.config, self.logger)
+            header = (
+                peek_header_columns(self.config, self.logger) if self.config.get("paths") else None
+            )
             schema = build_schema(header, column_types)
-        return [BrazeUsersStream(tap=self, schema=schema, name=name)]
+            if self.rest_settings is not None:
+                for prop, prop_schema in user_json_schema_properties().items():
+                    schema["properties"].setdefault(prop, prop_schema)
+        streams: list[Stream] = [BrazeUsersStream(tap=self, schema=schema, name=name)]
+        if self.rest_settings is not None:
+            from tap_braze_csv.engagement import ENGAGEMENT_STREAM, BrazeEngagementStream
+
+            entry = catalog.get_stream(ENGAGEMENT_STREAM) if catalog is not None else None
+            engagement_schema = entry.schema.to_dict() if entry and entry.schema else None
+            streams.append(BrazeEngagementStream(tap=self, schema=engagement_schema))
+        return streams
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ if t.TYPE_CHECKING:
 MELTANO_TEST_STREAM = "meltano_test_stream"
 
 DEFAULT_MAX_BATCH_BYTES = 4_000_000
+#: Singer streams loaded into a Lytics stream of their own unless `lytics_stream_map` says
+#: otherwise (tap-braze-csv's engagement records).
+OWN_STREAMS: dict[str, str] = {"braze_engagement": "braze_engagement"}
 LYTICS_MAX_BYTES = 10 * 1024 * 1024
 
 
@@ -94,7 +97,8 @@ class TargetLyticsUsers(Target):
             description=(
                 "Singer stream name -> Lytics stream name, e.g. "
                 '`{"braze_users": "braze_users", "crm_contacts": "crm"}`. '
-                "Streams not listed go to `stream`."
+                "Streams not listed go to `stream`, except tap-braze-csv's "
+                "`braze_engagement`, which goes to the Lytics stream `braze_engagement`."
             ),
         ),
         th.Property(
@@ -250,8 +254,16 @@ class TargetLyticsUsers(Target):
         return self._executor
 
     def lytics_stream_for(self, stream_name: str) -> str:
-        """Lytics stream for a Singer stream (`lytics_stream_map`, else `stream`)."""
-        return self._stream_map.get(stream_name, self._default_stream)
+        """Lytics stream for a Singer stream.
+
+        `lytics_stream_map` first; then the Singer streams with their own default Lytics
+        stream (`braze_engagement`: campaign and Canvas engagement is not profile data, so it
+        must not land in the users stream `stream` names); else `stream`.
+        """
+        mapped = self._stream_map.get(stream_name)
+        if mapped:
+            return mapped
+        return OWN_STREAMS.get(stream_name, self._default_stream)
 
     @property
     def failed(self) -> bool:

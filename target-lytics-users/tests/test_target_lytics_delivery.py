@@ -150,6 +150,29 @@ def test_stream_mapping_routes_singer_streams(lytics_sandbox, config):
     assert lytics_sandbox.collected("braze_users") == []
 
 
+def test_braze_engagement_goes_to_its_own_lytics_stream(lytics_sandbox, config):
+    users = [braze_user(i) for i in range(2)]
+    engagement = [
+        {"braze_id": f"b{i}", "kind": "campaign", "api_id": f"c{i}", "opened_email": True}
+        for i in range(3)
+    ]
+    schema = {"type": "object", "properties": {}, "additionalProperties": True}
+    lines = singer_lines(users, final_state=False) + singer_lines(
+        engagement, stream="braze_engagement", schema=schema, key_properties=["braze_id"]
+    )
+    # `stream` renames the users' Lytics stream; engagement still gets its own by default.
+    result = run_target({**config, "stream": "my_users"}, lines)
+    assert result.error is None
+    assert lytics_sandbox.collected("my_users") == users
+    assert lytics_sandbox.collected("braze_engagement") == engagement
+    # An explicit lytics_stream_map entry wins over that default.
+    cfg = {**config, "lytics_stream_map": {"braze_engagement": "engagement_events"}}
+    result = run_target(cfg, lines)
+    assert result.error is None
+    assert lytics_sandbox.collected("engagement_events") == engagement
+    assert len(lytics_sandbox.collected("braze_engagement")) == 3
+
+
 def test_default_stream_is_braze_users(lytics_sandbox, config):
     result = run_target(config, singer_lines([braze_user(1)], stream="whatever"))
     assert result.error is None

@@ -1,0 +1,593 @@
+"""Triggered Braze segment exports: ``POST /users/export/segment``, wait, download, read.
+
+Braze's documented contract (fact sheet §B8; Braze docs ``post_users_segment.md``):
+
+- request ``{"segment_id", "fields_to_export", "custom_attributes_to_export"?,
+  "output_format": "zip"|"gzip"}`` with ``Authorization: Bearer <key>`` (permission
+  ``users.export.segment``); answer ``{"message": "success", "object_prefix": ..., "url"?}``;
+- without cloud storage the ``url`` points to one archive holding every JSON-lines file; it
+  "will only become a valid location after the export is ready" and stays valid "a few hours";
+- with the workspace's own S3/Azure/GCS bucket there is no ``url``: files appear under
+  ``segment-export/SEGMENT_ID/YYYY-MM-dd/<object_prefix>/<random>.zip`` (``.gz`` with gzip);
+- one export per segment at a time: a second request while one runs gets 429.
+
+What the docs leave open, and what this module does about it:
+
+- what the URL answers before the export is ready: S3 presigned URLs answer 403 or 404 for an
+  object that does not exist yet, so 403/404 mean "not ready" until ``wait_timeout`` runs out;
+- when a bucket export is complete: files only ever appear, so the export is taken as complete
+  when at least one file is there and the listing (names and sizes) did not change over
+  ``settle_seconds``;
+- member names inside the archive: any member is read, by content (zip, gzip or plain lines).
+
+The download URL grants access to the export without the API key, so it is treated as a
+secret: never logged, never in an error message, a record or the state (only its host is
+shown). Exports are downloaded once per run into a private temporary directory shared by the
+``braze_users`` and ``braze_engagement`` streams, and removed when the tap ends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime as dt
+import gzip
+import io
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, cast
+from urllib.parse import urlsplit
+
+import requests
+
+from tap_braze_csv.errors import BrazeCsvError
+
+#: Fields asked for when ``rest_export.fields_to_export`` is not set: the webhook's profile
+#: fields, custom attributes and the campaign/Canvas engagement (names from Braze's docs).
+DEFAULT_FIELDS: tuple[str, ...] = (
+    "braze_id",
+    "external_id",
+    "email",
+    "first_name",
+    "last_name",
+    "phone",
+    "country",
+    "home_city",
+    "language",
+    "gender",
+    "dob",
+    "time_zone",
+    "created_at",
+    "user_aliases",
+    "custom_attributes",
+    "campaigns_received",
+    "canvases_received",
+)
+#: Always exported: engagement records are keyed by these.
+REQUIRED_FIELDS = ("braze_id", "external_id")
+
+DOWNLOAD_CHUNK = 1024 * 1024
+READ_BUFFER = 1024 * 1024
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class BrazeExportError(BrazeCsvError):
+    """A triggered export failed; the message names the segment and the setting to check."""
+
+
+def _setting_number(
+    cfg: Mapping[str, Any], key: str, default: float, *, minimum: float, integer: bool = False
+) -> float:
+    value = cfg.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < minimum or (integer and not number.is_integer()):
+        kind = "a whole number" if integer else "a number"
+        msg = f"rest_export.{key} must be {kind} >= {minimum:g}, got {value!r}"
+        raise BrazeCsvError(msg)
+    return number
+
+
+def _string_list(cfg: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = cfg.get(key)
+    if value in (None, "", []):
+        return ()
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        msg = f"rest_export.{key} must be a list of strings, got {value!r}"
+        raise BrazeCsvError(msg)
+    return tuple(v for v in value if v)
+
+
+@dataclass(frozen=True)
+class RestExportSettings:
+    """The ``rest_export`` setting, validated (the key is kept out of ``repr``)."""
+
+    rest_endpoint: str
+    segment_ids: tuple[str, ...]
+    api_key: str = field(repr=False)
+    fields_to_export: tuple[str, ...] = DEFAULT_FIELDS
+    custom_attributes_to_export: tuple[str, ...] = ()
+    output_format: str = "zip"
+    bucket_url: str | None = None
+    wait_timeout: float = 3600.0
+    poll_interval: float = 15.0
+    settle_seconds: float = 30.0
+    request_timeout: float = 60.0
+    max_retries: int = 5
+    retry_backoff_base: float = 2.0
+    retry_backoff_max: float = 60.0
+    min_interval_hours: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RestExportSettings | None:
+        """Validate ``rest_export``; None when it is absent or has no segment ids."""
+        cfg = config.get("rest_export")
+        if not cfg:
+            return None
+        if not isinstance(cfg, Mapping):
+            raise BrazeCsvError("rest_export must be an object: {api_key, rest_endpoint, ...}")
+        segments = _string_list(cfg, "segment_ids")
+        if not segments:
+            if any(v not in (None, "", []) for k, v in cfg.items() if k in ("api_key",)):
+                raise BrazeCsvError("rest_export.segment_ids: list the Braze segment ids to export")
+            return None
+        if len(set(segments)) != len(segments):
+            raise BrazeCsvError("rest_export.segment_ids: a segment id is listed twice")
+        api_key = cfg.get("api_key")
+        if not api_key or not isinstance(api_key, str):
+            raise BrazeCsvError(
+                "rest_export.api_key is required (a Braze REST API key with the "
+                "users.export.segment permission)"
+            )
+        endpoint = cfg.get("rest_endpoint")
+        if not endpoint or not isinstance(endpoint, str):
+            raise BrazeCsvError(
+                "rest_export.rest_endpoint is required (your instance's REST URL, e.g. "
+                "https://rest.iad-01.braze.com)"
+            )
+        parts = urlsplit(endpoint.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise BrazeCsvError(
+                f"rest_export.rest_endpoint must be an http(s) URL, got {endpoint!r}"
+            )
+        fields = _string_list(cfg, "fields_to_export") or DEFAULT_FIELDS
+        fields = tuple(dict.fromkeys((*REQUIRED_FIELDS, *fields)))
+        custom = _string_list(cfg, "custom_attributes_to_export")
+        if len(custom) > 500:
+            raise BrazeCsvError(
+                "rest_export.custom_attributes_to_export: Braze exports at most 500 custom "
+                f"attributes by name, got {len(custom)} (or add custom_attributes to "
+                "fields_to_export for all of them)"
+            )
+        output_format = str(cfg.get("output_format") or "zip").lower()
+        if output_format not in ("zip", "gzip"):
+            raise BrazeCsvError(
+                f"rest_export.output_format must be zip or gzip, got {cfg.get('output_format')!r}"
+            )
+        bucket_url = cfg.get("bucket_url") or None
+        if bucket_url is not None and (not isinstance(bucket_url, str) or "://" not in bucket_url):
+            raise BrazeCsvError(
+                "rest_export.bucket_url must be the URL of the bucket Braze writes exports to, "
+                f"e.g. s3://my-braze-exports, got {bucket_url!r}"
+            )
+        return cls(
+            rest_endpoint=endpoint.strip().rstrip("/"),
+            segment_ids=segments,
+            api_key=api_key.strip(),
+            fields_to_export=fields,
+            custom_attributes_to_export=custom,
+            output_format=output_format,
+            bucket_url=bucket_url.rstrip("/") if bucket_url else None,
+            wait_timeout=_setting_number(cfg, "wait_timeout", 3600.0, minimum=0, integer=True),
+            poll_interval=_setting_number(cfg, "poll_interval", 15.0, minimum=1, integer=True),
+            settle_seconds=_setting_number(cfg, "settle_seconds", 30.0, minimum=0, integer=True),
+            request_timeout=_setting_number(cfg, "request_timeout", 60.0, minimum=1, integer=True),
+            max_retries=int(_setting_number(cfg, "max_retries", 5, minimum=0, integer=True)),
+            retry_backoff_base=_setting_number(
+                cfg, "retry_backoff_base", 2.0, minimum=0, integer=True
+            ),
+            retry_backoff_max=_setting_number(
+                cfg, "retry_backoff_max", 60.0, minimum=0, integer=True
+            ),
+            min_interval_hours=_setting_number(
+                cfg, "min_interval_hours", 0.0, minimum=0, integer=True
+            ),
+        )
+
+
+@dataclass
+class ReadyExport:
+    """One export whose files can be read: local archive(s) or files in the bucket."""
+
+    segment_id: str
+    object_prefix: str
+    requested_at: str
+    #: Opens each file of the export: (label used in messages, binary stream).
+    files: list[tuple[str, Callable[[], BinaryIO]]] = field(default_factory=list)
+
+    def members(self) -> Iterator[tuple[str, str, BinaryIO]]:
+        """Yield (state key, label, binary JSON-lines stream) for each file in the export.
+
+        The key (file and member names within the export) is what the state keeps; the label
+        (``braze-export://<segment>/<object_prefix>/<key>``) names it in messages and records.
+        """
+        base = f"braze-export://{self.segment_id}/{self.object_prefix}"
+        for name, opener in self.files:
+            with contextlib.closing(opener()) as raw:
+                for member, stream in iter_jsonl_members(name, raw):
+                    yield member, f"{base}/{member}", stream
+
+
+def _peek(raw: BinaryIO, n: int) -> tuple[bytes, BinaryIO]:
+    if not hasattr(raw, "peek"):
+        raw = cast(BinaryIO, io.BufferedReader(cast(Any, raw), READ_BUFFER))
+    return bytes(cast(Any, raw).peek(n)[:n]), raw
+
+
+def iter_jsonl_members(label: str, raw: BinaryIO) -> Iterator[tuple[str, BinaryIO]]:
+    """Yield (``label!member``, stream) for each JSON-lines file inside ``raw``.
+
+    A zip yields each member (nested zips and gzips opened too), a gzip its content, anything
+    else itself; the kind is decided by content, not by name.
+    """
+    head, raw = _peek(raw, 4)
+    if head[:4] in _ZIP_MAGIC:
+        seekable = raw if raw.seekable() else _spool(raw)
+        try:
+            archive = zipfile.ZipFile(seekable)
+        except zipfile.BadZipFile as exc:
+            raise BrazeExportError(f"{label}: not a readable zip archive ({exc})") from None
+        with archive:
+            for info in archive.infolist():
+                name = info.filename
+                base = posixpath.basename(name)
+                if info.is_dir() or name.startswith("__MACOSX/") or base.startswith("."):
+                    continue
+                with archive.open(info) as member:
+                    yield from iter_jsonl_members(f"{label}!{name}", member)  # type: ignore[arg-type]
+    elif head[:2] == _GZIP_MAGIC:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            yield label, gz  # type: ignore[misc]
+    else:
+        yield label, raw
+
+
+def _spool(raw: BinaryIO) -> BinaryIO:
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned, closed with its zip
+    shutil.copyfileobj(raw, spool, DOWNLOAD_CHUNK)
+    spool.seek(0)
+    return spool  # type: ignore[return-value]
+
+
+READ_ERRORS = (zlib.error, zipfile.BadZipFile, EOFError, gzip.BadGzipFile, OSError)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class ExportClient:
+    """Calls ``/users/export/segment`` and downloads what it produced (bounded retries)."""
+
+    def __init__(
+        self,
+        settings: RestExportSettings,
+        logger: logging.Logger,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.logger = logger
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {settings.api_key}"
+        self.session.headers["Content-Type"] = "application/json"
+        self.session.headers["User-Agent"] = "tap-braze-csv"
+        # The download URL is presigned: it must never get the API key.
+        self.download_session = requests.Session()
+        self.download_session.headers["User-Agent"] = "tap-braze-csv"
+
+    def close(self) -> None:
+        """Close HTTP connections."""
+        self.session.close()
+        self.download_session.close()
+
+    # -- trigger ---------------------------------------------------------------------------
+
+    def _backoff(self, attempt: int, response: requests.Response | None) -> float:
+        s = self.settings
+        wait = s.retry_backoff_base * (2**attempt)
+        if response is not None:
+            retry_after = response.headers.get("Retry-After")
+            reset = response.headers.get("X-RateLimit-Reset")
+            with contextlib.suppress(ValueError):
+                if retry_after is not None:
+                    wait = float(retry_after)
+                elif response.status_code == 429 and reset is not None:
+                    wait = max(float(reset) - time.time(), s.retry_backoff_base)
+        return max(0.0, min(wait, s.retry_backoff_max))
+
+    def trigger(self, segment_id: str) -> dict[str, Any]:
+        """Start an export of one segment; return Braze's answer (object_prefix, url?)."""
+        s = self.settings
+        url = f"{s.rest_endpoint}/users/export/segment"
+        body: dict[str, Any] = {
+            "segment_id": segment_id,
+            "fields_to_export": list(s.fields_to_export),
+            "output_format": s.output_format,
+        }
+        if s.custom_attributes_to_export:
+            body["custom_attributes_to_export"] = list(s.custom_attributes_to_export)
+        where = f"Braze export of segment {segment_id} (POST {url})"
+        attempt = 0
+        while True:
+            response: requests.Response | None = None
+            problem: str
+            try:
+                response = self.session.post(url, json=body, timeout=s.request_timeout)
+            except requests.RequestException as exc:
+                problem = f"network error ({type(exc).__name__})"
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return self._parse_trigger(where, response)
+                message = _braze_message(response)
+                if status == 429:
+                    problem = (
+                        f"429 {message}: rate limited, or an export of this segment is still "
+                        "running (Braze runs one export per segment at a time)"
+                    )
+                elif status >= 500:
+                    problem = f"{status} {message}"
+                else:
+                    raise BrazeExportError(_client_error(where, status, message))
+            if attempt >= s.max_retries:
+                msg = f"{where}: {problem}; gave up after {attempt + 1} attempt(s) (rest_export.max_retries)"
+                raise BrazeExportError(msg)
+            wait = self._backoff(attempt, response)
+            self.logger.warning("%s: %s; retrying in %.1fs", where, problem, wait)
+            self.sleep(wait)
+            attempt += 1
+
+    @staticmethod
+    def _parse_trigger(where: str, response: requests.Response) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except ValueError:
+            raise BrazeExportError(f"{where}: the answer is not JSON") from None
+        if not isinstance(data, dict):
+            raise BrazeExportError(f"{where}: unexpected answer (not a JSON object)")
+        prefix = data.get("object_prefix")
+        if (
+            data.get("message") not in (None, "success")
+            or not isinstance(prefix, str)
+            or not prefix
+        ):
+            raise BrazeExportError(
+                f"{where}: Braze did not start an export (message {data.get('message')!r}, "
+                f"object_prefix {prefix!r})"
+            )
+        url = data.get("url")
+        return {"object_prefix": prefix, "url": url if isinstance(url, str) and url else None}
+
+    # -- download ----------------------------------------------------------------------------
+
+    def download(self, segment_id: str, url: str, dest: str, deadline: float) -> None:
+        """Wait until ``url`` serves the archive (403/404 = not ready yet), save it to ``dest``."""
+        s = self.settings
+        host = urlsplit(url).netloc or "?"
+        where = f"Braze export of segment {segment_id} (download from {host})"
+        transient = 0
+        waited_logged = False
+        while True:
+            problem = ""
+            try:
+                response = self.download_session.get(url, stream=True, timeout=s.request_timeout)
+            except requests.RequestException as exc:
+                problem = f"network error ({type(exc).__name__})"
+            else:
+                with response:
+                    status = response.status_code
+                    if status == 200:
+                        try:
+                            self._save(where, response, dest)
+                        except requests.RequestException as exc:
+                            problem = f"download interrupted ({type(exc).__name__})"
+                        else:
+                            return
+                    elif status in (403, 404):
+                        if not waited_logged:
+                            self.logger.info("%s: not ready yet (HTTP %d); waiting", where, status)
+                            waited_logged = True
+                    elif status == 429 or status >= 500:
+                        problem = f"HTTP {status}"
+                    else:
+                        raise BrazeExportError(f"{where}: unexpected HTTP {status}")
+            if problem:
+                transient += 1
+                if transient > s.max_retries:
+                    msg = (
+                        f"{where}: {problem}; gave up after {transient} attempt(s) "
+                        "(rest_export.max_retries)"
+                    )
+                    raise BrazeExportError(msg)
+                self.logger.warning("%s: %s; trying again", where, problem)
+            if time.monotonic() + s.poll_interval > deadline:
+                raise BrazeExportError(
+                    f"{where}: the export was not ready within rest_export.wait_timeout "
+                    f"({s.wait_timeout:g}s); Braze may still be building it (large segments take "
+                    "an hour or more): raise wait_timeout or run again later"
+                )
+            self.sleep(s.poll_interval)
+
+    @staticmethod
+    def _save(where: str, response: requests.Response, dest: str) -> None:
+        expected = response.headers.get("Content-Length")
+        size = 0
+        with open(dest, "wb") as out:
+            for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                out.write(chunk)
+                size += len(chunk)
+        if expected is not None and expected.isdigit() and int(expected) != size:
+            msg = f"{where}: download truncated ({size} of {expected} bytes)"
+            raise requests.ConnectionError(msg)
+
+
+def _braze_message(response: requests.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return (response.reason or "").strip()
+    if isinstance(data, dict):
+        msg = data.get("message") or data.get("errors") or ""
+        return str(msg)[:300]
+    return ""
+
+
+def _client_error(where: str, status: int, message: str) -> str:
+    if status == 401:
+        hint = (
+            "Braze refused rest_export.api_key: check the key, and that "
+            "rest_export.rest_endpoint is your workspace's instance"
+        )
+    elif status == 403:
+        hint = "the key lacks the users.export.segment permission (rest_export.api_key)"
+    elif status == 404:
+        hint = "no such endpoint: check rest_export.rest_endpoint"
+    else:
+        hint = "check rest_export.segment_ids and rest_export.fields_to_export"
+    return f"{where}: HTTP {status} {message!s}: {hint}".replace("  ", " ")
+
+
+class ExportCoordinator:
+    """Triggers each segment's export at most once per run and hands it to both streams.
+
+    All exports a stream needs are triggered before the first one is waited for, so Braze
+    builds them in parallel (segments are different, so Braze's one-export-per-segment rule
+    holds). Bucket mode can resume a previous run's export by its ``object_prefix``.
+    """
+
+    def __init__(
+        self, settings: RestExportSettings, logger: logging.Logger, config: Mapping[str, Any]
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.logger = logger
+        self.client = ExportClient(settings, logger)
+        self._triggered: dict[str, dict[str, Any]] = {}
+        self._ready: dict[str, ReadyExport] = {}
+        self._tmp: str | None = None
+        self.bucket: Any = None  # filled by the bucket reader when bucket_url is set
+
+    def close(self) -> None:
+        """Remove downloaded archives and close connections."""
+        self.client.close()
+        if self.bucket is not None:
+            self.bucket.close()
+            self.bucket = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _tmpdir(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="tap-braze-export-")
+            # The SDK's Tap.sync_all is final and streams do not know which one reads last:
+            # downloads go when the process exits (also after SIGTERM, which raises SystemExit).
+            atexit.register(self.close)
+        return self._tmp
+
+    def trigger_all(self, segment_ids: Sequence[str], resume: Mapping[str, str]) -> None:
+        """Start exports of segments not started yet this run (not those being resumed)."""
+        for segment_id in segment_ids:
+            if segment_id in self._triggered or segment_id in self._ready:
+                continue
+            if segment_id in resume and self.settings.bucket_url:
+                continue
+            answer = self.client.trigger(segment_id)
+            answer["requested_at"] = _utcnow().isoformat()
+            answer["monotonic"] = time.monotonic()
+            self._triggered[segment_id] = answer
+            self.logger.info(
+                "Braze export of segment %s started (object_prefix %s, delivered %s)",
+                segment_id,
+                answer["object_prefix"],
+                "by download URL" if answer["url"] else "to the workspace's bucket",
+            )
+
+    def export_for(
+        self, segment_id: str, resume_prefix: str | None = None, resume_requested_at: str = ""
+    ) -> ReadyExport:
+        """Return one segment's ready export (triggering, waiting and downloading as needed)."""
+        ready = self._ready.get(segment_id)
+        if ready is not None:
+            return ready
+        s = self.settings
+        if resume_prefix and s.bucket_url and segment_id not in self._triggered:
+            from tap_braze_csv.rest_bucket import ExportNotInBucketError
+
+            # Files of an export being resumed are there already (or gone): look briefly.
+            deadline = time.monotonic() + s.settle_seconds + s.poll_interval
+            try:
+                ready = self._bucket_export(
+                    segment_id, resume_prefix, resume_requested_at, deadline
+                )
+            except ExportNotInBucketError:
+                self.logger.warning(
+                    "Segment %s: export %s, interrupted in the previous run, is no longer in the "
+                    "bucket; starting a new export",
+                    segment_id,
+                    resume_prefix,
+                )
+            else:
+                self._ready[segment_id] = ready
+                return ready
+        self.trigger_all([segment_id], {})
+        answer = self._triggered[segment_id]
+        deadline = float(answer["monotonic"]) + s.wait_timeout
+        prefix = str(answer["object_prefix"])
+        if answer["url"]:
+            dest = os.path.join(self._tmpdir(), f"{len(self._ready)}-{segment_id[:40]}.archive")
+            dest = dest.replace(os.sep + os.sep, os.sep)
+            self.client.download(segment_id, str(answer["url"]), dest, deadline)
+            self.logger.info(
+                "Downloaded the export of segment %s (%d bytes)", segment_id, os.path.getsize(dest)
+            )
+            ready = ReadyExport(
+                segment_id,
+                prefix,
+                str(answer["requested_at"]),
+                [("archive.zip", lambda: open(dest, "rb"))],  # noqa: SIM115 - closed by members()
+            )
+        elif s.bucket_url:
+            ready = self._bucket_export(segment_id, prefix, str(answer["requested_at"]), deadline)
+        else:
+            raise BrazeExportError(
+                f"Braze export of segment {segment_id}: Braze returned no download URL, so the "
+                "workspace writes exports to its own cloud storage; set rest_export.bucket_url "
+                "(e.g. s3://my-braze-exports) so the tap reads them there"
+            )
+        self._ready[segment_id] = ready
+        return ready
+
+    def _bucket_export(
+        self, segment_id: str, prefix: str, requested_at: str, deadline: float
+    ) -> ReadyExport:
+        from tap_braze_csv.rest_bucket import wait_for_bucket_export
+
+        return wait_for_bucket_export(self, segment_id, prefix, requested_at, deadline)

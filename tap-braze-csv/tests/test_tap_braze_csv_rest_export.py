@@ -1,0 +1,266 @@
+"""Triggered REST exports (`rest_export`) against the Braze sandbox's /users/export/segment."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from tap_braze_csv.sample import sample_profiles
+
+from sandbox import BrazeSandbox
+
+SEGMENT = "seg-active"
+FIELDS = [
+    "email",
+    "first_name",
+    "phone",
+    "home_city",
+    "dob",
+    "time_zone",
+    "created_at",
+    "custom_attributes",
+    "campaigns_received",
+    "canvases_received",
+]
+
+
+def seed(braze: BrazeSandbox, n: int = 12) -> dict[str, dict]:
+    profiles = {}
+    for profile in sample_profiles(n, seed=3):
+        attrs = dict(profile)
+        ext = attrs.pop("external_id")
+        braze.add_user(ext, **attrs)
+        profiles[ext] = profile
+    braze.add_segment(SEGMENT)
+    braze.segment_exports.users_per_file = 5
+    return profiles
+
+
+def config(braze: BrazeSandbox, **overrides: Any) -> dict:
+    rest = {
+        "api_key": braze.api_key,
+        "rest_endpoint": braze.url,
+        "segment_ids": [SEGMENT],
+        "fields_to_export": FIELDS,
+        "poll_interval": 1,
+        "wait_timeout": 10,
+        "retry_backoff_base": 0,
+    }
+    rest.update(overrides)
+    return {"rest_export": rest}
+
+
+def records(run: Any, stream: str) -> list[dict]:
+    return [m["record"] for m in run.messages if m["type"] == "RECORD" and m["stream"] == stream]
+
+
+def no_floats(value: Any) -> bool:
+    if isinstance(value, float):
+        return False
+    if isinstance(value, dict):
+        return all(no_floats(v) for v in value.values())
+    if isinstance(value, list):
+        return all(no_floats(v) for v in value)
+    return True
+
+
+def test_url_export_users_and_engagement(braze_sandbox: BrazeSandbox, tap_runner) -> None:
+    profiles = seed(braze_sandbox)
+    braze_sandbox.segment_exports.delay = 0.3  # not ready at the first poll
+    run = tap_runner(config(braze_sandbox))
+
+    # One export requested, with the configured fields plus the ids records are keyed by.
+    posts = [r for r in braze_sandbox.requests if r.path == "/users/export/segment"]
+    assert len(posts) == 1
+    assert posts[0].json["segment_id"] == SEGMENT
+    assert posts[0].json["fields_to_export"][:2] == ["braze_id", "external_id"]
+    assert set(FIELDS) <= set(posts[0].json["fields_to_export"])
+    # The URL was polled until ready (404 first), without the API key.
+    downloads = [r for r in braze_sandbox.requests if r.path.startswith("/_export_downloads/")]
+    assert [r.status for r in downloads][-1] == 200
+    assert 404 in [r.status for r in downloads]
+    assert all("authorization" not in r.headers for r in downloads)
+
+    users = records(run, "braze_users")
+    assert sorted(u["external_id"] for u in users) == sorted(profiles)
+    for user in users:
+        profile = profiles[user["external_id"]]
+        # Same field names as CSV rows: phone -> phone_number, home_city -> city, dob -> ...
+        assert user["email"] == profile["email"]
+        assert user["phone_number"] == profile["phone"]
+        assert user["city"] == profile["home_city"]
+        assert user["date_of_birth"] == profile["dob"]
+        assert user["time_zone"] == profile["time_zone"]
+        assert user["created_at"].endswith("+00:00")
+        assert "T" in user["created_at"]
+        assert user["custom_attributes"] == {
+            "loyalty_tier": profile["loyalty_tier"],
+            "lifetime_value": profile["lifetime_value"],
+        }
+        assert user["braze_id"]
+        assert user["_braze_segment_id"] == SEGMENT
+        assert "campaigns_received" not in user
+        assert "phone" not in user
+    assert len({u["_sdc_source_file"] for u in users}) == 3  # 12 users, 5 per file
+
+    engagement = records(run, "braze_engagement")
+    expected = [
+        (ext, "campaign", c["api_campaign_id"], c["last_received"], c["engaged"], c["converted"])
+        for ext, p in profiles.items()
+        for c in p["campaigns_received"]
+    ]
+    got = [
+        (
+            e["external_id"],
+            e["kind"],
+            e["api_id"],
+            e["last_received"],
+            {k: v for k, v in (e["engaged"] or {}).items()},
+            e["converted"],
+        )
+        for e in engagement
+        if e["kind"] == "campaign"
+    ]
+    assert sorted(got, key=str) == sorted(expected, key=str)
+    assert expected, "the sample has campaign engagement"
+    canvases = [e for e in engagement if e["kind"] == "canvas"]
+    assert len(canvases) == sum(len(p["canvases_received"]) for p in profiles.values())
+    for e in engagement:
+        if e["kind"] == "campaign":
+            assert e["opened_email"] == bool(e["engaged"].get("opened_email"))
+            assert e["clicked_email"] == bool(e["engaged"].get("clicked_email"))
+        assert e["braze_id"]
+        assert e["name"]
+    schema_msgs = {m["stream"]: m for m in run.messages if m["type"] == "SCHEMA"}
+    assert schema_msgs["braze_engagement"]["key_properties"] == ["braze_id", "kind", "api_id"]
+
+    state = run.state["bookmarks"]
+    for stream in ("braze_users", "braze_engagement"):
+        entry = state[stream]["exports"][SEGMENT]
+        assert entry["complete"] is True
+        assert len(entry["members"]) == 3
+        assert "url" not in json.dumps(entry).lower()
+    assert no_floats(run.state)
+    # The download URL (a credential) is in no record and no state.
+    token = downloads[0].path.rsplit("/", 1)[-1].removesuffix(".zip")
+    assert token not in json.dumps(run.messages)
+
+
+def test_second_run_reads_nothing_new_within_min_interval(
+    braze_sandbox: BrazeSandbox, tap_runner
+) -> None:
+    seed(braze_sandbox, 4)
+    first = tap_runner(config(braze_sandbox, min_interval_hours=1))
+    assert len(records(first, "braze_users")) == 4
+    first_prefix = first.state["bookmarks"]["braze_users"]["exports"][SEGMENT]["object_prefix"]
+    second = tap_runner(
+        config(braze_sandbox, min_interval_hours=1), state=copy.deepcopy(first.state)
+    )
+    assert records(second, "braze_users") == []
+    assert records(second, "braze_engagement") == []
+    assert braze_sandbox.stats["exports"] == 1  # no second export was requested
+    # Without an interval, every run takes a fresh snapshot (a new export, read once).
+    third = tap_runner(config(braze_sandbox), state=copy.deepcopy(second.state))
+    assert len(records(third, "braze_users")) == 4
+    assert braze_sandbox.stats["exports"] == 2
+    third_prefix = third.state["bookmarks"]["braze_users"]["exports"][SEGMENT]["object_prefix"]
+    assert third_prefix != first_prefix
+
+
+def test_export_never_ready_fails_clearly(braze_sandbox: BrazeSandbox, tap_runner) -> None:
+    seed(braze_sandbox, 2)
+    braze_sandbox.segment_exports.delay = 60
+    run = tap_runner(config(braze_sandbox, wait_timeout=1), expect_error=True)
+    message = str(run.error)
+    assert SEGMENT in message
+    assert "rest_export.wait_timeout" in message
+    assert "X-Amz-Signature" not in message
+    assert "_export_downloads" not in message
+    assert records(run, "braze_users") == []
+    for stream in ("braze_users", "braze_engagement"):
+        bookmark = run.state.get("bookmarks", {}).get(stream, {})
+        entry = bookmark.get("exports", {}).get(SEGMENT)
+        assert not entry or not entry.get("complete")
+
+
+def test_rate_limited_trigger_retries_then_succeeds(
+    braze_sandbox: BrazeSandbox, tap_runner
+) -> None:
+    seed(braze_sandbox, 3)
+    braze_sandbox.fail_next(2, 429, "/users/export")
+    run = tap_runner(config(braze_sandbox, max_retries=3))
+    assert len(records(run, "braze_users")) == 3
+    statuses = [r.status for r in braze_sandbox.requests if r.path == "/users/export/segment"]
+    assert statuses == [429, 429, 201]
+
+
+def test_second_export_of_a_running_segment_gives_clear_error(
+    braze_sandbox: BrazeSandbox, tap_runner
+) -> None:
+    seed(braze_sandbox, 3)
+    braze_sandbox.segment_exports.delay = 60
+    first = tap_runner(config(braze_sandbox, wait_timeout=1), expect_error=True)
+    assert "wait_timeout" in str(first.error)
+    run = tap_runner(config(braze_sandbox, max_retries=1), expect_error=True)
+    message = str(run.error)
+    assert "429" in message
+    assert "one export per segment" in message
+    assert "rest_export.max_retries" in message
+
+
+@pytest.mark.parametrize(("status", "hint"), [(401, "rest_export.api_key"), (500, "max_retries")])
+def test_errors_name_the_setting_and_never_the_key(
+    braze_sandbox: BrazeSandbox, tap_runner, status: int, hint: str
+) -> None:
+    seed(braze_sandbox, 2)
+    cfg = config(braze_sandbox, max_retries=1)
+    if status == 401:
+        cfg["rest_export"]["api_key"] = "wrong-key-4242"
+    else:
+        braze_sandbox.fail_next(5, 500, "/users/export")
+    run = tap_runner(cfg, expect_error=True)
+    message = str(run.error)
+    assert hint in message
+    assert SEGMENT in message
+    assert "wrong-key-4242" not in message
+    assert braze_sandbox.api_key not in message
+
+
+def test_download_5xx_is_retried(braze_sandbox: BrazeSandbox, tap_runner) -> None:
+    seed(braze_sandbox, 3)
+    braze_sandbox.segment_exports.delay = 0
+    braze_sandbox.fail_next(1, 503, "/_export_downloads/")
+    run = tap_runner(config(braze_sandbox))
+    assert len(records(run, "braze_users")) == 3
+    statuses = [r.status for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
+    assert statuses == [503, 200]
+
+
+def test_settings_are_validated(tap_runner) -> None:
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    with pytest.raises(Exception, match=r"rest_export\.api_key"):
+        TapBrazeCsv(config={"rest_export": {"segment_ids": ["s"], "rest_endpoint": "http://x"}})
+    with pytest.raises(Exception, match=r"rest_export\.rest_endpoint"):
+        TapBrazeCsv(config={"rest_export": {"segment_ids": ["s"], "api_key": "k"}})
+    with pytest.raises(Exception, match="paths"):
+        TapBrazeCsv(config={})
+
+
+def test_users_only_selection_reads_no_engagement(braze_sandbox: BrazeSandbox, tap_runner) -> None:
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    seed(braze_sandbox, 3)
+    cfg = config(braze_sandbox)
+    catalog = TapBrazeCsv(config=cfg).catalog_dict
+    for entry in catalog["streams"]:
+        selected = entry["tap_stream_id"] == "braze_users"
+        for md in entry["metadata"]:
+            if md["breadcrumb"] == []:
+                md["metadata"]["selected"] = selected
+    run = tap_runner(cfg, catalog=catalog)
+    assert len(records(run, "braze_users")) == 3
+    assert records(run, "braze_engagement") == []
+    assert braze_sandbox.stats["exports"] == 1
