@@ -23,6 +23,10 @@ from target_braze_audience.store import ADD, REMOVE, MembershipStore
 CHUNK_ROWS = 10_000
 PROGRESS_EVERY = 100_000
 MAX_NAMED_REJECTIONS = 100
+MAX_REFUSED_IN_A_ROW = 20
+"""Single-object refusals without detail, with nothing accepted in between, that stop a run:
+Braze is then refusing everything (a systemic cause), and splitting every request down to
+single objects would cost two requests per user."""
 
 Batch = list[tuple[str, list[tuple[str, str]]]]
 
@@ -76,6 +80,10 @@ class BatchSizer:
         Requests formed ahead at a size being probed would all be refused alike.
         """
         return self._open_groups > 0 or (self.too_big is not None and not self._settled)
+
+    def working_size(self) -> int:
+        """Return the largest size known to work (`batch_size` until a refusal for size)."""
+        return self.configured if self.too_big is None else max(self.largest_ok, 1)
 
     def size(self) -> int:
         """Objects to put in the next request."""
@@ -263,6 +271,7 @@ class DeltaEngine:
         self.sizer = BatchSizer(settings.batch_size, logger)
         self._resend: deque[_Sent] = deque()
         self._named = 0
+        self._refused_in_a_row = 0
         self._initialized = store.initialized_audiences()
         self._kinds: dict[str, int] = {}
         self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
@@ -586,6 +595,7 @@ class DeltaEngine:
                 continue
             summary.requests += 1
             summary.queued_requests += res.queued
+            self._refused_in_a_row = 0
             self.sizer.accepted(sent)
             self._record(batch, res.rejected)
         if done:
@@ -612,6 +622,16 @@ class DeltaEngine:
         if len(batch) == 1:
             # Isolated: this object alone is refused. A rejection naming the user.
             self._record(batch, {0: reason})
+            self._refused_in_a_row += 1
+            if self._refused_in_a_row >= MAX_REFUSED_IN_A_ROW:
+                summary.failed_requests += 1
+                self.logger.error(
+                    "Braze refused %d single-object requests in a row without naming a cause "
+                    "(last: %s) and accepted nothing in between: it is refusing every request, "
+                    "so delivery stops here; undelivered deltas stay pending",
+                    self._refused_in_a_row,
+                    res.refused,
+                )
             return
         # No per-object detail: split and retry the halves until the cause is isolated.
         summary.split_requests += 1
@@ -707,7 +727,7 @@ class DeltaEngine:
                     self._named - MAX_NAMED_REJECTIONS,
                     MAX_NAMED_REJECTIONS,
                 )
-            self.summary.batch_size = self.sizer.size()
+            self.summary.batch_size = self.sizer.working_size()
             if self._dry_breakdown is not None:  # nothing changed since it was counted
                 for (aud, _op, _status), n in self._dry_breakdown.items():
                     self.summary.audiences[aud].pending += n

@@ -884,6 +884,17 @@ class MembershipStore:
         pending removes; values other writers put in the attribute are not known here.
         """
         m, p = membership.c, pending.c
+        # Nobody can hold more values than there are audiences: with few audiences (the
+        # usual case) skip the GROUP BY over every membership (~3 s per million rows).
+        names: set[str] = set(self.conn.execute(sa.select(p.audience).distinct()).scalars())
+        last: str | None = ""
+        while len(names) <= limit:
+            last = self.conn.execute(
+                sa.select(sa.func.min(m.audience)).where(m.audience > last)
+            ).scalar()
+            if last is None:
+                return 0, []
+            names.add(last)
         weights = sa.union_all(
             sa.select(m.user_id, sa.literal(1).label("w")).where(m.present.is_(True)),
             sa.select(p.user_id, sa.case((p.op == REMOVE, -1), else_=1).label("w")).where(

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from target_braze_audience.client import BrazeSettingError
+from target_braze_audience.deltas import DeliveryIncompleteError
 from target_braze_audience.store import MembershipStore
 
 from sandbox import BrazeSandbox
@@ -235,3 +236,19 @@ def test_404_names_api_key_and_rest_endpoint(braze_sandbox: Any, tmp_path: Path,
         h.run_target(cfg, h.audience_msgs({"a": ["u1"]}))
     assert "`api_key`" in str(err.value)
     assert "`rest_endpoint`" in str(err.value)
+
+
+def test_braze_refusing_everything_stops_the_run_instead_of_splitting_all(
+    braze_sandbox: Any, tmp_path: Path, h: Any
+) -> None:
+    b = braze_sandbox
+    users = [f"u{i:03d}" for i in range(200)]
+    b.refuse_requests_with({u: "Bad Request" for u in users})
+    store = str(tmp_path / "s.sqlite")
+    cfg = h.braze_config(b, store, max_concurrency=1)
+    with pytest.raises(DeliveryIncompleteError):
+        h.run_target(cfg, h.audience_msgs({"a": users}))
+    assert len(h.track_requests(b)) < 60, "bounded: not two requests per user"
+    rows = _rejected_rows(store)
+    assert len(rows) == 200, "every delta is kept"
+    assert sum(1 for *_x, s, _r in rows if s == "rejected") == 20
