@@ -36,6 +36,7 @@ file is never created.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import shutil
@@ -47,6 +48,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows)
+    fcntl = None  # type: ignore[assignment]
 
 DEFAULT_STORE_PATH = ".braze_audience_store.sqlite"
 ADD = "add"
@@ -140,7 +146,7 @@ class StoreMismatchError(Exception):
 
 
 class StoreBusyError(Exception):
-    """Another run is using the same PostgreSQL store."""
+    """Another run is using the same store."""
 
 
 @dataclass
@@ -191,10 +197,13 @@ class MembershipStore:
         self.dry_run = dry_run
         self.url = resolve_store_url(store_url)
         self._scratch_dir: str | None = None
+        self._lock_file: t.BinaryIO | None = None
         if dry_run and self.is_sqlite and not Path(str(self.url.database)).exists():
             # Dry run on a store that does not exist yet: never create the file.
             self._scratch_dir = tempfile.mkdtemp(prefix="braze-audience-dry-")
             self.url = self.url.set(database=os.path.join(self._scratch_dir, "store.sqlite"))
+        if self.is_sqlite:
+            self._lock_writer()  # before any connection touches the file
         self.engine = self._create_engine()
         self.conn: Connection = self.engine.connect()
         # Only the backend in use is imported (the PostgreSQL dialect costs ~30 ms of start-up).
@@ -209,17 +218,8 @@ class MembershipStore:
             self._insert = pg_insert
         self._ph = "?" if self.is_sqlite else "%s"
         self._closed = False
-        if not self.is_sqlite and not dry_run:
-            # One writer per store: a second concurrent run would deliver the same deltas.
-            # (SQLite serialises writers through its own file lock.)
-            got = self.conn.exec_driver_sql("SELECT pg_try_advisory_lock(7405142001)").scalar()
-            if not got:
-                self.close()
-                msg = (
-                    f"Another run holds the membership store {self.display_url}; "
-                    "wait for it to finish (or use another store_url)"
-                )
-                raise StoreBusyError(msg)
+        if not self.is_sqlite:
+            self._lock_writer()  # a session lock: needs the connection
         metadata.create_all(self.conn)
         temp_metadata.create_all(self.conn)
         # Cheap run-level facts that let the hot path skip whole statements.
@@ -278,6 +278,47 @@ class MembershipStore:
 
         return engine
 
+    def _lock_writer(self) -> None:
+        """One writer per store: refuse to start while another run uses it.
+
+        Two runs on one store would read the same pending deltas and deliver them twice (on
+        SQLite the second one could also fail mid-run with ``database is locked``). The lock
+        is held until :meth:`close` or the end of the process (kill -9 included):
+
+        - SQLite: an exclusive ``flock`` on ``<store file>.lock`` next to the file (SQLite's
+          own locks last one transaction; this run commits after every request).
+        - PostgreSQL: a session advisory lock on the connection.
+
+        A dry run changes nothing and takes no lock.
+        """
+        if self.dry_run:
+            return
+        busy = (
+            f"Another run is using the membership store {self.display_url}; wait for it to "
+            "finish (or use another store_url)"
+        )
+        if not self.is_sqlite:
+            got = self.conn.exec_driver_sql("SELECT pg_try_advisory_lock(7405142001)").scalar()
+            if not got:
+                self.close()
+                raise StoreBusyError(busy)
+            return
+        if fcntl is None:  # pragma: no cover (Windows)
+            self.logger.warning("Cannot lock %s on this platform: run one job at a time", busy)
+            return
+        path = Path(f"{self.url.database}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+b")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            if exc.errno not in {errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK}:
+                raise
+            msg = f"{busy} (lock file {path})"
+            raise StoreBusyError(msg) from None
+        self._lock_file = handle
+
     def check_meta(self, **expected: str) -> None:
         """Record (first run) or check the settings the store was built for."""
         rows: dict[str, str] = {
@@ -313,6 +354,9 @@ class MembershipStore:
             self.engine.dispose()
             if self._scratch_dir:
                 shutil.rmtree(self._scratch_dir, ignore_errors=True)
+            if self._lock_file is not None:
+                self._lock_file.close()  # releases the flock
+                self._lock_file = None
 
     # -- reads ---------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from target_braze_audience.batch_files import BatchFileError
 from target_braze_audience.sinks import UnsupportedMessageError
 from target_braze_audience.store import MembershipStore
+from target_braze_audience.target import TargetBrazeAudience
 
 EXE = Path(sys.executable).parent / "target-braze-audience"
 
@@ -82,9 +84,11 @@ def test_unreadable_batch_file_stops_before_state(
         h.snapshot("a", 2),
         h.state(),
     ]
+    target = TargetBrazeAudience(config=cfg)
     with pytest.raises(BatchFileError, match=r"gone\.json\.gz.*cannot be read"):
-        h.run_target(cfg, msgs)
+        target.listen(io.StringIO(h.to_lines(msgs)))
     assert h.track_requests(b) == []
+    target.engine.store.close()  # a failed process ends here, releasing the store's lock
     assert _present(store) == {("a", "u1")}
 
     # A corrupt line names the file and line; the installed executable exits 1, no STATE.

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from target_braze_audience.store import MembershipStore
+from target_braze_audience.store import MembershipStore, resolve_store_url
 
 EXE = Path(sys.executable).parent / "target-braze-audience"
 
@@ -144,3 +144,79 @@ def test_cli_success_logs_summary_and_state_without_key(
     assert '"metric":"http_request_duration"' in text
     assert '"metric":"record_count"' in text
     assert h.API_KEY not in text
+
+
+def _store_opened(proc: subprocess.Popen[bytes], run_dir: Path, h: Any) -> bool:
+    return bool(
+        h.wait_for(
+            lambda: (
+                b"Membership store:" in (run_dir / "stderr").read_bytes() or proc.poll() is not None
+            )
+        )
+        and proc.poll() is None
+    )
+
+
+def test_second_run_on_a_store_in_use_is_refused(
+    braze_sandbox: Any, store_url: str, tmp_path: Path, h: Any
+) -> None:
+    # Two real processes on one store (SQLite file or PostgreSQL): the second is refused at
+    # start with a message naming the store; the first delivers each delta exactly once.
+    b = braze_sandbox
+    cfg = h.braze_config(b, store_url)
+    users = [f"u{i}" for i in range(200)]
+    msgs = h.audience_msgs({"a": users})
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first = _start(cfg, first_dir)
+    assert first.stdin is not None
+    first.stdin.write(h.to_lines(msgs[:-2]).encode())  # all members; no snapshot/STATE yet
+    first.stdin.flush()
+    assert _store_opened(first, first_dir, h)
+
+    second = _start(cfg, second_dir)
+    out, err = _finish(second, second_dir, h.to_lines(msgs).encode())
+    assert second.returncode == 1, err.decode()[-2000:]
+    assert out == b""
+    text = err.decode()
+    assert "Another run is using the membership store" in text
+    assert resolve_store_url(store_url).render_as_string(hide_password=True) in text
+    assert "Traceback" not in text
+    assert "database is locked" not in text
+    assert h.track_requests(b) == []
+
+    out, err = _finish(first, first_dir, h.to_lines(msgs[-2:]).encode())
+    assert first.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out) == {"bookmarks": {"audience_members": {"run": 1}}}
+    objects = [o["external_id"] for r in h.track_requests(b) for o in r.json["attributes"]]
+    assert sorted(objects) == sorted(users)  # each delta delivered once
+    assert b.stats["data_points"] == len(users)
+
+    # The lock ends with the run: the next one starts (and has nothing to send).
+    b.clear_requests()
+    out, err = _finish(_start(cfg, second_dir), second_dir, h.to_lines(msgs).encode())
+    assert out, err.decode()[-2000:]
+    assert h.track_requests(b) == []
+
+
+def test_sqlite_store_lock_is_released_by_kill_9(
+    braze_sandbox: Any, tmp_path: Path, h: Any
+) -> None:
+    b = braze_sandbox
+    cfg = h.braze_config(b, str(tmp_path / "s.sqlite"))
+    msgs = h.audience_msgs({"a": ["u1", "u2"]})
+    killed_dir = tmp_path / "killed"
+    killed_dir.mkdir()
+    killed = _start(cfg, killed_dir)
+    assert killed.stdin is not None
+    killed.stdin.write(h.to_lines(msgs[:3]).encode())
+    killed.stdin.flush()
+    assert _store_opened(killed, killed_dir, h)
+    killed.kill()
+    killed.wait(timeout=30)
+    proc = _start(cfg, tmp_path)
+    out, err = _finish(proc, tmp_path, h.to_lines(msgs).encode())
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out) == {"bookmarks": {"audience_members": {"run": 1}}}
+    assert h.segments(b) == {"u1": ["a"], "u2": ["a"]}
