@@ -3,12 +3,20 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PACKAGES := sandbox tap-lytics-audience tap-braze-csv target-braze-audience target-lytics-users
+# Supported Python versions (each pyproject's requires-python; tests/test_packaging.py checks these
+# are its lowest and highest). The whole suite runs on the default interpreter; the packages' unit
+# tests also run on PY_LOWEST and PY_HIGHEST, and `make dist` installs the wheels on DIST_PYTHON.
+PY_LOWEST := 3.10
+PY_HIGHEST := 3.13
+DIST_PYTHON := 3.12
+UNIT_TESTS := $(addsuffix /tests,$(PACKAGES))
 
-.PHONY: help uv sync system-deps lint typecheck test demo bench clean
+.PHONY: help uv sync system-deps lint typecheck test test-pythons dist demo bench clean
 
 help:
 	@echo "make demo   run both directions against the local Braze and Lytics sandbox"
 	@echo "make test   install everything, lint, type-check and run the whole test suite"
+	@echo "make dist   build and check every wheel and sdist, install each in a clean virtualenv, smoke-test"
 	@echo "make bench  run the benchmarks and rewrite benchmarks/README.md's results table"
 	@echo "make lint   ruff + mypy"
 
@@ -34,6 +42,20 @@ typecheck: sync
 
 test: sync system-deps lint
 	$(UV) run --locked pytest -q -ra
+	$(MAKE) --no-print-directory test-pythons dist
+
+# The packages' unit tests on the lowest and highest supported Python, each in its own .venv-pyX.Y
+# (interpreters: uv's, pyenv's, or downloaded by uv; see scripts/find_python.sh).
+test-pythons: uv system-deps
+	@set -e; for v in $(PY_LOWEST) $(PY_HIGHEST); do \
+	  py=$$(UV="$(UV)" bash scripts/find_python.sh $$v); \
+	  echo "unit tests on Python $$v ($$py)"; \
+	  UV_PROJECT_ENVIRONMENT=.venv-py$$v $(UV) sync --locked --quiet --python "$$py"; \
+	  .venv-py$$v/bin/python -m pytest -q $(UNIT_TESTS); \
+	done
+
+dist: sync
+	$(UV) run --locked python scripts/dist.py --python "$$(UV="$(UV)" bash scripts/find_python.sh $(DIST_PYTHON))"
 
 demo: sync
 	$(UV) run --locked python scripts/demo.py
@@ -42,4 +64,4 @@ bench: sync
 	$(UV) run --locked python benchmarks/run.py
 
 clean:
-	rm -rf .venv .meltano benchmarks/.work .mypy_cache .ruff_cache
+	rm -rf .venv .venv-py* .meltano benchmarks/.work .mypy_cache .ruff_cache dist

@@ -29,7 +29,12 @@ PLUGINS: dict[str, dict[str, Any]] = {
             ["rest_export.api_key", "rest_export.rest_endpoint", "rest_export.segment_ids"],
         ],
     },
-    "target-braze-audience": {"type": "loaders", "groups": [["api_key", "rest_endpoint"]]},
+    # The PostgreSQL store driver is an optional extra; Meltano projects install it.
+    "target-braze-audience": {
+        "type": "loaders",
+        "groups": [["api_key", "rest_endpoint"]],
+        "extras": "[postgres]",
+    },
     "target-lytics-users": {"type": "loaders", "groups": [["api_token"]]},
 }
 KINDS = {
@@ -83,8 +88,9 @@ def _settings(properties: dict, prefix: str = "") -> list[dict]:
     return out
 
 
-def plugin_block(name: str) -> dict:
-    about = json.loads(
+def about(name: str) -> dict:
+    """The plugin's `--about --format=json` (run from this environment's bin/)."""
+    return json.loads(
         subprocess.run(
             [str(BIN / name), "--about", "--format=json"],
             capture_output=True,
@@ -92,14 +98,18 @@ def plugin_block(name: str) -> dict:
             check=True,
         ).stdout
     )
+
+
+def plugin_block(name: str) -> dict:
+    info = about(name)
     return {
         "name": name,
         "namespace": name.replace("-", "_"),
-        "pip_url": f"-e ./{name}",
+        "pip_url": f"-e ./{name}{PLUGINS[name].get('extras', '')}",
         "executable": name,
-        "capabilities": about["capabilities"],
+        "capabilities": info["capabilities"],
         "settings_group_validation": PLUGINS[name]["groups"],
-        "settings": _settings(about["settings"]["properties"]),
+        "settings": _settings(info["settings"]["properties"]),
     }
 
 

@@ -16,8 +16,9 @@ MELTANO = BIN / "meltano"
 class Meltano:
     """Runs meltano commands in the project with an isolated system database (state store)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, project: Path = ROOT) -> None:
         self.tmp = tmp
+        self.project = project
         self.env: dict[str, str] = {
             **os.environ,
             "MELTANO_DATABASE_URI": f"sqlite:///{tmp / 'meltano.db'}",
@@ -35,7 +36,7 @@ class Meltano:
         """Run `meltano <args>` and return the finished process (output captured)."""
         return subprocess.run(
             [str(MELTANO), *args],
-            cwd=ROOT,
+            cwd=self.project,
             env=self.env,
             capture_output=True,
             text=True,

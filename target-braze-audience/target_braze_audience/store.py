@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import importlib.util
 import logging
 import os
 import shutil
@@ -177,6 +178,13 @@ def resolve_store_url(store_url: str | None, cwd: Path | None = None) -> URL:
         msg = (
             f"store_url: unsupported database '{url.get_backend_name()}' "
             "(use a SQLite path or a postgresql:// URL)"
+        )
+        raise ValueError(msg)
+    if url.get_driver_name() == "psycopg" and importlib.util.find_spec("psycopg") is None:
+        # psycopg is an optional extra: say how to get it instead of SQLAlchemy's bare import error.
+        msg = (
+            "store_url: a PostgreSQL store needs the PostgreSQL driver, which is not installed: "
+            "pip install 'target-braze-audience[postgres]'"
         )
         raise ValueError(msg)
     return url

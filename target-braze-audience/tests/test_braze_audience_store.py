@@ -240,3 +240,19 @@ def test_url_resolution(tmp_path: Path) -> None:
     assert "secretpw" not in url.render_as_string(hide_password=True)
     with pytest.raises(ValueError, match="store_url"):
         resolve_store_url("mysql://h/db")
+
+
+def test_postgres_url_without_the_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg is the optional `postgres` extra: a PostgreSQL store_url without it says how to fix."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "psycopg" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ValueError, match=r"target-braze-audience\[postgres\]"):
+        resolve_store_url("postgresql://u:secretpw@h/db")
+    # SQLite needs no extra.
+    assert resolve_store_url("x.db").drivername == "sqlite+pysqlite"
