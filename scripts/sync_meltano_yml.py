@@ -1,6 +1,6 @@
 """Regenerate the plugin settings of meltano.yml from each plugin's `--about --format=json`.
 
-    uv run python scripts/sync_meltano_yml.py          # rewrite meltano.yml
+    uv run python scripts/sync_meltano_yml.py          # rewrite meltano.yml (and hub/'s definitions)
     uv run python scripts/sync_meltano_yml.py --check  # exit 1 when meltano.yml is out of date
 
 The plugins' config schemas are the single source of truth: names, kinds, defaults, descriptions
@@ -142,7 +142,10 @@ def main() -> int:
             return 1
         return 0
     MELTANO_YML.write_text(text)
-    return 0
+    # hub/'s Meltano Hub-style definitions come from the same --about: regenerate them too.
+    import sync_hub_definitions
+
+    return sync_hub_definitions.main()
 
 
 if __name__ == "__main__":
