@@ -47,6 +47,7 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from tap_braze_csv.errors import BrazeCsvError
 
@@ -406,7 +407,7 @@ class ExportClient:
                     if status == 200:
                         try:
                             self._save(where, response, dest)
-                        except requests.RequestException as exc:
+                        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
                             problem = f"download interrupted ({type(exc).__name__})"
                         else:
                             return
@@ -440,7 +441,9 @@ class ExportClient:
         expected = response.headers.get("Content-Length")
         size = 0
         with open(dest, "wb") as out:
-            for chunk in response.iter_content(DOWNLOAD_CHUNK):
+            # The bytes as served (no Content-Encoding decoding): Content-Length counts them, and
+            # the archive's kind is read from its content.
+            for chunk in response.raw.stream(DOWNLOAD_CHUNK, decode_content=False):
                 out.write(chunk)
                 size += len(chunk)
         if expected is not None and expected.isdigit() and int(expected) != size:
@@ -562,8 +565,7 @@ class ExportCoordinator:
         deadline = float(answer["monotonic"]) + s.wait_timeout
         prefix = str(answer["object_prefix"])
         if answer["url"]:
-            dest = os.path.join(self._tmpdir(), f"{len(self._ready)}-{segment_id[:40]}.archive")
-            dest = dest.replace(os.sep + os.sep, os.sep)
+            dest = os.path.join(self._tmpdir(), f"export-{len(self._ready)}.archive")
             self.client.download(segment_id, str(answer["url"]), dest, deadline)
             self.logger.info(
                 "Downloaded the export of segment %s (%d bytes)", segment_id, os.path.getsize(dest)
