@@ -17,13 +17,19 @@ class Measured:
     returncode: int
     seconds: float
     peak_rss_mb: float
+    cpu_seconds: float = 0.0  # user + system time of the process
 
 
 def _wait(proc: subprocess.Popen, started: float) -> Measured:
     # os.wait4 reports the rusage of exactly this child (ru_maxrss in KiB on Linux).
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(proc.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024)
+    return Measured(
+        proc.returncode,
+        time.perf_counter() - started,
+        usage.ru_maxrss / 1024,
+        usage.ru_utime + usage.ru_stime,
+    )
 
 
 def run_measured(
