@@ -22,8 +22,10 @@ BIN = Path(sys.executable).parent
 MELTANO_YML = ROOT / "meltano.yml"
 PLUGINS: dict[str, dict[str, Any]] = {
     "tap-lytics-audience": {"type": "extractors", "groups": [["api_token"]]},
+    # The s3 extra: the project's jobs read Braze's S3 exports (gcs/azure: add them here).
     "tap-braze-csv": {
         "type": "extractors",
+        "extras": "[s3]",
         "groups": [
             ["paths"],
             ["rest_export.api_key", "rest_export.rest_endpoint", "rest_export.segment_ids"],
@@ -45,7 +47,18 @@ KINDS = {
     "array": "array",
     "object": "object",
 }
-ACRONYMS = {"api": "API", "url": "URL", "id": "ID", "sftp": "SFTP", "pgp": "PGP", "ssh": "SSH"}
+ACRONYMS = {
+    "api": "API",
+    "url": "URL",
+    "id": "ID",
+    "sftp": "SFTP",
+    "pgp": "PGP",
+    "ssh": "SSH",
+    "s3": "S3",
+    "gcs": "GCS",
+    "aws": "AWS",
+    "sas": "SAS",
+}
 
 
 def _type(schema: dict) -> str:
@@ -67,7 +80,11 @@ def _settings(properties: dict, prefix: str = "") -> list[dict]:
     for name, schema in properties.items():
         full = f"{prefix}{name}"
         nested = schema.get("properties")
-        if _type(schema) == "object" and nested and full in {"sftp", "rest_export"}:
+        if (
+            _type(schema) == "object"
+            and nested
+            and full in {"sftp", "rest_export", "s3", "gcs", "azure"}
+        ):
             out += _settings(nested, prefix=f"{full}.")
             continue
         setting: dict[str, Any] = {

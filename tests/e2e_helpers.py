@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -69,3 +71,15 @@ def pipe(
     tap_err = tap_proc.stderr.read().decode() if tap_proc.stderr else ""
     tap_proc.wait(timeout=timeout)
     return tap_proc.returncode, target_proc.returncode, out, tap_err + target_err
+
+
+def load_tap_test_module(name: str) -> ModuleType:
+    """Import a helper module of tap-braze-csv/tests (sftp_server, pgp_keys, s3_server) by path."""
+    path = ROOT / "tap-braze-csv" / "tests" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"braze_csv_{name}", path)
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

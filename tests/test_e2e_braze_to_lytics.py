@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
-import importlib.util
-import io
-import sys
-import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from e2e_helpers import ROOT, Meltano
-from tap_braze_csv.sample import generate_export
+from e2e_helpers import Meltano, load_tap_test_module
+from tap_braze_csv.sample import generate_export, read_export_rows
 
 STATE_ID = "sandbox:tap-braze-csv-to-target-lytics-users"
 
 
-def _load(name: str) -> ModuleType:
-    path = ROOT / "tap-braze-csv" / "tests" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"braze_csv_{name}", path)
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-sftp_server = _load("sftp_server")
-pgp_keys = _load("pgp_keys")
-
-
-def csv_rows(path: Path) -> list[dict]:
-    """Read back a generated export (any container) with the stdlib, as the ground truth."""
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            text = zf.read(zf.namelist()[0]).decode("utf-8-sig")
-    elif path.suffix == ".gz":
-        text = gzip.decompress(path.read_bytes()).decode("utf-8-sig")
-    else:
-        text = path.read_text(encoding="utf-8-sig")
-    return list(csv.DictReader(io.StringIO(text, newline="")))
+sftp_server = load_tap_test_module("sftp_server")
+pgp_keys = load_tap_test_module("pgp_keys")
 
 
 @pytest.fixture
@@ -74,7 +44,7 @@ def exports(tmp_path: Path):
             "server": server,
             "ssh_private": ssh_private,
             "pgp": key,
-            "rows": {p.name: csv_rows(p) for p in (zip_path, gz_path, secret_zip)},
+            "rows": {p.name: read_export_rows(p) for p in (zip_path, gz_path, secret_zip)},
         }
     finally:
         server.stop()

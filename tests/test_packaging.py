@@ -118,7 +118,8 @@ def test_every_definition_installs_from_the_repository() -> None:
         definition = yaml.safe_load(definition_file(name).read_text())
         pip_url = definition["pip_url"]
         assert re.fullmatch(
-            rf"{name}(\[postgres\])?@git\+{re.escape(REPO)}\.git#subdirectory={name}", pip_url
+            rf"{name}(\[(postgres|s3)\])?@git\+{re.escape(REPO)}\.git#subdirectory={name}",
+            pip_url,
         ), pip_url
         assert definition["repo"] == REPO
         assert definition["variant"] == "lytics-braze-singer"

@@ -243,3 +243,16 @@ def sample_profiles(users: int, *, seed: int = 7, prefix: str = "user") -> Itera
             "campaigns_received": received,
             "canvases_received": canvas_rows,
         }
+
+
+def read_export_rows(path: str | Path) -> list[dict[str, str]]:
+    """Read back a generated export (any container) with the stdlib: ground truth for tests."""
+    path = Path(path)
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            text = zf.read(zf.namelist()[0]).decode("utf-8-sig")
+    elif path.suffix == ".gz":
+        text = gzip.decompress(path.read_bytes()).decode("utf-8-sig")
+    else:
+        text = path.read_text(encoding="utf-8-sig")
+    return list(csv.DictReader(io.StringIO(text, newline="")))

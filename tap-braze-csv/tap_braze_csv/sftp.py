@@ -31,6 +31,7 @@ from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.sources import (
     FileRef,
     FileSource,
+    FileVanishedError,
     SftpSettings,
     check_unchanged,
     has_magic,
@@ -535,7 +536,7 @@ class _SftpReader(io.RawIOBase):
         try:
             self._file = source.call("open", _open)
         except FileNotFoundError:
-            raise BrazeCsvError(f"{ref.uri}: no such file (removed since it was listed)") from None
+            raise FileVanishedError(ref) from None
         except BrazeCsvError:
             raise
         except OSError as exc:

@@ -1,9 +1,11 @@
-"""Where input files come from: the local filesystem, or an SFTP server (`sftp.py`).
+"""Where input files come from: local files, an SFTP server, or object storage.
+
+SFTP is in `sftp.py`, object storage (`s3://`, `gs://`, `az://` paths) in `cloud.py`.
 
 `make_source(config)` returns a `FileSource`; `find(patterns)` lists the matching files as
 `FileRef`s and `open(ref)` streams one. This module holds the shared part, local files and the
 validated `sftp` setting; the SFTP client itself (paramiko) is in `tap_braze_csv.sftp`, imported
-only when `sftp` is configured.
+only when `sftp` is configured, and the fsspec filesystems only when a path names them.
 """
 
 from __future__ import annotations
@@ -32,13 +34,24 @@ class FileRef:
     path: str
     size: int
     mtime: float
-    #: "sftp://user@host:port" for remote files, "" for local ones (part of the identity).
+    #: "sftp://user@host:port" for remote files, "s3://" (etc.) for objects, "" for local ones
+    #: (part of the identity).
     origin: str = ""
+    #: Object storage entity tag ("" for files): changes whenever the object's content does.
+    etag: str = ""
 
     @property
     def uri(self) -> str:
         """Where the file is, for messages and `_sdc_source_file` (never holds a secret)."""
         return f"{self.origin}{self.path}" if self.origin else self.path
+
+
+class FileVanishedError(BrazeCsvError):
+    """A listed file is gone when it is opened (Braze deletes its S3 exports after hours)."""
+
+    def __init__(self, ref: FileRef) -> None:
+        super().__init__(f"{ref.uri}: no such file (removed since it was listed)")
+        self.ref = ref
 
 
 def has_magic(pattern: str) -> bool:
@@ -164,7 +177,7 @@ class LocalSource(FileSource):
         try:
             handle = open(ref.path, "rb", buffering=LOCAL_BUFFER)  # noqa: SIM115 - returned
         except FileNotFoundError:
-            raise BrazeCsvError(f"{ref.uri}: no such file (removed since it was listed)") from None
+            raise FileVanishedError(ref) from None
         except OSError as exc:
             raise BrazeCsvError(f"{ref.uri}: cannot be read ({exc.strerror})") from None
         st = os.fstat(handle.fileno())
@@ -276,7 +289,68 @@ def normalise_key_text(text: str) -> str:
 _SFTP_DEFAULTED = {"port", "allow_unknown_host_key", "timeout", "retries", "retry_wait"}
 
 
+class RoutingSource(FileSource):
+    """Sends object storage URLs to their filesystem, the rest to the local or SFTP source.
+
+    Object sources (`s3://`, `gs://`, `az://`) are created on first use.
+    """
+
+    def __init__(self, base: FileSource, config: Mapping[str, Any]) -> None:
+        self.base = base
+        self.config = config
+        self.objects: dict[str, FileSource] = {}
+
+    def _for(self, path: str) -> FileSource:
+        from tap_braze_csv.cloud import ObjectSource, url_scheme
+
+        scheme = url_scheme(path)
+        if scheme is None:
+            return self.base
+        if scheme not in self.objects:
+            self.objects[scheme] = ObjectSource(scheme, self.config)
+        return self.objects[scheme]
+
+    def _find_one(self, pattern: str) -> list[FileRef]:
+        source = self._for(pattern)
+        return source._find_one(pattern)
+
+    def _literal(self, path: str) -> FileRef | None:
+        return self._for(path)._literal(path)
+
+    def _glob(self, pattern: str) -> list[FileRef]:
+        return self._for(pattern)._glob(pattern)
+
+    def open(self, ref: FileRef) -> BinaryIO:
+        """Open a file with the source it was listed by."""
+        for source in self.objects.values():
+            if ref.origin == getattr(source, "origin", None):
+                return source.open(ref)
+        return self.base.open(ref)
+
+    def describe(self, pattern: str) -> str:
+        """Show a pattern as its source does."""
+        return self._for(pattern).describe(pattern)
+
+    def close(self) -> None:
+        """Close every source opened."""
+        self.base.close()
+        for source in self.objects.values():
+            source.close()
+
+
 def make_source(config: Mapping[str, Any]) -> FileSource:
+    """Return the source of the configured `paths`.
+
+    Local files, or SFTP when the config has a non-empty `sftp` object; `paths` entries that
+    are object storage URLs are read from their bucket (see `tap_braze_csv.cloud`).
+    """
+    base = _file_source(config)
+    if any(isinstance(p, str) and "://" in p for p in config.get("paths") or []):
+        return RoutingSource(base, config)
+    return base
+
+
+def _file_source(config: Mapping[str, Any]) -> FileSource:
     """Return a LocalSource, or an SftpSource when the config has a non-empty `sftp` object."""
     sftp = config.get("sftp")
     if not sftp:

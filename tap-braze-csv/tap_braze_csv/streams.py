@@ -2,7 +2,7 @@
 
 State (under ``bookmarks.<stream>``)::
 
-    {"files": [{"path": uri, "size": n, "mtime_ns": t, "members": ["a.csv", ...],
+    {"files": [{"path": uri, "size": n, "mtime_ns": t, "etag": e, "members": ["a.csv", ...],
                 "complete": true, "rows": n}, ...],
      "current": {"path": uri, "size": n, "mtime_ns": t, "member": "a.csv", "line": 1234}}
 
@@ -13,11 +13,12 @@ Decimal is not JSON serializable``), so the state would never be saved. Modifica
 therefore integer nanoseconds (``mtime_ns``); a state written by earlier versions, whose entries
 hold a float ``mtime`` in seconds, is converted when it is read (same files, still skipped).
 
-``files`` lists what was fully read: a file whose path, size and mtime match a ``complete``
+``etag`` (a string) is present for objects (``s3://``, ``gs://``, ``az://``) only.
+``files`` lists what was fully read: a file whose path, size, mtime and etag match a ``complete``
 entry is skipped without being opened, a zip member listed in ``members`` is skipped. After a
 successful listing, entries (and ``current``) for files no longer matched are dropped, so the
 state stays as large as the set of files ``paths`` matches. A file
-with another size or mtime is a new file and is read again from its start. ``current`` is
+with another size, mtime or etag is a new file and is read again from its start. ``current`` is
 the member being read and the last physical line whose record has been *written to stdout*;
 it is only advanced after the output buffer is flushed, so any STATE message (periodic, at the
 end, or the one the SDK writes on SIGTERM) never claims a row the target has not been sent.
@@ -44,6 +45,7 @@ from singer_sdk import Stream
 from singer_sdk.exceptions import MaxRecordsLimitException
 from singer_sdk.mapper import SameRecordTransform
 
+from tap_braze_csv.cloud import braze_segment_id
 from tap_braze_csv.columns import (
     WEBHOOK_FIELDS,
     Column,
@@ -56,7 +58,7 @@ from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.export_sync import sync_rest_exports
 from tap_braze_csv.openers import TextReadError, iter_csv_members
 from tap_braze_csv.segments import segment_for
-from tap_braze_csv.sources import FileRef, FileSource, make_source
+from tap_braze_csv.sources import FileRef, FileSource, FileVanishedError, make_source
 
 #: Records buffered before one write+flush of stdout in the fast writer.
 FLUSH_ROWS = 2000
@@ -111,6 +113,7 @@ def build_schema(
         if col.name not in props:
             props[col.name] = json_schema_for(col.type)
     props["segment_name"] = json_schema_for("string")
+    props["_braze_segment_id"] = json_schema_for("string")
     props["_sdc_source_file"] = {"type": "string"}
     props["_sdc_source_lineno"] = {"type": "integer"}
     schema: dict[str, Any] = {"type": "object", "properties": props}
@@ -213,12 +216,25 @@ def mtime_ns(mtime: Any) -> int:
     return round(float(mtime) * 1_000_000_000)
 
 
-def _file_key(ref: FileRef) -> tuple[str, int, int]:
-    return (ref.uri, int(ref.size), mtime_ns(ref.mtime))
+def _file_key(ref: FileRef) -> tuple[str, int, int, str]:
+    return (ref.uri, int(ref.size), mtime_ns(ref.mtime), ref.etag)
 
 
-def _entry_key(item: Mapping[str, Any]) -> tuple[Any, int, int]:
-    return (item.get("path"), int(item.get("size", -1)), int(item.get("mtime_ns", -1)))
+def _entry_key(item: Mapping[str, Any]) -> tuple[Any, int, int, str]:
+    return (
+        item.get("path"),
+        int(item.get("size", -1)),
+        int(item.get("mtime_ns", -1)),
+        str(item.get("etag", "")),
+    )
+
+
+def _file_entry(ref: FileRef) -> dict[str, Any]:
+    """Return a file's identity in the state: path, size, mtime and (objects) etag."""
+    item: dict[str, Any] = {"path": ref.uri, "size": int(ref.size), "mtime_ns": mtime_ns(ref.mtime)}
+    if ref.etag:
+        item["etag"] = ref.etag
+    return item
 
 
 def _upgrade_entry(item: Any) -> None:
@@ -274,9 +290,9 @@ class _Progress:
                 return item
         if not create:
             return None
-        # A changed file (same path, other size/mtime) replaces its old entry.
+        # A changed file (same path, other size/mtime/etag) replaces its old entry.
         self.files[:] = [f for f in self.files if f.get("path") != ref.uri]
-        item = {"path": ref.uri, "size": int(ref.size), "mtime_ns": mtime_ns(ref.mtime)}
+        item = _file_entry(ref)
         item.update({"members": [], "complete": False, "rows": 0})
         self.files.append(item)
         return item
@@ -290,7 +306,7 @@ class _Progress:
         return 0
 
     def start_member(self, ref: FileRef, member: str, line: int) -> dict[str, Any]:
-        cur = {"path": ref.uri, "size": int(ref.size), "mtime_ns": mtime_ns(ref.mtime)}
+        cur = _file_entry(ref)
         cur.update({"member": member, "line": line})
         self.state["current"] = cur
         return cur
@@ -436,6 +452,7 @@ class BrazeUsersStream(Stream):
         self.files_skipped = 0
         self.exports_read = 0
         self.exports_skipped = 0
+        self.files_vanished = 0
         self._writes_messages = True
         self.signal_guard = _SignalGuard()
 
@@ -492,10 +509,11 @@ class BrazeUsersStream(Stream):
             self.signal_guard.restore()
         elapsed = time.monotonic() - started
         self.logger.info(
-            "Summary: %d file(s) read, %d skipped (already read), %d export(s) read, "
-            "%d not due, %d row(s) emitted, %d bad row(s) skipped, %.1fs",
+            "Summary: %d file(s) read, %d skipped (already read), %d vanished before reading, "
+            "%d export(s) read, %d not due, %d row(s) emitted, %d bad row(s) skipped, %.1fs",
             self.files_read,
             self.files_skipped,
+            self.files_vanished,
             self.exports_read,
             self.exports_skipped,
             self.rows_read,
@@ -524,7 +542,9 @@ class BrazeUsersStream(Stream):
                         self.files_skipped += 1
                         self.logger.info("Skipping %s: already read (state)", ref.uri)
                         continue
-                    yield from self._sync_file(source, ref, entry, progress, writer)
+                    found = yield from self._sync_file(source, ref, entry, progress, writer)
+                    if not found:
+                        continue
                     progress.finish_file(ref)
                     self.files_read += 1
                     self.emit_state()
@@ -550,10 +570,20 @@ class BrazeUsersStream(Stream):
         entry: Mapping[str, Any] | None,
         progress: _Progress,
         writer: _Writer,
-    ) -> Generator[dict, Any, Any]:
+    ) -> Generator[dict, Any, bool]:
+        """Read one file; return False when it vanished before it could be opened."""
         done = set(entry.get("members", [])) if entry else set()
         self.logger.info("Reading %s (%d bytes)", ref.uri, ref.size)
-        raw = source.open(ref)
+        try:
+            raw = source.open(ref)
+        except FileVanishedError:
+            # Braze deletes its S3 exports some hours after writing them; a file listed a
+            # moment ago may be gone. Nothing of it was read: not marked, not an error.
+            self.files_vanished += 1
+            self.logger.warning(
+                "Skipping %s: it was removed after being listed (nothing read from it)", ref.uri
+            )
+            return False
         try:
             for member, text in iter_csv_members(ref, raw, self.config):
                 if member in done:
@@ -574,6 +604,7 @@ class BrazeUsersStream(Stream):
                 self.emit_state()
         finally:
             raw.close()
+        return True
 
     def _columns_to_emit(self, columns: Sequence[Column]) -> tuple[list[Column], list[str]]:
         """Columns kept (selected, in the schema or allowed as extra) typed as the schema says."""
@@ -642,6 +673,8 @@ class BrazeUsersStream(Stream):
             constants["segment_name"] = segment_for(
                 ref.uri, member, config.get("segment_name_regex")
             )
+        if "_braze_segment_id" in props and mask.get(("properties", "_braze_segment_id"), True):
+            constants["_braze_segment_id"] = braze_segment_id(ref.uri)
         constants["_sdc_source_file"] = label
         convert = compile_row_converter(kept, constants, fast=True)
         convert_tolerant = compile_row_converter(kept, constants)

@@ -45,8 +45,92 @@ class TapBrazeCsv(Tap):
         th.Property(
             "paths",
             th.ArrayType(th.StringType),
-            description="File paths or globs (local, or remote when `sftp` is set). "
-            "Required unless `rest_export` is set.",
+            description="File paths or globs (local, or remote when `sftp` is set); "
+            "`s3://`, `gs://` and `az://`/`abfs://` URLs (globs allowed) are read from object "
+            "storage (extras `[s3]`, `[gcs]`, `[azure]`). Required unless `rest_export` is set.",
+        ),
+        th.Property(
+            "s3",
+            th.ObjectType(
+                th.Property(
+                    "endpoint_url",
+                    th.StringType,
+                    description="S3-compatible endpoint (MinIO, Ceph, R2, ...). Default: the "
+                    "`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` environment variable, else AWS.",
+                ),
+                th.Property("region_name", th.StringType, description="AWS region."),
+                th.Property(
+                    "aws_access_key_id",
+                    th.StringType,
+                    secret=True,
+                    description="Access key id. Unset: the AWS credential chain (environment, "
+                    "profiles, instance/container roles).",
+                ),
+                th.Property(
+                    "aws_secret_access_key",
+                    th.StringType,
+                    secret=True,
+                    description="Secret access key.",
+                ),
+                th.Property(
+                    "aws_session_token",
+                    th.StringType,
+                    secret=True,
+                    description="Session token of temporary credentials.",
+                ),
+                th.Property("profile", th.StringType, description="AWS profile name."),
+                th.Property(
+                    "anon",
+                    th.BooleanType,
+                    description="Read a public bucket without credentials.",
+                ),
+            ),
+            description="Credentials and endpoint for `s3://` paths (optional).",
+        ),
+        th.Property(
+            "gcs",
+            th.ObjectType(
+                th.Property(
+                    "token",
+                    th.StringType,
+                    secret=True,
+                    description="Service account key (JSON text or file path). Unset: Google "
+                    "application default credentials.",
+                ),
+                th.Property("project", th.StringType, description="Google Cloud project."),
+                th.Property(
+                    "endpoint_url",
+                    th.StringType,
+                    description="Storage endpoint (emulators only).",
+                ),
+            ),
+            description="Credentials for `gs://` paths (optional).",
+        ),
+        th.Property(
+            "azure",
+            th.ObjectType(
+                th.Property("account_name", th.StringType, description="Storage account name."),
+                th.Property(
+                    "account_key", th.StringType, secret=True, description="Storage account key."
+                ),
+                th.Property(
+                    "connection_string",
+                    th.StringType,
+                    secret=True,
+                    description="Storage connection string.",
+                ),
+                th.Property("sas_token", th.StringType, secret=True, description="SAS token."),
+                th.Property("tenant_id", th.StringType, description="Service principal tenant."),
+                th.Property("client_id", th.StringType, description="Service principal id."),
+                th.Property(
+                    "client_secret",
+                    th.StringType,
+                    secret=True,
+                    description="Service principal secret. No key or secret set: Azure's "
+                    "default credential chain (environment, managed identity, CLI login).",
+                ),
+            ),
+            description="Credentials for `az://`/`abfs://` paths (optional).",
         ),
         th.Property(
             "sftp",

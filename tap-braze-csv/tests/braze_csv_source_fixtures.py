@@ -17,12 +17,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pgp_keys
+import s3_server
 import sftp_server
 
 __all__ = [
     "SftpTestServer",
     "gpg_key",
     "other_gpg_key",
+    "s3",
     "sftp",
     "ssh_client_keys",
 ]
@@ -136,3 +138,13 @@ def other_gpg_key(
         passphrase="other-key-passphrase",
         name="Someone Else <else@example.com>",
     )
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[s3_server.S3TestServer]:
+    """A real S3-compatible server (moto's standalone server) on 127.0.0.1, one per session."""
+    server = s3_server.start_s3_server()
+    try:
+        yield server
+    finally:
+        server.stop()

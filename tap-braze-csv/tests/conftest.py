@@ -76,7 +76,7 @@ def tap_runner():
 
 
 # -- File-layer fixtures (see braze_csv_source_fixtures.py): `sftp` (a real SFTP server on
-# loopback, asyncssh), `ssh_client_keys` (RSA/Ed25519 client keys), `gpg_key` / `other_gpg_key`
+# loopback, asyncssh), `s3` (a real S3-compatible server: moto_server), `ssh_client_keys` (RSA/Ed25519 client keys), `gpg_key` / `other_gpg_key`
 # (PGP keys made with the gpg binary). The helper modules sftp_server.py and pgp_keys.py are
 # importable by path from other test directories too.
 import sys  # noqa: E402
@@ -87,8 +87,9 @@ from braze_csv_source_fixtures import (  # noqa: E402
     SftpTestServer,
     gpg_key,
     other_gpg_key,
+    s3,
     sftp,
     ssh_client_keys,
 )
 
-__all__ = ["SftpTestServer", "gpg_key", "other_gpg_key", "sftp", "ssh_client_keys"]
+__all__ = ["SftpTestServer", "gpg_key", "other_gpg_key", "s3", "sftp", "ssh_client_keys"]
