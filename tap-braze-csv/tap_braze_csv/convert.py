@@ -205,3 +205,26 @@ def find_bad_cell(columns: Sequence[Column], row: Sequence[str]) -> tuple[Column
         except (ValueError, TypeError, OverflowError) as exc:
             return col, value, str(exc)
     return None
+
+
+def null_unparsable(
+    columns: Sequence[Column], row: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
+    """Blank every cell that does not convert; return the row and ``{field name: raw text}``.
+
+    Used by ``on_bad_row: keep``: the record is emitted with those fields null and the raw
+    text kept in ``_sdc_unparsed``.
+    """
+    cells = list(row)
+    unparsed: dict[str, str] = {}
+    for col in columns:
+        func = CONVERTERS[col.type]
+        value = cells[col.index]
+        if func is None or not value:
+            continue
+        try:
+            func(value)
+        except (ValueError, TypeError, OverflowError):
+            unparsed[col.name] = value
+            cells[col.index] = ""
+    return cells, unparsed

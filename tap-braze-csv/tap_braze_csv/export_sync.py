@@ -125,7 +125,8 @@ def _read_export(
     selected, extra_ok = _selected(stream)
     allowed = None if extra_ok else frozenset(selected)
     converter = UserConverter(selected, extra_ok=extra_ok) if kind == "users" else None
-    skip_bad = stream.config.get("on_bad_row", "fail") == "skip"
+    # A JSON line that does not parse cannot be emitted: `keep` and `skip` skip it (counted).
+    skip_bad = (stream.config.get("on_bad_row") or "keep") != "fail"
     done = set(entry.get("members") or [])
     segment = export.segment_id
     add = writer.add
@@ -156,9 +157,7 @@ def _read_export(
                     msg = f"{label}: line {lineno}: not a JSON user object ({exc})"
                     if not skip_bad:
                         writer.flush()
-                        raise BrazeCsvError(
-                            msg + " (set on_bad_row: skip to skip such lines)"
-                        ) from None
+                        raise BrazeCsvError(msg + " (on_bad_row: fail)") from None
                     bad += 1
                     if bad <= MAX_BAD_LINE_LOGS:
                         stream.logger.warning("Skipping bad line: %s", msg)

@@ -27,6 +27,7 @@ A run that stops mid-file resumes after that line; rows are never half-skipped.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import datetime as dt
@@ -53,7 +54,12 @@ from tap_braze_csv.columns import (
     known_fields,
     map_header,
 )
-from tap_braze_csv.convert import compile_row_converter, find_bad_cell, unguard_row
+from tap_braze_csv.convert import (
+    compile_row_converter,
+    find_bad_cell,
+    null_unparsable,
+    unguard_row,
+)
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.export_sync import sync_rest_exports
 from tap_braze_csv.openers import TextReadError, iter_csv_members
@@ -66,6 +72,24 @@ FLUSH_ROWS = 2000
 MAX_BAD_ROW_LOGS = 10
 #: A broken quote makes one "field" run on; cap it (memory stays bounded) but above any real cell.
 FIELD_SIZE_LIMIT = 16 * 1024 * 1024
+#: Unparsable values logged one by one before only counting.
+MAX_UNPARSED_LOGS = 10
+
+
+class StructureBroken(Exception):
+    """A member's CSV structure broke (quote never closed, cell over the field limit).
+
+    Nothing after the break can be read as rows: the parser would resume inside a cell.
+    """
+
+    def __init__(self, label: str, start: int, end: int, lines_lost: int, reason: str) -> None:
+        super().__init__(
+            f"{label}: line {start}: {reason}; the file's structure breaks here, "
+            f"{lines_lost} line(s) from line {start} on were not read"
+        )
+        self.label = label
+        self.lines_lost = lines_lost
+
 
 _JSON_TYPES: dict[str, dict[str, Any]] = {
     "string": {"type": ["string", "null"]},
@@ -114,6 +138,12 @@ def build_schema(
             props[col.name] = json_schema_for(col.type)
     props["segment_name"] = json_schema_for("string")
     props["_braze_segment_id"] = json_schema_for("string")
+    props["_sdc_unparsed"] = {
+        "type": ["object", "null"],
+        "additionalProperties": {"type": "string"},
+        "description": "Raw text of cells that did not convert to their field's type "
+        "(the fields are null), by field name.",
+    }
     props["_sdc_source_file"] = {"type": "string"}
     props["_sdc_source_lineno"] = {"type": "integer"}
     schema: dict[str, Any] = {"type": "object", "properties": props}
@@ -300,9 +330,13 @@ class _Progress:
     def resume_line(self, ref: FileRef, member: str) -> int:
         cur = self.state.get("current")
         if not isinstance(cur, dict):
-            return 0
-        if _entry_key(cur) == _file_key(ref) and cur.get("member", "") == member:
+            cur = {}
+        if cur and _entry_key(cur) == _file_key(ref) and cur.get("member", "") == member:
             return int(cur.get("line", 0))
+        entry = self.entry(ref)
+        broken = entry.get("broken") if entry else None
+        if isinstance(broken, dict) and broken.get("member", "") == member:
+            return int(broken.get("line", 0))
         return 0
 
     def start_member(self, ref: FileRef, member: str, line: int) -> dict[str, Any]:
@@ -319,10 +353,17 @@ class _Progress:
         item["rows"] = int(item.get("rows", 0)) + rows
         self.state.pop("current", None)
 
+    def hold_broken(self, ref: FileRef, member: str, line: int) -> None:
+        """Keep where a file's structure broke (its last good line), while other files are read."""
+        item = self.entry(ref, create=True)
+        assert item is not None
+        item["broken"] = {"member": member, "line": int(line)}
+
     def finish_file(self, ref: FileRef) -> None:
         item = self.entry(ref, create=True)
         assert item is not None
         item["complete"] = True
+        item.pop("broken", None)
 
 
 class _Writer:
@@ -447,6 +488,9 @@ class BrazeUsersStream(Stream):
     def __init__(self, tap: Any, schema: dict[str, Any], name: str) -> None:
         super().__init__(tap=tap, schema=schema, name=name)
         self.bad_rows = 0
+        self.unparsed: collections.Counter[str] = collections.Counter()
+        self.broken: list[StructureBroken] = []
+        self.lines_lost = 0
         self.rows_read = 0
         self.files_read = 0
         self.files_skipped = 0
@@ -508,9 +552,12 @@ class BrazeUsersStream(Stream):
         finally:
             self.signal_guard.restore()
         elapsed = time.monotonic() - started
+        unparsed = ", ".join(f"{k}={v}" for k, v in sorted(self.unparsed.items())) or "none"
         self.logger.info(
             "Summary: %d file(s) read, %d skipped (already read), %d vanished before reading, "
-            "%d export(s) read, %d not due, %d row(s) emitted, %d bad row(s) skipped, %.1fs",
+            "%d export(s) read, %d not due, %d row(s) emitted, %d bad row(s) skipped, "
+            "%d value(s) kept unparsed (%s), %d file(s) with broken structure, "
+            "%d line(s) lost, %.1fs",
             self.files_read,
             self.files_skipped,
             self.files_vanished,
@@ -518,9 +565,19 @@ class BrazeUsersStream(Stream):
             self.exports_skipped,
             self.rows_read,
             self.bad_rows,
+            sum(self.unparsed.values()),
+            unparsed,
+            len(self.broken),
+            self.lines_lost,
             elapsed,
         )
         self.emit_state()
+        if self.broken:
+            # Every other file was read and the state saved; the damaged ones stay unfinished
+            # (the next run resumes at their break and stops there again) and the run fails.
+            first = self.broken[0]
+            more = f" (and {len(self.broken) - 1} more file(s))" if len(self.broken) > 1 else ""
+            raise BrazeCsvError(f"{first}{more}; {self.lines_lost} line(s) lost in total")
 
     def _sync_all_files(
         self, progress: _Progress, writer: _Writer, counter: Any, timer: Any
@@ -542,8 +599,8 @@ class BrazeUsersStream(Stream):
                         self.files_skipped += 1
                         self.logger.info("Skipping %s: already read (state)", ref.uri)
                         continue
-                    found = yield from self._sync_file(source, ref, entry, progress, writer)
-                    if not found:
+                    outcome = yield from self._sync_file(source, ref, entry, progress, writer)
+                    if outcome != "complete":
                         continue
                     progress.finish_file(ref)
                     self.files_read += 1
@@ -570,8 +627,8 @@ class BrazeUsersStream(Stream):
         entry: Mapping[str, Any] | None,
         progress: _Progress,
         writer: _Writer,
-    ) -> Generator[dict, Any, bool]:
-        """Read one file; return False when it vanished before it could be opened."""
+    ) -> Generator[dict, Any, str]:
+        """Read one file; return "complete", "vanished" (before opening) or "broken"."""
         done = set(entry.get("members", [])) if entry else set()
         self.logger.info("Reading %s (%d bytes)", ref.uri, ref.size)
         try:
@@ -583,7 +640,7 @@ class BrazeUsersStream(Stream):
             self.logger.warning(
                 "Skipping %s: it was removed after being listed (nothing read from it)", ref.uri
             )
-            return False
+            return "vanished"
         try:
             for member, text in iter_csv_members(ref, raw, self.config):
                 if member in done:
@@ -598,13 +655,24 @@ class BrazeUsersStream(Stream):
                         resume,
                     )
                 writer.cursor = progress.start_member(ref, member, resume)
-                rows = yield from self._sync_member(ref, member, text, writer, resume)
+                try:
+                    rows = yield from self._sync_member(ref, member, text, writer, resume)
+                except StructureBroken as broken:
+                    # Rows before the break are out and `current` points after the last one;
+                    # the file is not marked read and its later members wait for a fix.
+                    writer.flush()
+                    progress.hold_broken(ref, member, int(writer.cursor.get("line", resume)))
+                    self.emit_state()
+                    self.broken.append(broken)
+                    self.lines_lost += broken.lines_lost
+                    self.logger.error("%s", broken)
+                    return "broken"
                 writer.flush()
                 progress.finish_member(ref, member, rows)
                 self.emit_state()
         finally:
             raw.close()
-        return True
+        return "complete"
 
     def _columns_to_emit(self, columns: Sequence[Column]) -> tuple[list[Column], list[str]]:
         """Columns kept (selected, in the schema or allowed as extra) typed as the schema says."""
@@ -639,10 +707,11 @@ class BrazeUsersStream(Stream):
     ) -> Generator[dict, Any, int]:
         label = f"{ref.uri}!{member}" if member else ref.uri
         config = self.config
-        skip_bad = config.get("on_bad_row", "fail") == "skip"
+        mode = config.get("on_bad_row") or "keep"
+        skip_bad = mode != "fail"
+        keep_raw = mode == "keep"
         delimiter = config.get("delimiter") or ","
-        if csv.field_size_limit() < FIELD_SIZE_LIMIT:
-            csv.field_size_limit(FIELD_SIZE_LIMIT)
+        csv.field_size_limit(FIELD_SIZE_LIMIT)
         reader = csv.reader(text, delimiter=delimiter, strict=True)
         try:
             header: list[str] = []
@@ -676,6 +745,9 @@ class BrazeUsersStream(Stream):
         if "_braze_segment_id" in props and mask.get(("properties", "_braze_segment_id"), True):
             constants["_braze_segment_id"] = braze_segment_id(ref.uri)
         constants["_sdc_source_file"] = label
+        unparsed_field = "_sdc_unparsed" in props and mask.get(
+            ("properties", "_sdc_unparsed"), True
+        )
         convert = compile_row_converter(kept, constants, fast=True)
         convert_tolerant = compile_row_converter(kept, constants)
         width = len(columns)
@@ -689,7 +761,7 @@ class BrazeUsersStream(Stream):
             msg = f"{label}: line {line}: {reason}"
             if not skip_bad:
                 writer.flush()
-                raise BrazeCsvError(msg + " (set on_bad_row: skip to skip such rows)")
+                raise BrazeCsvError(msg + " (on_bad_row: fail)")
             bad_here += 1
             if bad_here <= MAX_BAD_ROW_LOGS:
                 self.logger.warning("Skipping bad row: %s", msg)
@@ -716,6 +788,16 @@ class BrazeUsersStream(Stream):
                         try:
                             record = convert_tolerant(row, start)
                         except (ValueError, TypeError, OverflowError):
+                            if keep_raw:
+                                cells, raw = null_unparsable(kept, row)
+                                record = convert_tolerant(cells, start)
+                                if unparsed_field:
+                                    record["_sdc_unparsed"] = raw
+                                self._count_unparsed(label, start, raw, kept_raw=unparsed_field)
+                                add(record, line)
+                                emitted += 1
+                                yield record
+                                continue
                             found = find_bad_cell(kept, row)
                             if found is None:  # pragma: no cover - defensive
                                 bad_row(start, "a cell could not be converted")
@@ -733,19 +815,26 @@ class BrazeUsersStream(Stream):
                     yield record
                 break
             except csv.Error as exc:
+                # Structural damage: the parser cannot tell where the next row starts (after a
+                # cell over the field limit it would go on *inside* that cell and turn its
+                # text into phantom rows). Stop this member here; never resume.
                 line = reader.line_num
                 start = prev + 1
-                prev = line
-                if line <= resume_line:
-                    continue  # already handled by the run that stopped here
                 reason = str(exc)
-                if "end of data" in reason or line > start:
+                if "field limit" in reason:
+                    reason = f"a quoted cell over {FIELD_SIZE_LIMIT} characters: {reason}"
+                elif "end of data" in reason or line > start:
                     reason = (
                         f"unterminated quoted field (from line {start} to line {line}): {reason}"
                     )
                 else:
                     reason = f"malformed CSV (broken quote?): {reason}"
-                bad_row(start, reason)
+                writer.flush()
+                if not skip_bad:
+                    msg = f"{label}: line {start}: {reason} (on_bad_row: fail)"
+                    raise BrazeCsvError(msg) from None
+                rest = _count_lines(text)
+                raise StructureBroken(label, start, line, line - start + 1 + rest, reason) from None
             except TextReadError as exc:
                 # Text is decoded in blocks ahead of the CSV parser: the bad bytes are on
                 # this line or a later one.
@@ -764,6 +853,31 @@ class BrazeUsersStream(Stream):
             )
         self.logger.info("Finished %s: %d row(s)", label, emitted)
         return emitted
+
+    def _count_unparsed(
+        self, label: str, line: int, raw: Mapping[str, str], kept_raw: bool
+    ) -> None:
+        for name, value in raw.items():
+            self.unparsed[name] += 1
+            if sum(self.unparsed.values()) <= MAX_UNPARSED_LOGS:
+                shown = value if len(value) <= 40 else value[:37] + "..."
+                self.logger.warning(
+                    "%s: line %d: %s: %r does not convert; emitted as null%s",
+                    label,
+                    line,
+                    name,
+                    shown,
+                    ", raw text in _sdc_unparsed" if kept_raw else " (_sdc_unparsed deselected)",
+                )
+
+
+def _count_lines(text: Any) -> int:
+    """Count the lines left in a text stream (after a structural break), reading to its end."""
+    count = 0
+    with contextlib.suppress(BrazeCsvError):
+        for _ in text:
+            count += 1
+    return count
 
 
 def peek_header_columns(config: Mapping[str, Any], logger: logging.Logger) -> list[Column] | None:

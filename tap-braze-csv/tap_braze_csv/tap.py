@@ -208,11 +208,14 @@ class TapBrazeCsv(Tap):
         ),
         th.Property(
             "on_bad_row",
-            th.StringType(allowed_values=["fail", "skip"]),
-            default="fail",
-            description="A row with a broken quote, a wrong field count or a cell that does "
-            "not convert: `fail` stops with the file and line; `skip` logs it, counts it and "
-            "goes on.",
+            th.StringType(allowed_values=["keep", "skip", "fail"]),
+            default="keep",
+            description="A cell that does not convert to its column's type: `keep` emits the "
+            "row with that field null and the raw text in `_sdc_unparsed` (`{field: raw}`), "
+            "counted per column in the summary; `skip` drops the row (logged, counted); `fail` "
+            "stops with the file, line and column. A row with a wrong field count is skipped "
+            "(`fail`: an error). Broken CSV structure (a quote never closed, a cell over the "
+            "field limit) is never skipped over: see README.",
         ),
         th.Property(
             "column_types",

@@ -415,7 +415,7 @@ BAD = (
     "user_id,email,session_count\n"
     "u1,a@x.com,1\n"
     "u2,b@x.com\n"  # line 3: wrong field count
-    'u3,"c@x"y.com,3\n'  # line 4: broken quote
+    "u3,c@x.com,3,extra\n"  # line 4: wrong field count
     "u4,d@x.com,four\n"  # line 5: not an integer
     "u5,e@x.com,5\n"
 )
@@ -423,10 +423,10 @@ BAD = (
 
 def test_bad_row_fails_with_file_and_line_after_good_rows(tap_runner, export_dir: Path) -> None:
     f = write(export_dir / "bad.csv", BAD)
-    run = tap_runner({"paths": [str(f)]}, expect_error=True)
+    run = tap_runner({"paths": [str(f)], "on_bad_row": "fail"}, expect_error=True)
     assert isinstance(run.error, BrazeCsvError)
     assert f"{f}: line 3: 2 fields, the header has 3" in str(run.error)
-    assert "on_bad_row: skip" in str(run.error)
+    assert "on_bad_row: fail" in str(run.error)
     assert [r["external_id"] for r in run.records] == ["u1"]
     # the resume point is the last good row: a fixed file is re-read, an unchanged one resumes
     assert run.state["bookmarks"]["braze_users"]["current"]["line"] == 2
@@ -444,7 +444,7 @@ def test_each_kind_of_bad_row_is_named(
     tap_runner, export_dir: Path, text: str, expected: str
 ) -> None:
     f = write(export_dir / "bad.csv", text)
-    run = tap_runner({"paths": [str(f)]}, expect_error=True)
+    run = tap_runner({"paths": [str(f)], "on_bad_row": "fail"}, expect_error=True)
     assert expected in str(run.error)
     assert str(f) in str(run.error)
 
@@ -458,8 +458,8 @@ def test_bad_rows_skipped_with_warning_and_count(
     assert [r["external_id"] for r in run.records] == ["u1", "u5"]
     assert [r["_sdc_source_lineno"] for r in run.records] == [2, 6]
     text = caplog.text
-    assert f"{f}: line 3" in text
-    assert f"{f}: line 4" in text
+    assert f"{f}: line 3: 2 fields" in text
+    assert f"{f}: line 4: 4 fields" in text
     assert f"{f}: line 5: column 'session_count'" in text
     assert "skipped 3 bad row(s)" in text
     assert run.bookmark()["files"][0]["complete"] is True
@@ -631,7 +631,7 @@ def test_every_setting_the_code_reads_is_declared() -> None:
 
 def test_failed_run_records_progress_and_next_run_resumes(tap_runner, export_dir: Path) -> None:
     f = write(export_dir / "bad.csv", BAD)
-    first = tap_runner({"paths": [str(f)]}, expect_error=True)
+    first = tap_runner({"paths": [str(f)], "on_bad_row": "fail"}, expect_error=True)
     # the failing run's last STATE (written before exiting) points at the last good row
     assert first.states[-1]["bookmarks"]["braze_users"]["current"]["line"] == 2
     second = tap_runner({"paths": [str(f)], "on_bad_row": "skip"}, state=first.states[-1])
