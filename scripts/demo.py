@@ -49,7 +49,7 @@ def meltano(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         raise SystemExit(f"`meltano {' '.join(args)}` failed (exit {proc.returncode})")
     say(f"  `meltano {' '.join(args)}` finished in {elapsed:.1f}s")
     for line in proc.stderr.splitlines():
-        if "Summary" in line or "summary" in line:
+        if "Summary" in line or "summary" in line or "Braze rejected user" in line:
             say("    " + line.split("] ", 1)[-1].strip())
     return proc
 

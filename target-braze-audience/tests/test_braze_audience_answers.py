@@ -3,12 +3,15 @@ lower object limits, named rejections, update-only adds, the array cap, 404."""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from target_braze_audience.client import BrazeSettingError
+from target_braze_audience.client import BrazeClient, BrazeSettingError
 from target_braze_audience.deltas import DeliveryIncompleteError
 from target_braze_audience.store import MembershipStore
 
@@ -252,3 +255,67 @@ def test_braze_refusing_everything_stops_the_run_instead_of_splitting_all(
     rows = _rejected_rows(store)
     assert len(rows) == 200, "every delta is kept"
     assert sum(1 for *_x, s, _r in rows if s == "rejected") == 20
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        # A 2xx carrying a fatal message with per-object errors (rudder-transformer's Braze
+        # tests show this shape): the named object is rejected, the request refused.
+        (
+            200,
+            {
+                "message": "Valid data must be provided in the 'attributes' field.",
+                "errors": [
+                    {"type": "'external_id' is required", "input_array": "attributes", "index": 1}
+                ],
+            },
+            {"ok": False, "refused": True, "rejected": {1: "'external_id' is required"}},
+        ),
+        # Errors of other arrays, or without an index, name no attributes object.
+        (
+            400,
+            {"message": "x", "errors": [{"type": "y", "input_array": "events", "index": 0}, "z"]},
+            {"ok": False, "refused": True, "rejected": {}},
+        ),
+        (202, {"message": "queued"}, {"ok": True, "refused": False, "rejected": {}}),
+        # A 2xx that is neither success nor queued and names nothing: not proof of delivery.
+        (201, {}, {"ok": False, "refused": False, "rejected": {}}),
+        (409, {"message": "conflict"}, {"ok": False, "refused": False, "rejected": {}}),
+    ],
+)
+def test_client_reads_braze_answers(status: int, body: dict[str, Any], expected: dict) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = BrazeClient(
+            api_key="k",
+            rest_endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+            rate_limit_per_second=0,
+            max_retries=0,
+            max_rate_limit_retries=0,
+            request_timeout=5,
+            retry_backoff_base=0,
+            retry_backoff_max=0,
+            stop=threading.Event(),
+            logger=logging.getLogger("test"),
+        )
+        res = client.track({"attributes": [{"external_id": "u1"}, {"external_id": "u2"}]})
+    finally:
+        server.shutdown()
+        server.server_close()
+    got = {"ok": res.ok, "refused": res.refused is not None, "rejected": res.rejected}
+    assert got == expected
+    assert res.queued == (status == 202)
