@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import logging
 import subprocess
@@ -91,6 +92,29 @@ def test_unreadable_batch_file_stops_before_state(lytics_sandbox, config, tmp_pa
     assert proc.stdout == ""
     assert "bad.json.gz (stream 'braze_users') line 2 is not JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed: Parquet is read"
+)
+def test_parquet_batch_without_pyarrow_is_refused(lytics_sandbox, config, tmp_path):
+    parquet = tmp_path / "b.parquet"
+    parquet.write_bytes(b"PAR1")
+    message = {
+        "type": "BATCH",
+        "stream": "braze_users",
+        "encoding": {"format": "parquet", "compression": None},
+        "manifest": [parquet.as_uri()],
+    }
+    lines = [
+        *singer_lines([braze_user(0)], final_state=False),
+        json.dumps(message),
+        json.dumps({"type": "STATE", "value": {"n": 1}}),
+    ]
+    result = run_target(config, lines)
+    assert isinstance(result.error, BatchFileError)
+    assert "b.parquet (stream 'braze_users') is Parquet: install pyarrow" in str(result.error)
+    assert result.states == []
 
 
 def test_unsupported_message_type_stops_before_state(lytics_sandbox, config):

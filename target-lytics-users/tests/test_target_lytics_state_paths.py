@@ -6,7 +6,9 @@ Real target processes fed through a pipe over time; each STATE line is paired wi
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import signal
 import subprocess
@@ -17,6 +19,7 @@ import typing as t
 from pathlib import Path
 
 from target_lytics_testkit import TOKEN, braze_user, singer_lines
+from target_lytics_users.target import TargetLyticsUsers
 
 from sandbox import LyticsSandbox
 
@@ -159,3 +162,22 @@ def test_sigterm_during_a_message_waits_for_it(tmp_path: Path) -> None:
     got = _sessions(lytics)
     assert held == len(got) >= 3
     assert got == list(range(len(got)))  # no gap, no duplicate
+
+
+def test_state_is_held_while_a_sink_holds_unconfirmed_records(lytics_sandbox, caplog) -> None:
+    # The last check before a STATE line: records a sink still holds block it.
+    cfg = {"api_token": TOKEN, "api_url": lytics_sandbox.url, "max_batch_records": 100}
+    target = TargetLyticsUsers(config=cfg)
+    schema, *records = singer_lines([braze_user(i) for i in range(3)], final_state=False)
+    target._process_schema_message(json.loads(schema))
+    for line in records:
+        target._process_record_message(json.loads(line))
+    target._process_state_message({"type": "STATE", "value": {"n": 3}})
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        target._write_state_message({"n": 3})
+        assert out.getvalue() == ""
+        assert "STATE not emitted: 3 records not yet accepted by Lytics" in caplog.text
+        target.process_endofpipe()  # drains: Lytics accepts the body, then STATE
+    assert json.loads(out.getvalue()) == {"n": 3}
+    assert _sessions(lytics_sandbox) == [0, 1, 2]
