@@ -3,21 +3,26 @@
 A real S3-compatible server (moto's standalone server) holds zips under Braze's key layout
 `segment-export/<SEGMENT_ID>/<YYYY-MM-dd>/users-<random>.zip`; the tap reads them with the
 endpoint and credentials of the standard AWS environment variables (as a scheduled job on a
-runner with an instance role would), and the target posts them to the Lytics sandbox.
+runner with an instance role would), and the target posts them to the Lytics sandbox. One
+export holds an unparsable value (kept raw) and a user over Lytics' 16 KB record limit
+(reported and skipped).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2e_helpers import Meltano, load_tap_test_module
-from tap_braze_csv.sample import generate_export
+from tap_braze_csv.sample import CUSTOM_HEADER, STANDARD_HEADER, generate_export, iter_rows
 
 STATE_ID = "sandbox:tap-braze-csv-to-target-lytics-users"
 SEGMENT = "6123abcd0e0f1a2b3c4d5e6f"
-
+ODD_SEGMENT = "6123abcd0e0f1a2b3c4d0000"
 
 s3_server = load_tap_test_module("s3_server")
 
@@ -31,11 +36,32 @@ def s3() -> Iterator:
         server.stop()
 
 
+def odd_export() -> bytes:
+    """A Braze-shaped zip of 3 users: one fine, one with '12 sessions', one over 16 KB."""
+    header = [*STANDARD_HEADER, *CUSTOM_HEADER]
+    rows = list(iter_rows(3, seed=13))
+    col = {name: i for i, name in enumerate(header)}
+    for row, user in zip(rows, ("odd-fine", "odd-unparsed", "big-user"), strict=True):
+        row[col["user_id"]] = user
+    rows[1][col["session_count"]] = "12 sessions"
+    rows[2][col["notes"]] = "x" * 20_000
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("Odd.csv", text.getvalue().encode("utf-8-sig"))
+    return buf.getvalue()
+
+
 @pytest.fixture
 def configured(meltano: Meltano, s3, lytics_sandbox, tmp_path: Path):
     bucket = s3.new_bucket()
     key = f"segment-export/{SEGMENT}/2026-11-28/users-4f2a9c.zip"
+    odd_key = f"segment-export/{ODD_SEGMENT}/2026-11-28/users-0dd000.zip"
     s3.put(bucket, key, generate_export(tmp_path / "users.zip", 250, segment="Active", seed=11))
+    s3.put(bucket, odd_key, odd_export())
     meltano.set(
         TAP_BRAZE_CSV_PATHS=[f"s3://{bucket}/segment-export/*/*/*.zip"],
         TARGET_LYTICS_USERS_API_URL=lytics_sandbox.url,
@@ -44,13 +70,14 @@ def configured(meltano: Meltano, s3, lytics_sandbox, tmp_path: Path):
         AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
     )
-    return {"meltano": meltano, "bucket": bucket, "key": key}
+    return {"meltano": meltano, "bucket": bucket, "key": key, "odd_key": odd_key}
 
 
 def test_s3_export_to_lytics_then_nothing_new_then_braze_cleanup(
     configured, s3, lytics_sandbox, tmp_path: Path
 ):
     meltano, bucket, key = configured["meltano"], configured["bucket"], configured["key"]
+    odd_key = configured["odd_key"]
     proc = meltano.run("run", "tap-braze-csv", "target-lytics-users")
     assert proc.returncode == 0, proc.stderr[-4000:]
     output = proc.stdout + proc.stderr
@@ -58,12 +85,29 @@ def test_s3_export_to_lytics_then_nothing_new_then_braze_cleanup(
     assert lytics_sandbox.api_token not in output
 
     collected = lytics_sandbox.collected("braze_users")
-    assert len(collected) == 250
-    assert {r["_braze_segment_id"] for r in collected} == {SEGMENT}
-    assert {r["_sdc_source_file"].split("!")[0] for r in collected} == {f"s3://{bucket}/{key}"}
+    assert len(collected) == 252  # 250 + 2 of the odd export (the 16 KB+ user is held back)
+    main = [r for r in collected if r["_braze_segment_id"] == SEGMENT]
+    assert len(main) == 250
+    assert {r["_sdc_source_file"].split("!")[0] for r in main} == {f"s3://{bucket}/{key}"}
+
+    # An unparsable value does not stop the run: null, raw text kept, counted in the summary.
+    odd = {r["external_id"]: r for r in collected if r["_braze_segment_id"] == ODD_SEGMENT}
+    assert set(odd) == {"odd-fine", "odd-unparsed"}
+    assert odd["odd-unparsed"]["session_count"] is None
+    assert odd["odd-unparsed"]["_sdc_unparsed"] == {"session_count": "12 sessions"}
+    assert "_sdc_unparsed" not in odd["odd-fine"]
+    assert "1 value(s) kept unparsed (session_count=1)" in output
+
+    # The user over Lytics' 16 KB record limit is reported by id and size, and counted.
+    assert "Record REJECTED" in output
+    assert "external_id='big-user'" in output
+    assert "over Lytics' limit of 16 KB" in output
+    assert "1 skipped over Lytics' 16 KB record limit" in output
+    assert lytics_sandbox.stats["rejected_too_large"] == 0  # never sent
+
     state = meltano.state(STATE_ID)
-    (entry,) = state["singer_state"]["bookmarks"]["braze_users"]["files"]
-    assert entry["path"] == f"s3://{bucket}/{key}"
+    files = {f["path"]: f for f in state["singer_state"]["bookmarks"]["braze_users"]["files"]}
+    entry = files[f"s3://{bucket}/{key}"]
     assert entry["complete"] is True
     assert isinstance(entry["etag"], str)
     assert isinstance(entry["mtime_ns"], int)
@@ -73,7 +117,7 @@ def test_s3_export_to_lytics_then_nothing_new_then_braze_cleanup(
     proc = meltano.run("run", "tap-braze-csv", "target-lytics-users")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert lytics_sandbox.stats["collect_requests"] == before
-    assert len(lytics_sandbox.collected("braze_users")) == 250
+    assert len(lytics_sandbox.collected("braze_users")) == 252
 
     # Braze deletes the old export and writes a new one: only the new one is read, the run
     # does not fail on the missing file, and the state forgets it.
@@ -82,7 +126,8 @@ def test_s3_export_to_lytics_then_nothing_new_then_braze_cleanup(
     s3.put(bucket, new_key, generate_export(tmp_path / "new.zip", 40, segment="Active", seed=12))
     proc = meltano.run("run", "tap-braze-csv", "target-lytics-users")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    collected = lytics_sandbox.collected("braze_users")
-    assert len(collected) == 290
+    assert len(lytics_sandbox.collected("braze_users")) == 292
     files = meltano.state(STATE_ID)["singer_state"]["bookmarks"]["braze_users"]["files"]
-    assert [f["path"] for f in files] == [f"s3://{bucket}/{new_key}"]
+    assert sorted(f["path"] for f in files) == sorted(
+        [f"s3://{bucket}/{new_key}", f"s3://{bucket}/{odd_key}"]
+    )

@@ -136,6 +136,13 @@ def lytics_parser() -> argparse.ArgumentParser:
         default=10 * 1024 * 1024,
         help="largest /collect/json body; beyond -> 413 (10 MiB)",
     )
+    p.add_argument(
+        "--max-record-bytes",
+        type=int,
+        default=16 * 1024,
+        help="largest record within a /collect/json batch; larger ones are rejected "
+        "(16 KiB; 0 disables)",
+    )
     return p
 
 
@@ -195,6 +202,7 @@ def lytics_main(argv: Sequence[str] | None = None) -> None:
         cursor_key=args.cursor_key,
         cursor_ttl=args.cursor_ttl,
         max_collect_bytes=args.max_collect_bytes,
+        max_record_bytes=args.max_record_bytes or None,
         host=args.host,
         port=args.port,
     )

@@ -103,6 +103,7 @@ class LyticsSandbox(EmulatorServer):
         cursor_key: str = "_next",
         cursor_ttl: float = 300.0,
         max_collect_bytes: int = 10 * 1024 * 1024,
+        max_record_bytes: int | None = 16 * 1024,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -111,6 +112,9 @@ class LyticsSandbox(EmulatorServer):
         self.cursor_key = cursor_key
         self.cursor_ttl = cursor_ttl
         self.max_collect_bytes = max_collect_bytes
+        #: Lytics' "Max size in batch: 16 KB, byte size of a single input record within a
+        #: batch" (platform limits); None disables the check. See README for the reading.
+        self.max_record_bytes = max_record_bytes
         self._audiences: dict[str, Audience] = {}  # by slug
         self._by_id: dict[str, str] = {}  # id -> slug
         self._collected: dict[str, list[dict[str, Any]]] = {}
@@ -123,6 +127,7 @@ class LyticsSandbox(EmulatorServer):
                 "collect_requests": 0,
                 "collected_records": 0,
                 "rejected": 0,
+                "rejected_too_large": 0,
             }
         )
         self.add_admin_route("GET", "collected", self._admin_collected)
@@ -352,6 +357,11 @@ class LyticsSandbox(EmulatorServer):
         if records is None:
             return self.error(400, "body must be a JSON object, a JSON array or NDJSON")
         accepted = [r for r in records if isinstance(r, dict)]
+        limit = self.max_record_bytes
+        if limit is not None:
+            fitting = [r for r in accepted if len(orjson.dumps(r)) <= limit]
+            self.stats["rejected_too_large"] += len(accepted) - len(fitting)
+            accepted = fitting
         rejected = len(records) - len(accepted)
         dryrun = req.query.get("dryrun", "").lower() in TRUE_VALUES
         self.stats["collect_requests"] += 1

@@ -512,3 +512,19 @@ def test_malformed_request_line_is_400(lytics_sandbox) -> None:
     reply = raw_exchange(lytics_sandbox.port, b"NONSENSE\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 400 ")
     assert lytics_sandbox.stats["requests"] == 0
+
+
+def test_collect_rejects_a_record_over_16_kib_in_a_batch(http, lytics_sandbox) -> None:
+    """Lytics platform limits: 16 KB per record within a batch (sandbox/README.md)."""
+    big = {"braze_id": "big", "notes": "x" * (16 * 1024)}
+    at_limit = {"braze_id": "ok", "notes": ""}
+    at_limit["notes"] = "y" * (16 * 1024 - len(json.dumps(at_limit, separators=(",", ":"))))
+    body = json.dumps([{"braze_id": "b1"}, big, at_limit]).encode()
+    r = collect(http, lytics_sandbox, "braze_users", body)
+    assert r.json["data"]["message_count"] == 2
+    assert r.json["data"]["rejected_count"] == 1
+    assert [x["braze_id"] for x in lytics_sandbox.collected("braze_users")] == ["b1", "ok"]
+    assert lytics_sandbox.stats["rejected_too_large"] == 1
+    with LyticsSandbox(max_record_bytes=None) as lyt:
+        r = collect(http, lyt, "braze_users", body)
+        assert r.json["data"]["rejected_count"] == 0

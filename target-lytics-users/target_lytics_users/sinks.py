@@ -160,6 +160,9 @@ class LyticsSink(BatchSink):
         data = dumps_record(record)
         size = len(data)
         line = self._target.line_number
+        if size > self._target.max_record_bytes:
+            self._target.reject_too_large(self, record, line, size)
+            return
         if size + 2 > self.max_bytes:
             self._target.reject_oversized(self, record, line, size)
             return

@@ -18,6 +18,7 @@ from target_lytics_users.client import (
     LyticsAbortedError,
     LyticsClient,
     LyticsError,
+    LyticsRejectedError,
 )
 from target_lytics_users.serialize import LineCountingOrjsonReader, UnsupportedMessageError
 from target_lytics_users.sinks import LyticsSink
@@ -38,6 +39,11 @@ DEFAULT_MAX_BATCH_BYTES = 4_000_000
 #: otherwise (tap-braze-csv's engagement records).
 OWN_STREAMS: dict[str, str] = {"braze_engagement": "braze_engagement"}
 LYTICS_MAX_BYTES = 10 * 1024 * 1024
+#: Lytics' platform limits: "Max size in batch: 16 KB: byte size of a single input record
+#: within a batch". 16,000 is safe whether "KB" means 1,000 or 1,024 bytes.
+DEFAULT_MAX_RECORD_BYTES = 16_000
+#: Fields tried, in order, to name a skipped record by its user.
+ID_FIELDS = ("external_id", "braze_id", "user_id", "id", "_id", "uid")
 
 
 @dataclass
@@ -48,6 +54,7 @@ class RunStats:
     batches: int = 0
     rejected: int = 0  # Lytics' data.rejected_count, summed
     oversized: int = 0  # records never sent: larger than max_batch_bytes on their own
+    too_large: int = 0  # records never sent: over Lytics' per-record limit (max_record_bytes)
     bytes: int = 0
     requests: int = 0
     retries: int = 0
@@ -117,6 +124,17 @@ class TargetLyticsUsers(Target):
             description=(
                 "Most bytes per request body (the JSON array). Lytics takes up to 10 MB; "
                 "the default 4 MB leaves headroom."
+            ),
+        ),
+        th.Property(
+            "max_record_bytes",
+            th.IntegerType(minimum=256),
+            default=DEFAULT_MAX_RECORD_BYTES,
+            description=(
+                "Largest record (compact JSON) sent: Lytics limits a single record within a "
+                "batch to 16 KB. A larger record is reported (stream, id, input line, size) "
+                "and skipped, counted in the summary; with `fail_on_rejected` the run stops "
+                "instead (non-zero exit, no STATE past it)."
             ),
         ),
         th.Property(
@@ -220,6 +238,7 @@ class TargetLyticsUsers(Target):
         self.max_concurrency = int(cfg.get("max_concurrency") or 2)
         self.max_pending_batches = self.max_concurrency * 2
         self.fail_on_rejected = bool(cfg.get("fail_on_rejected"))
+        self.max_record_bytes = int(cfg.get("max_record_bytes") or DEFAULT_MAX_RECORD_BYTES)
         self.skip_oversized = bool(cfg.get("skip_oversized_records"))
         # The SDK's drain age (a class constant of 5 minutes), per run.
         self._MAX_RECORD_AGE_IN_MINUTES = float(cfg.get("max_record_age_seconds") or 300) / 60
@@ -302,6 +321,31 @@ class TargetLyticsUsers(Target):
             self.stats.oversized += 1
         if not self.skip_oversized and self._state_blocked is None:
             self._state_blocked = where
+
+    def reject_too_large(self, sink: LyticsSink, record: dict, line: int, size: int) -> None:
+        """Report a record over Lytics' per-record limit; skip it, or stop the run.
+
+        Lytics would refuse it inside a batch; it is named here by its id (and the stream's
+        key) so it can be fixed at the source. With `fail_on_rejected` nothing after it is
+        read and no STATE goes past it.
+        """
+        ident = next((f"{k}={record[k]!r}" for k in ID_FIELDS if record.get(k) is not None), "")
+        key = {k: record.get(k) for k in sink.key_properties}
+        where = f"stream '{sink.stream_name}', input line {line}"
+        where += f", {ident}" if ident else ""
+        where += f", key {key}" if key else ""
+        with self._lock:
+            self.stats.too_large += 1
+        msg = (
+            f"Record REJECTED ({where}): {size} bytes, over Lytics' limit of 16 KB for one "
+            f"record in a batch (max_record_bytes={self.max_record_bytes})"
+        )
+        if self.fail_on_rejected:
+            error = LyticsRejectedError(msg + "; stopping because `fail_on_rejected` is set")
+            self.fail(error)
+            self.log_summary(failed=True)
+            raise error
+        self.logger.error("%s; skipped (not sent to Lytics).", msg)
 
     # BATCH and ACTIVATE_VERSION messages ------------------------------------------------
 
@@ -500,12 +544,14 @@ class TargetLyticsUsers(Target):
         s = self.summary()
         self.logger.info(
             "Lytics load summary%s: %d records sent in %d batches (%d bytes), %d rejected by "
-            "Lytics, %d too large to send, %d requests, %d retries%s, %.1fs",
+            "Lytics, %d skipped over Lytics' 16 KB record limit, %d too large to send, "
+            "%d requests, %d retries%s, %.1fs",
             " (run FAILED)" if failed else "",
             s["records_sent"],
             s["batches"],
             s["bytes"],
             s["rejected"],
+            s["too_large"],
             s["oversized"],
             s["requests"],
             s["retries"],
