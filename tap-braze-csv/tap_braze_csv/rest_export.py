@@ -544,8 +544,9 @@ class ExportCoordinator:
         if resume_prefix and s.bucket_url and segment_id not in self._triggered:
             from tap_braze_csv.rest_bucket import ExportNotInBucketError
 
-            # Files of an export being resumed are there already (or gone): look briefly.
-            deadline = time.monotonic() + s.settle_seconds + s.poll_interval
+            # Files of an export being resumed are there already (or gone): look briefly (a
+            # listing takes a few requests, so allow a few polls beyond settle_seconds).
+            deadline = time.monotonic() + s.settle_seconds + 3 * s.poll_interval + 30
             try:
                 ready = self._bucket_export(
                     segment_id, resume_prefix, resume_requested_at, deadline
