@@ -120,3 +120,59 @@ def test_export_not_ready_fails_the_job_clearly(
     assert proc.returncode != 0
     assert "rest_export.wait_timeout" in proc.stdout + proc.stderr
     assert lytics_sandbox.collected("braze_users") == []
+
+
+def _s3_server_module():
+    import importlib.util
+    import sys
+
+    from e2e_helpers import ROOT
+
+    path = ROOT / "tap-braze-csv" / "tests" / "s3_server.py"
+    spec = importlib.util.spec_from_file_location("braze_csv_s3_server", path)
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def s3_server():
+    server = _s3_server_module().start_s3_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_triggered_export_read_from_the_bucket(
+    configured: Meltano, braze_sandbox, lytics_sandbox, profiles, s3_server
+) -> None:
+    bucket = s3_server.new_bucket("braze-exports")
+    braze_sandbox.segment_exports.bucket = f"s3://{bucket}"
+    braze_sandbox.segment_exports.storage_options = {
+        "key": s3_server.access_key,
+        "secret": s3_server.secret_key,
+        "client_kwargs": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
+    }
+    # Credentials through the standard AWS environment (AWS_ENDPOINT_URL and keys).
+    configured.set(TAP_BRAZE_REST_EXPORT_REST_EXPORT_BUCKET_URL=f"s3://{bucket}", **s3_server.env())
+    proc = configured.run("run", "braze-to-lytics")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert s3_server.secret_key not in proc.stdout + proc.stderr
+    assert not [r for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
+    users = lytics_sandbox.collected("braze_users")
+    assert sorted(u["external_id"] for u in users) == sorted(profiles)
+    assert all(u["_sdc_source_file"].startswith("braze-export://all-users/") for u in users)
+    expected = sum(
+        len(p["campaigns_received"]) + len(p["canvases_received"]) for p in profiles.values()
+    )
+    assert len(lytics_sandbox.collected("braze_engagement")) == expected
+
+    # Second run: nothing new (the export read is within min_interval_hours).
+    proc = configured.run("run", "braze-to-lytics")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert braze_sandbox.stats["exports"] == 1
+    assert len(lytics_sandbox.collected("braze_users")) == USERS

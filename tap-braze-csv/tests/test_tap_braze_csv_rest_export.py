@@ -264,3 +264,54 @@ def test_users_only_selection_reads_no_engagement(braze_sandbox: BrazeSandbox, t
     assert len(records(run, "braze_users")) == 3
     assert records(run, "braze_engagement") == []
     assert braze_sandbox.stats["exports"] == 1
+
+
+def bucket_setup(braze: BrazeSandbox, s3: Any) -> str:
+    """Make the sandbox write exports to a fresh bucket of the S3-compatible test server."""
+    bucket = s3.new_bucket("braze-exports")
+    braze.segment_exports.bucket = f"s3://{bucket}"
+    braze.segment_exports.storage_options = {
+        "key": s3.access_key,
+        "secret": s3.secret_key,
+        "client_kwargs": {"endpoint_url": s3.endpoint, "region_name": "us-east-1"},
+    }
+    return bucket
+
+
+def test_bucket_export_is_read_from_the_bucket_then_resumed(
+    braze_sandbox: BrazeSandbox, tap_runner, s3
+) -> None:
+    profiles = seed(braze_sandbox)
+    bucket = bucket_setup(braze_sandbox, s3)
+    braze_sandbox.segment_exports.delay = 0.5
+    cfg = config(braze_sandbox, bucket_url=f"s3://{bucket}", settle_seconds=1)
+    cfg["s3"] = s3.config()
+    run = tap_runner(cfg)
+
+    assert not [r for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
+    users = records(run, "braze_users")
+    assert sorted(u["external_id"] for u in users) == sorted(profiles)
+    sources = sorted({u["_sdc_source_file"] for u in users})
+    assert len(sources) == 3  # three .zip files under the object_prefix
+    entry = run.state["bookmarks"]["braze_users"]["exports"][SEGMENT]
+    assert entry["complete"] is True
+    assert len(entry["members"]) == 3
+    engagement = records(run, "braze_engagement")
+    assert len(engagement) == sum(
+        len(p["campaigns_received"]) + len(p["canvases_received"]) for p in profiles.values()
+    )
+    assert s3.secret_key not in json.dumps(run.messages)
+
+    # A run that stopped after the first file resumes the same export from the bucket: no new
+    # export is requested and only the other files' users are emitted.
+    state = copy.deepcopy(run.state)
+    for stream in ("braze_users", "braze_engagement"):
+        item = state["bookmarks"][stream]["exports"][SEGMENT]
+        item["complete"] = False
+        item["members"] = item["members"][:1]
+    first_file_users = {u["external_id"] for u in users if u["_sdc_source_file"] == sources[0]}
+    resumed = tap_runner(cfg, state=state)
+    assert braze_sandbox.stats["exports"] == 1
+    again = records(resumed, "braze_users")
+    assert {u["external_id"] for u in again} == set(profiles) - first_file_users
+    assert resumed.state["bookmarks"]["braze_users"]["exports"][SEGMENT]["complete"] is True
