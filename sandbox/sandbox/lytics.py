@@ -19,6 +19,7 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
 CURSOR_ERROR = "invalid or expired scan cursor"
 TRUE_VALUES = frozenset({"true", "1", "yes", "t"})
+MALFORMED_KINDS = ("no_data", "null_data", "object_data")
 
 
 def rfc3339(ts: float) -> str:
@@ -120,6 +121,12 @@ class LyticsSandbox(EmulatorServer):
         self._collected: dict[str, list[dict[str, Any]]] = {}
         self._cursor_generation = 0
         self._epoch_counter = 0
+        # Scan faults (see README "Scan faults"): malformed 200 pages still to serve, silent
+        # truncation per audience slug, and membership edits applied after a given scan page.
+        self._malformed: list[str] = []
+        self._truncated: dict[str, tuple[int, bool]] = {}
+        self._scan_edits: dict[str, list[tuple[int, list[dict[str, Any]], list[str], int]]] = {}
+        self._pages_served: dict[str, int] = {}
         self.stats.update(
             {
                 "scan_pages": 0,
@@ -128,6 +135,7 @@ class LyticsSandbox(EmulatorServer):
                 "collected_records": 0,
                 "rejected": 0,
                 "rejected_too_large": 0,
+                "malformed_pages": 0,
             }
         )
         self.add_admin_route("GET", "collected", self._admin_collected)
@@ -136,6 +144,9 @@ class LyticsSandbox(EmulatorServer):
         self.add_admin_route("DELETE", "audiences", self._admin_remove_audience)
         self.add_admin_route("POST", "expire_cursors", self._admin_expire_cursors)
         self.add_admin_route("POST", "cursor_key", self._admin_cursor_key)
+        self.add_admin_route("POST", "malformed_scan", self._admin_malformed_scan)
+        self.add_admin_route("POST", "truncate_scan", self._admin_truncate_scan)
+        self.add_admin_route("POST", "edit_members", self._admin_edit_members)
 
     # ---- Python API ------------------------------------------------------------------
     def _now_after(self, previous: float) -> float:
@@ -231,6 +242,85 @@ class LyticsSandbox(EmulatorServer):
         with self.lock:
             aud = self._get(slug_or_id)
             return [dict(m) for m in aud.members_iter(0, aud.total)]
+
+    # ---- scan faults -------------------------------------------------------------------
+    def malformed_scan_pages(self, n: int = 1, kind: str = "no_data") -> None:
+        """Answer the next ``n`` scan requests ``200`` with a malformed body.
+
+        ``kind``: ``no_data`` (envelope without ``data``), ``null_data`` (``"data": null``)
+        or ``object_data`` (``"data": {}``). The cursor is not advanced.
+        """
+        if kind not in MALFORMED_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(MALFORMED_KINDS)}")
+        with self.lock:
+            self._malformed.extend([kind] * int(n))
+
+    def truncate_scan(
+        self, slug_or_id: str, serve: int | None, *, report_total: bool = True
+    ) -> None:
+        """Make every scan of an audience end silently after ``serve`` members (None: stop).
+
+        The last page carries no cursor, as if the audience ended there. ``report_total``
+        True keeps ``total`` at the audience's real size (a detectable glitch); False
+        reports the truncated size (an undetectable one, like a definition edited by
+        mistake).
+        """
+        with self.lock:
+            slug = self._get(slug_or_id).slug
+            if serve is None:
+                self._truncated.pop(slug, None)
+            else:
+                self._truncated[slug] = (max(0, int(serve)), bool(report_total))
+
+    def edit_members(
+        self,
+        slug_or_id: str,
+        add: list[dict[str, Any]] | None = None,
+        remove: list[str] | None = None,
+        at: int = 0,
+    ) -> None:
+        """Change a live audience without invalidating open scan cursors.
+
+        ``add`` profiles are inserted at position ``at`` (0: the front), profiles whose
+        ``_uid`` is in ``remove`` leave. Open cursors keep their position, so a scan running
+        meanwhile serves some members twice (after an insert before its position) or never
+        (after a removal before it); ``total`` follows the new size.
+        """
+        with self.lock:
+            aud = self._get(slug_or_id)
+            if aud.members is None:
+                raise ValueError("edit_members works on explicit member lists, not generated ones")
+            gone = set(remove or [])
+            kept = [m for m in aud.members if m.get("_uid") not in gone]
+            pos = max(0, min(int(at), len(kept)))
+            aud.members = kept[:pos] + list(add or []) + kept[pos:]
+
+    def edit_members_during_scan(
+        self,
+        slug_or_id: str,
+        after_pages: int,
+        add: list[dict[str, Any]] | None = None,
+        remove: list[str] | None = None,
+        at: int = 0,
+    ) -> None:
+        """Schedule :meth:`edit_members` right after the audience's ``after_pages``-th scan page."""
+        with self.lock:
+            slug = self._get(slug_or_id).slug
+            self._scan_edits.setdefault(slug, []).append(
+                (
+                    self._pages_served.get(slug, 0) + int(after_pages),
+                    list(add or []),
+                    list(remove or []),
+                    int(at),
+                )
+            )
+
+    def clear_scan_faults(self) -> None:
+        """Forget malformed pages, truncations and scheduled edits."""
+        with self.lock:
+            self._malformed.clear()
+            self._truncated.clear()
+            self._scan_edits.clear()
 
     def expire_cursors(self) -> None:
         """Invalidate every cursor issued so far."""
@@ -333,9 +423,22 @@ class LyticsSandbox(EmulatorServer):
             if decoded is None:
                 return self.error(400, CURSOR_ERROR)
             position = decoded
+        if self._malformed:
+            kind = self._malformed.pop(0)
+            self.stats["malformed_pages"] += 1
+            body: dict[str, Any] = {"status": 200, "message": "success"}
+            if kind != "no_data":
+                body["data"] = None if kind == "null_data" else {}
+            return json_response(200, body)
         fields = [f for f in req.query.get("fields", "").split(",") if f]
         total = aud.total
-        end = min(total, position + limit)
+        servable = total
+        truncated = self._truncated.get(aud.slug)
+        if truncated is not None:
+            servable = min(total, truncated[0])
+            if not truncated[1]:
+                total = servable
+        end = min(servable, position + limit)
         page = []
         for member in aud.members_iter(position, end):
             if fields:
@@ -344,8 +447,14 @@ class LyticsSandbox(EmulatorServer):
         self.stats["scan_pages"] += 1
         self.stats["members_served"] += len(page)
         extra: dict[str, Any] = {"total": total}
-        if end < total:
+        if end < servable:
             extra[self.cursor_key] = self._encode_cursor(aud, end)
+        served = self._pages_served[aud.slug] = self._pages_served.get(aud.slug, 0) + 1
+        edits = self._scan_edits.get(aud.slug)
+        if edits:
+            for edit in [e for e in edits if e[0] <= served]:
+                edits.remove(edit)
+                self.edit_members(aud.slug, add=edit[1], remove=edit[2], at=edit[3])
         return self.ok(page, **extra)
 
     def _collect(self, req: RecordedRequest, stream: str) -> Response:
@@ -455,6 +564,33 @@ class LyticsSandbox(EmulatorServer):
             raise ValueError("cursor_key must be '_next' or 'next'")
         self.cursor_key = key
         return json_response(200, {"ok": True, "cursor_key": key})
+
+    def _admin_malformed_scan(self, req: RecordedRequest) -> Response:
+        data = self.admin_body(req)
+        self.malformed_scan_pages(int(data.get("n", 1)), str(data.get("kind", "no_data")))
+        return json_response(200, {"ok": True})
+
+    def _admin_truncate_scan(self, req: RecordedRequest) -> Response:
+        data = self.admin_body(req)
+        serve = data.get("serve")
+        self.truncate_scan(
+            str(data["slug"]),
+            None if serve is None else int(serve),
+            report_total=bool(data.get("report_total", True)),
+        )
+        return json_response(200, {"ok": True})
+
+    def _admin_edit_members(self, req: RecordedRequest) -> Response:
+        data = self.admin_body(req)
+        slug = str(data["slug"])
+        add = list(data.get("add") or [])
+        remove = [str(u) for u in data.get("remove") or []]
+        at = int(data.get("at", 0))
+        if data.get("after_pages") is not None:
+            self.edit_members_during_scan(slug, int(data["after_pages"]), add, remove, at)
+        else:
+            self.edit_members(slug, add, remove, at)
+        return json_response(200, {"ok": True})
 
 
 _MISSING = object()

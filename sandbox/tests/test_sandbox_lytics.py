@@ -528,3 +528,66 @@ def test_collect_rejects_a_record_over_16_kib_in_a_batch(http, lytics_sandbox) -
     with LyticsSandbox(max_record_bytes=None) as lyt:
         r = collect(http, lyt, "braze_users", body)
         assert r.json["data"]["rejected_count"] == 0
+
+
+# ---- scan faults (issue 10 section 3) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("no_data", None), ("null_data", None), ("object_data", {})],
+)
+def test_malformed_scan_page_is_200_without_a_data_list(http, lytics_sandbox, kind, expected):
+    lytics_sandbox.add_audience("a", members=members(3))
+    lytics_sandbox.malformed_scan_pages(1, kind)
+    r = http(f"{lytics_sandbox.url}/api/segment/a/scan", headers=AUTH)
+    assert r.status == 200
+    assert r.json.get("data") == expected
+    assert ("data" in r.json) is (kind != "no_data")
+    # Only the next request was faulted.
+    profiles, _ = scan_all(http, lytics_sandbox, "a")
+    assert len(profiles) == 3
+    assert lytics_sandbox.stats["malformed_pages"] == 1
+
+
+@pytest.mark.parametrize("report_total", [True, False])
+def test_truncated_scan_ends_early_without_a_cursor(http, lytics_sandbox, report_total):
+    lytics_sandbox.add_audience("t", members=members(25))
+    lytics_sandbox.truncate_scan("t", 12, report_total=report_total)
+    profiles, replies = scan_all(http, lytics_sandbox, "t", limit=5)
+    assert [p["braze_id"] for p in profiles] == [f"m{i}" for i in range(12)]
+    assert {r.json["total"] for r in replies} == {25 if report_total else 12}
+    lytics_sandbox.truncate_scan("t", None)
+    assert len(scan_all(http, lytics_sandbox, "t", limit=5)[0]) == 25
+
+
+def test_membership_edited_during_a_scan_keeps_cursors_and_shifts_positions(http, lytics_sandbox):
+    lytics_sandbox.add_audience("live", members=members(20))
+    # After the first page: lu0 leaves (positions shift left: m10 is never served) ...
+    lytics_sandbox.edit_members_during_scan("live", 1, remove=["lu0"])
+    profiles, replies = scan_all(http, lytics_sandbox, "live", limit=10)
+    ids = [p["braze_id"] for p in profiles]
+    assert "m10" not in ids
+    assert len(ids) == 19
+    assert [r.json["total"] for r in replies] == [20, 19]
+    # ... and a member joining at the front makes a running scan serve one twice.
+    lytics_sandbox.edit_members_during_scan("live", 1, add=[{"_uid": "new", "braze_id": "n"}])
+    profiles, replies = scan_all(http, lytics_sandbox, "live", limit=10)
+    ids = [p["braze_id"] for p in profiles]
+    assert len(ids) == 20
+    assert len(set(ids)) == 19
+    assert [r.json["total"] for r in replies] == [19, 20]
+
+
+def test_scan_fault_admin_routes(http, lytics_sandbox):
+    lytics_sandbox.add_audience("x", members=members(4))
+    base = f"{lytics_sandbox.url}/_sandbox"
+    assert http(f"{base}/truncate_scan", "POST", {"slug": "x", "serve": 2}).status == 200
+    assert len(scan_all(http, lytics_sandbox, "x")[0]) == 2
+    assert http(f"{base}/truncate_scan", "POST", {"slug": "x", "serve": None}).status == 200
+    edit = {"slug": "x", "remove": ["lu1"], "add": [{"_uid": "z", "braze_id": "z"}], "at": 4}
+    assert http(f"{base}/edit_members", "POST", edit).status == 200
+    assert [p["braze_id"] for p in lytics_sandbox.members("x")] == ["m0", "m2", "m3", "z"]
+    assert http(f"{base}/malformed_scan", "POST", {"n": 1}).status == 200
+    r = http(f"{lytics_sandbox.url}/api/segment/x/scan", headers=AUTH)
+    assert "data" not in r.json

@@ -34,6 +34,19 @@ class ScanCursorExpired(FatalAPIError):
     """Lytics answered 400 "invalid or expired scan cursor": the scan must restart."""
 
 
+class MalformedScanPage(RetriableAPIError):
+    """A scan answer that is not a page of profiles (e.g. 200 without a `data` list): retried.
+
+    Counting such a page as empty would undercount the snapshot and remove the members it
+    should have carried, so it is retried like a 5xx and, when retries run out, the
+    audience gets no snapshot and the run fails.
+    """
+
+
+class AudienceScanFailed(FatalAPIError):
+    """One or more audiences could not be scanned into a trustworthy snapshot."""
+
+
 def response_json(response: requests.Response) -> t.Any:
     """Decode a response body once (orjson) and cache it on the response object.
 

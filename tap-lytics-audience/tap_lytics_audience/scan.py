@@ -11,8 +11,9 @@ import requests
 
 _POLL_SECONDS = 0.2
 
-#: One scan event: ("page", audience, scan_id, profiles) | ("restart", audience, scan_id, pages)
-#: | ("done", audience, scan_id, started_at). `audience` is {"audience_id", "audience_slug"}.
+#: One scan event: ("page", audience, scan_id, profiles) | ("restart", audience, scan_id, why)
+#: | ("done", audience, scan_id, PassCheck) | ("failed", audience, scan_id, message).
+#: `audience` is {"audience_id", "audience_slug"}.
 ScanEvent = tuple[str, dict, str, t.Any]
 ScanSource = t.Callable[[requests.Session], t.Iterator[ScanEvent]]
 
@@ -25,7 +26,7 @@ class CompletedScan:
     audience_slug: str
     scan_id: str
     member_count: int
-    skipped_without_id: int
+    members_without_id: int
     started_at: str
     completed_at: str
 
@@ -42,21 +43,93 @@ class ScanLedger:
         self._done: dict[str, CompletedScan] = {}
         self.audiences_scanned = 0
         self.members = 0
-        self.skipped = 0
+        self.without_id = 0
         self.restarts = 0
+        self.failures: list[str] = []
 
     def complete(self, scan: CompletedScan) -> None:
         """Record a finished scan pass."""
         self._done[scan.audience_id] = scan
         self.audiences_scanned += 1
         self.members += scan.member_count
-        self.skipped += scan.skipped_without_id
+        self.without_id += scan.members_without_id
+
+    def fail(self, message: str) -> None:
+        """Record an audience whose scan cannot be trusted: no snapshot, the run fails at the end."""
+        self.failures.append(message)
 
     def take_all(self) -> list[CompletedScan]:
         """Remove and return every finished scan, in completion order."""
         done = list(self._done.values())
         self._done.clear()
         return done
+
+
+class PassCheck:
+    """Consistency of one scan pass: Lytics' `total` on every page, distinct profiles served.
+
+    Profiles are told apart by `_uid` (else by their id value): a profile served twice in one
+    pass (membership shifting under the cursor) is dropped from the page and counted in
+    `duplicates`. The keys are kept as 64-bit hashes, one int per profile of the pass (about
+    60 bytes each, freed when the pass ends). A hash collision can only drop a genuine member,
+    which then makes the distinct count disagree with `total`, so no snapshot is emitted: it
+    never causes a removal.
+    """
+
+    __slots__ = ("_keys", "distinct", "duplicates", "pages", "started_at", "totals")
+
+    def __init__(self, started_at: str) -> None:
+        self.started_at = started_at
+        self._keys: set[int] = set()
+        self.totals: list[int] = []
+        self.distinct = 0
+        self.duplicates = 0
+        self.pages = 0
+
+    def page(self, profiles: list[dict], total: int | None, id_field: str) -> list[dict]:
+        """Record one page; return its profiles not served before in this pass."""
+        self.pages += 1
+        if total is not None and (not self.totals or self.totals[-1] != total):
+            self.totals.append(total)
+        keys = self._keys
+        out = []
+        for profile in profiles:
+            uid = profile.get("_uid")
+            raw = uid if uid is not None else profile.get(id_field)
+            if raw is not None and raw != "" and raw != []:
+                key = hash(("u", str(uid)) if uid is not None else ("i", repr(raw)))
+                if key in keys:
+                    self.duplicates += 1
+                    continue
+                keys.add(key)
+            self.distinct += 1
+            out.append(profile)
+        return out
+
+    def problem(self) -> str | None:
+        """Why this pass is not a verifiable snapshot, or None.
+
+        Lytics documents `total` without defining it; the tap reads it as the audience size
+        and requires it to stay the same on every page and to equal the distinct profiles
+        served. Without any `total` there is nothing to check (None).
+        """
+        if len(self.totals) > 1:
+            return (
+                f"Lytics' `total` changed during the scan ({' -> '.join(map(str, self.totals))}): "
+                "the membership changed while it was read"
+            )
+        if self.totals and self.totals[0] != self.distinct:
+            dup = f" ({self.duplicates} served twice)" if self.duplicates else ""
+            return (
+                f"the scan served {self.distinct} distinct profiles{dup} but Lytics' `total` "
+                f"says {self.totals[0]}"
+            )
+        return None
+
+    @property
+    def total(self) -> int | None:
+        """The total Lytics reported (None when it sent none)."""
+        return self.totals[-1] if self.totals else None
 
 
 class _Stop(Exception):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import math
 import time
 import typing as t
 import uuid
+from http import HTTPStatus
+from urllib.parse import urlparse
 
 import orjson
 import requests
@@ -20,12 +23,14 @@ from singer_sdk.pagination import SinglePagePaginator
 from tap_lytics_audience.client import (
     LyticsCursorPaginator,
     LyticsStream,
+    MalformedScanPage,
     ScanCursorExpired,
     response_json,
 )
 from tap_lytics_audience.scan import (
     CompletedScan,
     ConcurrentScans,
+    PassCheck,
     ScanEvent,
     ScanLedger,
     ScanSource,
@@ -158,7 +163,7 @@ def resolve_audiences(config: t.Mapping[str, t.Any], segments: list[dict]) -> li
         audience_id = str(seg["id"])
         chosen.setdefault(
             audience_id,
-            {"audience_id": audience_id, "audience_slug": str(seg.get("slug_name") or "")},
+            {"audience_id": audience_id, "audience_slug": str(seg.get("slug_name") or "") or None},
         )
     return list(chosen.values())
 
@@ -172,7 +177,8 @@ def member_schema(fields: list[str]) -> dict:
     props = th.PropertiesList(
         th.Property("audience_id", th.StringType, required=True),
         th.Property("audience_slug", th.StringType),
-        th.Property("external_id", th.StringType, required=True),
+        # null for a member without a usable `external_id_field` value (kept, see README)
+        th.Property("external_id", th.StringType),
         th.Property("lytics_uid", th.StringType),
         th.Property("scan_id", th.StringType, required=True),
     )
@@ -181,13 +187,54 @@ def member_schema(fields: list[str]) -> dict:
     return props.to_dict()
 
 
+def _as_total(value: t.Any) -> int | None:
+    """Lytics' `total` as an int (None when absent or not a whole number)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def normalize_id(raw: t.Any) -> str | None:
+    """Return the Braze id a profile value stands for, or None ("no id").
+
+    Rule (documented in the README): strings are stripped; integers and integral floats
+    are written without a fraction (`1500.0` -> `"1500"`), other finite floats as Python
+    prints them; booleans, maps and empty values are no id; a list (a merged profile,
+    `["u1", "u1-old"]`) gives its first usable value. Memberships Braze holds under the
+    other values stay, because the target keeps whatever it stored for the same
+    `lytics_uid`.
+    """
+    if isinstance(raw, list):
+        for value in raw:
+            found = normalize_id(value) if not isinstance(value, list) else None
+            if found is not None:
+                return found
+        return None
+    if isinstance(raw, str):
+        return raw.strip() or None
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return str(raw)
+    if isinstance(raw, float) and math.isfinite(raw):
+        return str(int(raw)) if raw.is_integer() else repr(raw)
+    return None
+
+
 class _ScanProgress:
     """Counters of one scan pass, kept by the consumer (what was actually emitted)."""
 
-    __slots__ = ("members", "pages", "skipped", "t0")
+    __slots__ = ("members", "multi", "pages", "skipped", "t0")
 
     def __init__(self) -> None:
         self.members = 0
+        self.multi = 0
         self.skipped = 0
         self.pages = 0
         self.t0 = time.monotonic()
@@ -244,10 +291,36 @@ class AudienceMembersStream(LyticsStream):
 
     # --- fetching (runs in scan worker threads) -----------------------------------------
 
-    def fetch_pages(self, context: Context, session: requests.Session) -> t.Iterator[list[dict]]:
+    def validate_response(self, response: requests.Response) -> None:
+        """Also check that a successful answer is a page of profiles (else retried)."""
+        super().validate_response(response)
+        try:
+            body = response_json(response)
+        except orjson.JSONDecodeError:
+            body = None
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not all(isinstance(p, dict) for p in data):
+            what = (
+                "no `data`"
+                if not isinstance(body, dict) or "data" not in body
+                else f"`data` of type {type(data).__name__}"
+                if not isinstance(data, list)
+                else "a `data` entry that is not a profile object"
+            )
+            msg = (
+                f"Malformed scan page (HTTP {response.status_code} with {what}) for path: "
+                f"{urlparse(response.url).path}"
+            )
+            raise MalformedScanPage(msg, response)
+
+    def fetch_pages(
+        self, context: Context, session: requests.Session
+    ) -> t.Iterator[tuple[list[dict], int | None]]:
         """Fetch the pages of one scan pass, following the cursor to the end.
 
-        Empty pages that still carry a cursor are followed (the SDK would stop).
+        Yields (profiles, Lytics' `total` or None). Every page was validated (see
+        :meth:`validate_response`). Empty pages that still carry a cursor are followed (the
+        SDK would stop).
         """
         paginator = self.get_new_paginator()
 
@@ -264,33 +337,54 @@ class AudienceMembersStream(LyticsStream):
                 response = decorated(prepared, context)
                 counter.increment()
                 body = response_json(response)
-                data = body.get("data") if isinstance(body, dict) else None
-                yield [p for p in data or [] if isinstance(p, dict)]
+                yield body["data"], _as_total(body.get("total"))
                 paginator.advance(response)
 
     def scan_events(self, audience: dict, session: requests.Session) -> t.Iterator[ScanEvent]:
-        """Scan one audience to the end; restart with a new scan_id when the cursor expires."""
+        """Scan one audience to the end, checking the pass against Lytics' `total`.
+
+        An expired cursor or a pass that disagrees with `total` restarts the scan with a new
+        scan_id (at most `max_scan_restarts` times); a page still malformed after retries, or
+        a pass that never agrees, ends this audience with a "failed" event (no snapshot).
+        """
         max_restarts = int(self.config.get("max_scan_restarts", 3))
+        id_field = str(self.config.get("external_id_field", "braze_id"))
+        label = audience["audience_slug"] or audience["audience_id"]
         for attempt in itertools.count():
             scan_id = uuid.uuid4().hex
-            started_at = utc_now()
-            pages = 0
+            check = PassCheck(utc_now())
             try:
-                for page in self.fetch_pages(audience, session):
-                    pages += 1
-                    yield ("page", audience, scan_id, page)
+                for page, total in self.fetch_pages(audience, session):
+                    yield ("page", audience, scan_id, check.page(page, total, id_field))
             except ScanCursorExpired:
                 if attempt >= max_restarts:
                     msg = (
-                        f"Scan of audience {audience['audience_slug'] or audience['audience_id']} "
-                        f"lost its cursor {attempt + 1} times (limit `max_scan_restarts`="
-                        f"{max_restarts}); no snapshot emitted for it"
+                        f"Scan of audience {label} lost its cursor {attempt + 1} times (limit "
+                        f"`max_scan_restarts`={max_restarts}); no snapshot emitted for it"
                     )
                     raise FatalAPIError(msg) from None
-                yield ("restart", audience, scan_id, pages)
+                yield ("restart", audience, scan_id, f"cursor expired after {check.pages} pages")
                 continue
-            yield ("done", audience, scan_id, started_at)
-            return
+            except MalformedScanPage as exc:
+                msg = (
+                    f"Audience {label}: {exc} after {self.backoff_max_tries()} attempts (setting "
+                    "`max_retries`); no snapshot emitted for it, nobody is removed"
+                )
+                yield ("failed", audience, scan_id, msg)
+                return
+            problem = check.problem()
+            if problem is None:
+                yield ("done", audience, scan_id, check)
+                return
+            if attempt >= max_restarts:
+                msg = (
+                    f"Audience {label}: {problem}, on {attempt + 1} scans (limit "
+                    f"`max_scan_restarts`={max_restarts}); no snapshot emitted for it, nobody "
+                    "is removed"
+                )
+                yield ("failed", audience, scan_id, msg)
+                return
+            yield ("restart", audience, scan_id, problem)
 
     def _events(self, audiences: list[dict]) -> t.Iterator[ScanEvent]:
         sources: list[ScanSource] = [functools.partial(self.scan_events, a) for a in audiences]
@@ -300,10 +394,37 @@ class AudienceMembersStream(LyticsStream):
             return sequential_scans(sources, self.requests_session)
         return iter(ConcurrentScans(sources, concurrency, depth))
 
+    def profile_fields(self, audience: dict) -> str:
+        """Fields the audience's profiles have (one small scan page without `fields`).
+
+        Only used to explain a missing `external_id_field`; best effort.
+        """
+        try:
+            response = self.requests_session.get(
+                self.get_url(audience),
+                params={"limit": 10},
+                headers={"Authorization": str(self.config["api_token"])},
+                timeout=self.timeout,
+            )
+            body = response_json(response) if response.status_code == HTTPStatus.OK else None
+            data = body.get("data") if isinstance(body, dict) else None
+        except (requests.RequestException, orjson.JSONDecodeError):
+            data = None
+        if not isinstance(data, list):
+            return "(could not list them)"
+        names = sorted({str(k) for p in data if isinstance(p, dict) for k in p})
+        shown = ", ".join(names[:40]) + (f" and {len(names) - 40} more" if len(names) > 40 else "")
+        return shown or "(none)"
+
     # --- emitting (main thread) ---------------------------------------------------------
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
-        """Emit the members of every configured audience; record finished scans."""
+        """Emit the members of every configured audience; record finished scans.
+
+        A profile without a usable `external_id_field` value is emitted with `external_id`
+        null and its `lytics_uid`, so that a target keeps what it sent for that person
+        (see README "Removal safeguards").
+        """
         tap = self._tap_obj
         audiences_stream = t.cast("AudiencesStream", tap.streams[AudiencesStream.name])
         audiences = resolve_audiences(self.config, audiences_stream.list_segments())
@@ -315,6 +436,13 @@ class AudienceMembersStream(LyticsStream):
             len(audiences),
             ", ".join(a["audience_slug"] or a["audience_id"] for a in audiences),
         )
+        for audience in audiences:
+            if not audience["audience_slug"]:
+                self.logger.warning(
+                    "Audience %s has no slug in Lytics: its records carry audience_slug null "
+                    "(target-braze-audience skips them; give the audience a slug to sync it)",
+                    audience["audience_id"],
+                )
         id_field = str(self.config.get("external_id_field", "braze_id"))
         extra = self.extra_fields
         every = max(1, int(self.config.get("progress_every_pages", 100)))
@@ -332,16 +460,18 @@ class AudienceMembersStream(LyticsStream):
                 prog.pages += 1
                 for profile in payload:
                     raw = profile.get(id_field)
-                    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                        raw = str(raw)
-                    if not isinstance(raw, str) or not raw.strip():
+                    external_id = normalize_id(raw)
+                    if external_id is None:
                         prog.skipped += 1
-                        continue
+                    else:
+                        prog.members += 1
+                        if isinstance(raw, list):
+                            prog.multi += 1
                     uid = profile.get("_uid")
                     record = {
                         "audience_id": audience_id,
                         "audience_slug": slug,
-                        "external_id": raw.strip(),
+                        "external_id": external_id,
                         "lytics_uid": None if uid is None else str(uid),
                         "scan_id": scan_id,
                     }
@@ -350,38 +480,43 @@ class AudienceMembersStream(LyticsStream):
                         record[name] = (
                             value if value is None or isinstance(value, str) else _text(value)
                         )
-                    prog.members += 1
                     yield record
                 if prog.pages % every == 0:
                     self.logger.info(
-                        "Scanning audience %s: %d pages, %d members, %d skipped (%.0f/s)",
+                        "Scanning audience %s: %d pages, %d members, %d without `%s` (%.0f/s)",
                         label,
                         prog.pages,
                         prog.members,
                         prog.skipped,
+                        id_field,
                         (prog.members + prog.skipped) / max(time.monotonic() - prog.t0, 1e-9),
                     )
             elif kind == "restart":
                 del progress[scan_id]
                 ledger.restarts += 1
                 self.logger.warning(
-                    "Scan cursor of audience %s expired after %d pages (scan_id %s); "
-                    "restarting the scan from the start with a new scan_id",
+                    "Scan of audience %s (scan_id %s): %s; restarting the scan from the start "
+                    "with a new scan_id",
                     label,
-                    payload,
                     scan_id,
+                    payload,
                 )
+            elif kind == "failed":
+                del progress[scan_id]
+                ledger.fail(payload)
+                self.logger.error("%s", payload)
             else:  # done: every record of this pass has been emitted
                 del progress[scan_id]
                 self._finish(ledger, audience, scan_id, payload, prog, id_field)
         self.logger.info(
-            "Run summary: %d audiences scanned, %d members emitted, %d skipped without `%s`, "
-            "%d scan restarts",
+            "Run summary: %d audiences scanned, %d members emitted, %d of them without `%s` "
+            "(kept), %d scan restarts, %d audiences failed",
             ledger.audiences_scanned,
             ledger.members,
-            ledger.skipped,
+            ledger.without_id,
             id_field,
             ledger.restarts,
+            len(ledger.failures),
         )
 
     def _finish(
@@ -389,30 +524,57 @@ class AudienceMembersStream(LyticsStream):
         ledger: ScanLedger,
         audience: dict,
         scan_id: str,
-        started_at: str,
+        check: PassCheck,
         prog: _ScanProgress,
         id_field: str,
     ) -> None:
         label = audience["audience_slug"] or audience["audience_id"]
-        if prog.skipped:
+        scanned = prog.members + prog.skipped
+        if prog.skipped and not prog.members:
+            msg = (
+                f"Audience {label}: none of its {scanned} members has the field `{id_field}` "
+                f"(setting `external_id_field`); its profiles have: {self.profile_fields(audience)}. "
+                "No snapshot emitted for it, nobody is removed: check `external_id_field`."
+            )
+            ledger.fail(msg)
+            self.logger.error("%s", msg)
+            return
+        if prog.skipped * 2 > scanned:
             self.logger.warning(
-                "Audience %s: %d members skipped because they have no `%s` "
-                "(setting `external_id_field`)",
+                "Audience %s: %d of its %d members have no `%s` (setting `external_id_field`); "
+                "its profiles have: %s. They are kept in Braze as they are.",
                 label,
                 prog.skipped,
+                scanned,
                 id_field,
+                self.profile_fields(audience),
+            )
+        if prog.multi:
+            self.logger.info(
+                "Audience %s: %d members have several `%s` values (merged profiles): the "
+                "first is sent, memberships of the others are kept through `lytics_uid`",
+                label,
+                prog.multi,
+                id_field,
+            )
+        if check.total is None:
+            self.logger.info(
+                "Audience %s: Lytics sent no `total`, so the scan's completeness is not "
+                "checked against it",
+                label,
             )
         elapsed = time.monotonic() - prog.t0
         self.logger.info(
-            "Audience %s scanned: %d members, %d skipped without `%s`, %d pages, "
-            "%.1fs (%.0f members/s), scan_id %s",
+            "Audience %s scanned: %d members, kept: %d members without `%s`, %d duplicates "
+            "skipped, %d pages, %.1fs (%.0f members/s), scan_id %s",
             label,
-            prog.members,
+            scanned,
             prog.skipped,
             id_field,
+            check.duplicates,
             prog.pages,
             elapsed,
-            prog.members / max(elapsed, 1e-9),
+            scanned / max(elapsed, 1e-9),
             scan_id,
         )
         ledger.complete(
@@ -420,9 +582,9 @@ class AudienceMembersStream(LyticsStream):
                 audience_id=audience["audience_id"],
                 audience_slug=audience["audience_slug"],
                 scan_id=scan_id,
-                member_count=prog.members,
-                skipped_without_id=prog.skipped,
-                started_at=started_at,
+                member_count=scanned,
+                members_without_id=prog.skipped,
+                started_at=check.started_at,
                 completed_at=utc_now(),
             )
         )
@@ -444,7 +606,7 @@ class AudienceSnapshotsStream(Stream):
         th.Property("audience_slug", th.StringType),
         th.Property("scan_id", th.StringType, required=True),
         th.Property("member_count", th.IntegerType, required=True),
-        th.Property("skipped_without_id", th.IntegerType, required=True),
+        th.Property("members_without_id", th.IntegerType, required=True),
         th.Property("started_at", th.DateTimeType, required=True),
         th.Property("completed_at", th.DateTimeType, required=True),
     ).to_dict()
@@ -464,7 +626,7 @@ class AudienceSnapshotsStream(Stream):
                 "audience_slug": scan.audience_slug,
                 "scan_id": scan.scan_id,
                 "member_count": scan.member_count,
-                "skipped_without_id": scan.skipped_without_id,
+                "members_without_id": scan.members_without_id,
                 "started_at": scan.started_at,
                 "completed_at": scan.completed_at,
             }

@@ -10,6 +10,7 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
+from tap_lytics_audience.client import AudienceScanFailed
 from tap_lytics_audience.scan import ScanLedger
 from tap_lytics_audience.streams import (
     MEMBER_BASE_FIELDS,
@@ -158,6 +159,28 @@ class TapLyticsAudience(Tap):
         if extra and raise_errors:
             raise ConfigValidationError(extra[0], errors=extra)
         return [*errors, *extra]
+
+    # The SDK marks sync_all final but offers no hook after the last stream; the override
+    # only adds a check after the SDK's own sync_all, which runs unchanged.
+    def sync_all(self) -> None:  # type: ignore[misc]
+        """Sync every stream; then fail when an audience got no trustworthy snapshot.
+
+        Other audiences are scanned and their snapshots emitted first, so one bad audience
+        does not hold back the rest.
+        """
+        super().sync_all()
+        if self.ledger.failures:
+            msg = "; ".join(self.ledger.failures)
+            raise AudienceScanFailed(msg)
+
+    @classmethod
+    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
+        """Run the tap; a failed audience scan exits 1 with one clear log line."""
+        try:
+            super().invoke(*args, **kwargs)
+        except AudienceScanFailed as exc:
+            cls.logger.error("Run failed: %s", exc)
+            sys.exit(1)
 
     def discover_streams(self) -> list[Stream]:
         """Audiences, member scans, then completion snapshots (synced in this order)."""

@@ -65,7 +65,7 @@ def test_scan_pages_to_the_end_with_either_cursor_key(
     (snap,) = run.records["audience_snapshots"]
     assert snap["audience_id"] == aid
     assert snap["member_count"] == 250
-    assert snap["skipped_without_id"] == 0
+    assert snap["members_without_id"] == 0
     assert snap["scan_id"] == recs[0]["scan_id"]
     assert snap["started_at"] <= snap["completed_at"]
 
@@ -91,7 +91,7 @@ def test_snapshot_comes_after_all_members_of_its_audience(lytics_sandbox, tap_ru
     assert streams == ["audience_members", "audience_snapshots", "audiences"]
 
 
-def test_users_without_id_are_counted_skipped_and_logged(
+def test_members_without_id_are_emitted_with_their_uid_counted_and_warned(
     lytics_sandbox, tap_runner, make_config, caplog
 ):
     profiles = [
@@ -106,12 +106,23 @@ def test_users_without_id_are_counted_skipped_and_logged(
     with caplog.at_level(logging.INFO):
         run = tap_runner(make_config(lytics_sandbox.url, audiences=["mixed"]))
     recs = run.records["audience_members"]
-    assert [(r["external_id"], r["lytics_uid"]) for r in recs] == [("x1", "l1"), ("42", None)]
+    assert [(r["external_id"], r["lytics_uid"]) for r in recs] == [
+        ("x1", "l1"),
+        (None, "l2"),
+        (None, "l3"),
+        (None, "l4"),
+        (None, "l5"),
+        ("42", None),
+    ]
     (snap,) = run.records["audience_snapshots"]
-    assert (snap["member_count"], snap["skipped_without_id"]) == (2, 4)
+    assert (snap["member_count"], snap["members_without_id"]) == (6, 4)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("kept: 4 members without `braze_id`" in m for m in messages)
+    # More than half lack the field: a warning naming the field, the audience and the
+    # fields the profiles do have.
     assert any(
-        "4 members skipped" in r.getMessage() and "braze_id" in r.getMessage()
-        for r in caplog.records
+        "4 of its 6 members have no `braze_id`" in m and "mixed" in m and "_uid, braze_id" in m
+        for m in messages
     )
 
 
@@ -120,8 +131,8 @@ def test_custom_external_id_field(lytics_sandbox, tap_runner, make_config):
         "e", members=[{"email": "a@x.io", "braze_id": "b"}, {"braze_id": "c"}]
     )
     run = tap_runner(make_config(lytics_sandbox.url, audiences=["e"], external_id_field="email"))
-    assert [r["external_id"] for r in run.records["audience_members"]] == ["a@x.io"]
-    assert run.records["audience_snapshots"][0]["skipped_without_id"] == 1
+    assert [r["external_id"] for r in run.records["audience_members"]] == ["a@x.io", None]
+    assert run.records["audience_snapshots"][0]["members_without_id"] == 1
 
 
 def test_unknown_audience_is_a_configuration_error_listing_slugs(
@@ -155,7 +166,7 @@ def test_empty_audience_gets_a_zero_snapshot(lytics_sandbox, tap_runner, make_co
     run = tap_runner(make_config(lytics_sandbox.url, audiences=["nobody"]))
     assert run.records["audience_members"] == []
     (snap,) = run.records["audience_snapshots"]
-    assert (snap["audience_id"], snap["member_count"], snap["skipped_without_id"]) == (aid, 0, 0)
+    assert (snap["audience_id"], snap["member_count"], snap["members_without_id"]) == (aid, 0, 0)
     assert len(scan_requests(lytics_sandbox, aid)) == 1
 
 
