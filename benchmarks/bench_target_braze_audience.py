@@ -56,7 +56,7 @@ SNAPSHOT_SCHEMA = {
         "audience_slug": {"type": "string"},
         "scan_id": {"type": "string"},
         "member_count": {"type": "integer"},
-        "skipped_without_id": {"type": "integer"},
+        "members_without_id": {"type": "integer"},
         "started_at": {"type": "string", "format": "date-time"},
         "completed_at": {"type": "string", "format": "date-time"},
     },
@@ -98,7 +98,7 @@ def write_input(path: Path, members: dict[str, t.Iterable[int]], scan: str) -> i
                 "audience_slug": aud,
                 "scan_id": f"{scan}-{aud}",
                 "member_count": count,
-                "skipped_without_id": 0,
+                "members_without_id": 0,
                 "started_at": "2024-01-01T00:00:00Z",
                 "completed_at": "2024-01-01T00:10:00Z",
             }

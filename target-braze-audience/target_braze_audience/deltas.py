@@ -145,6 +145,10 @@ class DeliveryIncompleteError(Exception):
     """Some deltas could not be delivered; they stay pending for the next run."""
 
 
+class RemovalsHeldError(Exception):
+    """Removals held back by `max_removal_fraction`; everything else was delivered."""
+
+
 class TargetTerminatedError(BaseException):
     """SIGTERM/SIGINT: stop without removing anyone; undelivered deltas stay pending."""
 
@@ -167,6 +171,8 @@ class AudienceStats:
     pending: int = 0
     update_only: int = 0
     reoffered: int = 0
+    kept: int = 0
+    held: int = 0
     snapshot: str = "no snapshot"
 
 
@@ -219,6 +225,7 @@ class EngineSettings:
     max_array_length: int = 25
     update_only_reoffers: int = 5
     update_only_reoffer_hours: float = 24.0
+    max_removal_fraction: float = 0.5
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> EngineSettings:
@@ -239,6 +246,7 @@ class EngineSettings:
             max_array_length=int(config.get("max_array_length") or 25),
             update_only_reoffers=int(config.get("update_only_reoffers", 5)),
             update_only_reoffer_hours=float(config.get("update_only_reoffer_hours", 24.0)),
+            max_removal_fraction=min(1.0, max(0.0, float(config.get("max_removal_fraction", 0.5)))),
         )
 
 
@@ -276,7 +284,10 @@ class DeltaEngine:
         self._kinds: dict[str, int] = {}
         self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
         self._dry_breakdown: dict[tuple[str, str, str], int] | None = None
-        self._members: list[tuple[str, str, str]] = []
+        self._members: list[tuple[str, str, str, str | None]] = []
+        self._kept: list[tuple[str, str, str]] = []
+        self._snapshotted: set[str] = set()
+        self.held: list[str] = []
         self._explicit: list[tuple[str, str, str]] = []
         self._received_scan: dict[tuple[str, str], int] = defaultdict(int)
         self._records = 0
@@ -337,7 +348,9 @@ class DeltaEngine:
         received = self._received_scan
         flush, explicit = self.flush, self._handle_explicit
         invalid = self._invalid
-        no_id = f"no '{id_field}'"
+        no_id = f"no '{id_field}' (and no 'lytics_uid' to keep its memberships by)"
+        no_aud = f"empty '{aud_field}' (an audience without a slug is never written to Braze)"
+        kept_rows = self._kept
 
         def handle_data(record: dict[str, t.Any]) -> None:
             self._records += 1
@@ -348,16 +361,28 @@ class DeltaEngine:
             if "add" in record or "remove" in record:
                 explicit(stream, record, user)
                 return
-            aud = get(aud_field) or stream
+            # The stream name stands for the audience only when records carry no audience
+            # field at all; a present but empty one is an audience without a slug.
+            aud = get(aud_field, stream)
+            if not aud or aud.__class__ is not str:
+                invalid(stream, no_aud)
+                return
             scan = get("scan_id") or ""
             received[(aud, scan)] += 1
+            uid = get("lytics_uid")
             if not user:
+                if uid:
+                    # Still a member, without an id: keep what Braze has for this person.
+                    kept_rows.append((aud, scan, str(uid)))
+                    if len(kept_rows) >= CHUNK_ROWS:
+                        flush()
+                    return
                 invalid(stream, no_id)
                 return
             if self._explicit:
                 flush()
             members = self._members
-            members.append((aud, user, scan))
+            members.append((aud, user, scan, uid if uid is None else str(uid)))
             if len(members) >= CHUNK_ROWS:
                 flush()
 
@@ -406,6 +431,9 @@ class DeltaEngine:
                 self._next_progress += PROGRESS_EVERY
             rate = self._records / max(time.monotonic() - self._started, 1e-6)
             self.logger.info("Read %d records (%.0f records/s)", self._records, rate)
+        if self._kept:
+            self.store.add_kept(self._kept)
+            self._kept.clear()
         if self._members:
             rows, self._members = self._members, []
             silent: set[str] = set()
@@ -440,13 +468,54 @@ class DeltaEngine:
             )
             self.logger.warning("Audience '%s': %s", aud, stats.snapshot)
             return
+        if aud in self._snapshotted:
+            # A second snapshot of the audience in one run (another scan, another tap): it
+            # may contradict the first, so only members seen in none of this run's scans
+            # are removed.
+            self.logger.warning(
+                "Audience '%s': a second complete snapshot in this run (scan %s): removing "
+                "only members seen in none of this run's scans",
+                aud,
+                scan or "(no scan_id)",
+            )
+            scan = None
+        self._snapshotted.add(aud)
         baseline = not self.s.backfill_existing_users and aud not in self._initialized
-        out = self.store.complete_snapshot(aud, scan, baseline=baseline, member_count=count)
+        out = self.store.complete_snapshot(
+            aud,
+            scan,
+            baseline=baseline,
+            member_count=count,
+            max_removal_fraction=self.s.max_removal_fraction,
+        )
         self._initialized.add(aud)
         stats.baseline += out.baseline
-        stats.snapshot = f"complete ({count} members, {out.removes} to remove)" + (
-            ", silent baseline" if baseline else ""
+        stats.kept += out.kept
+        stats.held += out.held
+        without_id = record.get("members_without_id")
+        kept = (
+            f", kept: {without_id} members without an id"
+            if isinstance(without_id, int) and without_id
+            else ""
         )
+        if out.kept:
+            kept += f", {out.kept} stored memberships kept by lytics_uid"
+        if out.held:
+            pct = 100.0 * out.held / max(out.stored, 1)
+            message = (
+                f"Audience '{aud}': this snapshot ({count} members) would remove {out.held} of "
+                f"the {out.stored} members Braze has for it ({pct:.0f}%), more than "
+                f"max_removal_fraction={self.s.max_removal_fraction:g}. These removals are held: "
+                "nothing is removed and the next run decides again. If the audience really "
+                "shrank, run once with max_removal_fraction=1."
+            )
+            self.held.append(message)
+            stats.snapshot = f"complete ({count} members{kept}), {out.held} removals HELD"
+            self.logger.error("%s", message)
+        else:
+            stats.snapshot = f"complete ({count} members, {out.removes} to remove{kept})" + (
+                ", silent baseline" if baseline else ""
+            )
         self.logger.info("Audience '%s': snapshot %s", aud, stats.snapshot)
 
     # -- delivery -----------------------------------------------------------------------
@@ -744,6 +813,8 @@ class DeltaEngine:
                 f"{self.summary.failed_requests} request(s) to Braze failed after retries; "
                 "their deltas stay pending in the store for the next run"
             )
+            if self.held:
+                msg += "; " + " ".join(self.held)
             raise DeliveryIncompleteError(msg)
         return self.summary
 
@@ -779,7 +850,7 @@ class DeltaEngine:
         for aud, st in sorted(s.audiences.items()):
             self.logger.info(
                 "Summary%s audience '%s': added=%d removed=%d unchanged=%d rejected=%d "
-                "baseline=%d pending=%d records=%d update_only=%d reoffered=%d; %s",
+                "baseline=%d pending=%d kept=%d held=%d records=%d update_only=%d reoffered=%d; %s",
                 " (dry run)" if s.dry_run else "",
                 aud,
                 st.added,
@@ -788,6 +859,8 @@ class DeltaEngine:
                 st.rejected,
                 st.baseline,
                 st.pending,
+                st.kept,
+                st.held,
                 st.records,
                 st.update_only,
                 st.reoffered,

@@ -103,6 +103,17 @@ update_only = sa.Table(
     sa.Column("last_offer_at", sa.DateTime, nullable=False),
     sqlite_with_rowid=False,
 )
+member_uid = sa.Table(
+    # Lytics `_uid` of each stored (audience, user): a profile seen in a scan without its id
+    # keeps the memberships stored under its uid (see complete_snapshot).
+    "braze_member_uid",
+    metadata,
+    sa.Column("audience", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("lytics_uid", sa.Text, nullable=False),
+    sa.Index("braze_member_uid_by_uid", "audience", "lytics_uid"),
+    sqlite_with_rowid=False,
+)
 meta_tbl = sa.Table(
     "braze_store_meta",
     metadata,
@@ -124,10 +135,21 @@ seen = sa.Table(
     sa.Column("audience", sa.Text, nullable=False),
     sa.Column("user_id", sa.Text, nullable=False),
     sa.Column("scan_id", sa.Text, nullable=False),
+    sa.Column("lytics_uid", sa.Text),
     # No unique key: rows are appended in arrival order (a repeated mark is harmless, every
     # query reads them with DISTINCT/EXISTS). The (audience, user_id, scan_id) lookup index
     # is built by MembershipStore._index_seen only once a query needs it: maintaining it
     # row by row costs more than the whole rest of the insert on a fresh store.
+    prefixes=["TEMPORARY"],
+)
+kept = sa.Table(
+    # Profiles seen in a scan without an identifier, by Lytics `_uid` (few rows).
+    "braze_kept_tmp",
+    temp_metadata,
+    sa.Column("audience", sa.Text, nullable=False),
+    sa.Column("scan_id", sa.Text, nullable=False),
+    sa.Column("lytics_uid", sa.Text, nullable=False),
+    sa.Index("braze_kept_tmp_key", "audience", "lytics_uid"),
     prefixes=["TEMPORARY"],
 )
 incoming = sa.Table(
@@ -150,6 +172,10 @@ class StoreBusyError(Exception):
     """Another run is using the same store."""
 
 
+#: Audiences with fewer stored members than this are exempt from `max_removal_fraction`.
+MIN_MEMBERS_FOR_REMOVAL_GUARD = 20
+
+
 @dataclass
 class SnapshotOutcome:
     """What a complete snapshot changed in the pending deltas."""
@@ -157,6 +183,9 @@ class SnapshotOutcome:
     removes: int = 0
     baseline: int = 0
     dropped_adds: int = 0
+    kept: int = 0  # stored members not seen with an id, kept because their uid was seen
+    held: int = 0  # removals held back by max_removal_fraction (not queued)
+    stored: int = 0  # members the store held for the audience (when removals were computed)
 
 
 def resolve_store_url(store_url: str | None, cwd: Path | None = None) -> URL:
@@ -240,6 +269,7 @@ class MembershipStore:
         self._audience_has_members: dict[str, bool] = {}
         self._seen_seq = 0
         self._seen_indexed = False
+        self._kept_audiences: set[str] = set()
         # Where an `add` not backed by this run's marks could sit in braze_pending (see
         # complete_snapshot): audiences with deltas left from earlier runs or explicit
         # deltas, and the scan ids each audience's marks arrived with.
@@ -436,13 +466,26 @@ class MembershipStore:
             )
             self._seen_indexed = True
 
+    def add_kept(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Record profiles seen without an identifier: (audience, scan_id or "", lytics_uid)."""
+        if not rows:
+            return
+        self._kept_audiences.update(r[0] for r in rows)
+        ph = self._ph
+        self.conn.exec_driver_sql(
+            "INSERT INTO braze_kept_tmp (audience, scan_id, lytics_uid) "  # noqa: S608
+            f"VALUES ({ph}, {ph}, {ph})",
+            list(rows),
+        )
+
     def add_seen(
-        self, rows: Sequence[tuple[str, str, str]], silent_audiences: Iterable[str] = ()
+        self, rows: Sequence[tuple[t.Any, ...]], silent_audiences: Iterable[str] = ()
     ) -> dict[str, int]:
         """Record memberships seen this run and queue `add` for those Braze lacks.
 
         Args:
-            rows: (audience, user_id, scan_id or "") tuples in input order.
+            rows: (audience, user_id, scan_id or "", lytics_uid or None) tuples in input
+                order (the uid may be left out).
             silent_audiences: audiences still in their silent baseline (no adds queued).
 
         Returns:
@@ -451,13 +494,15 @@ class MembershipStore:
         """
         if not rows:
             return {}
+        if len(rows[0]) == 3:
+            rows = [(*r, None) for r in rows]
         last = self._seen_seq
         # Hot path: plain DB-API executemany (SQLAlchemy's per-row parameter processing
         # costs more than the insert itself at hundreds of thousands of rows).
         ph = self._ph
         self.conn.exec_driver_sql(
-            "INSERT INTO braze_seen_tmp (audience, user_id, scan_id) "  # noqa: S608
-            f"VALUES ({ph}, {ph}, {ph})",
+            "INSERT INTO braze_seen_tmp (audience, user_id, scan_id, lytics_uid) "  # noqa: S608
+            f"VALUES ({ph}, {ph}, {ph}, {ph})",
             rows if isinstance(rows, list) else list(rows),
         )
         self._seen_seq = int(self.conn.execute(sa.select(sa.func.max(seen.c.seq))).scalar() or 0)
@@ -617,17 +662,26 @@ class MembershipStore:
         *,
         baseline: bool,
         member_count: int | None = None,
+        max_removal_fraction: float = 1.0,
     ) -> SnapshotOutcome:
         """Apply a verifiably complete snapshot of `audience`.
 
         Queues `remove` for members Braze holds that were not seen with `scan_id` (any
-        scan of this run when None); with `baseline`, first records the seen members as
-        what Braze already has, silently. Pending adds for users no longer in the
-        audience are dropped (or turned into removes when a request carrying them may
-        have reached Braze). Marks the audience initialized.
+        scan of this run when None), except those whose Lytics uid was seen in the scan
+        (a profile without its id, or with another of its ids, is still a member); with
+        `baseline`, first records the seen members as what Braze already has, silently.
+        Pending adds for users no longer in the audience are dropped (or turned into
+        removes when a request carrying them may have reached Braze). Marks the audience
+        initialized.
+
+        When the removals would exceed `max_removal_fraction` of the members the store
+        holds (audiences of at least MIN_MEMBERS_FOR_REMOVAL_GUARD members), nothing is
+        removed or dropped: `held` tells how many removals were held back; the stored
+        memberships stay, so the next snapshot decides again.
         """
         out = SnapshotOutcome()
-        s, m, p = seen.c, membership.c, pending.c
+        s, m, p, u, k = seen.c, membership.c, pending.c, member_uid.c, kept.c
+        self._remember_uids(audience, scan_id)
 
         def seen_where(aud_col: t.Any, user_col: t.Any) -> t.Any:
             cond = [s.audience == aud_col, s.user_id == user_col]
@@ -656,17 +710,60 @@ class MembershipStore:
             )
         if self._has_members(audience):
             self._index_seen()
-            gone = (
-                sa.select(
-                    m.user_id, m.audience, sa.literal(REMOVE), sa.literal(PENDING), sa.false()
-                )
-                .where(m.audience == audience, m.present.is_(True))
-                .where(~seen_where(m.audience, m.user_id))
+            not_seen = sa.and_(
+                m.audience == audience, m.present.is_(True), ~seen_where(m.audience, m.user_id)
             )
-            out.removes = int(
-                self.conn.execute(sa.select(sa.func.count()).select_from(gone.subquery())).scalar()
+            # A stored member is still in when its uid was seen: without an id (kept marks)
+            # or under another id (a merged profile's other value, a changed id).
+            u2 = member_uid.alias("u2")
+            uid_seen = sa.or_(
+                sa.exists().where(
+                    k.audience == audience,
+                    k.lytics_uid == u.lytics_uid,
+                    *([k.scan_id == scan_id] if scan_id is not None else []),
+                ),
+                sa.exists().where(
+                    u2.c.audience == audience,
+                    u2.c.lytics_uid == u.lytics_uid,
+                    u2.c.user_id != u.user_id,
+                    seen_where(u2.c.audience, u2.c.user_id),
+                ),
+            )
+            still_in = sa.exists().where(u.audience == m.audience, u.user_id == m.user_id, uid_seen)
+            gone = sa.select(
+                m.user_id, m.audience, sa.literal(REMOVE), sa.literal(PENDING), sa.false()
+            ).where(not_seen, ~still_in)
+            missing = int(
+                self.conn.execute(
+                    sa.select(sa.func.count()).select_from(membership).where(not_seen)
+                ).scalar()
                 or 0
             )
+            out.removes = (
+                int(
+                    self.conn.execute(
+                        sa.select(sa.func.count()).select_from(gone.subquery())
+                    ).scalar()
+                    or 0
+                )
+                if missing
+                else 0
+            )
+            out.kept = missing - out.removes
+            if out.removes:
+                out.stored = int(
+                    self.conn.execute(
+                        sa.select(sa.func.count())
+                        .select_from(membership)
+                        .where(m.audience == audience, m.present.is_(True))
+                    ).scalar()
+                    or 0
+                )
+                if (
+                    out.stored >= MIN_MEMBERS_FOR_REMOVAL_GUARD
+                    and out.removes > max_removal_fraction * out.stored
+                ):
+                    out.held, out.removes = out.removes, 0
             if out.removes:
                 self._may_have_removes = True
                 ins = self._insert(pending).from_select(
@@ -683,6 +780,11 @@ class MembershipStore:
                         },
                     )
                 )
+        if out.held:
+            # Held: the snapshot may be truncated, so it decides nothing else either (no
+            # pending add is dropped or undone on its word).
+            self._mark_initialized(audience, scan_id, member_count)
+            return out
         # Pending adds of users not in this snapshot. Every add queued from this run's
         # marks of this scan is seen by definition, so the scan of braze_pending is only
         # needed when adds can come from elsewhere: earlier runs, explicit deltas, or
@@ -707,6 +809,12 @@ class MembershipStore:
             # a real remove makes every later chunk pay for the remove-cancelling statements.
             if undone.rowcount is None or undone.rowcount != 0:
                 self._may_have_removes = True
+        self._mark_initialized(audience, scan_id, member_count)
+        return out
+
+    def _mark_initialized(
+        self, audience: str, scan_id: str | None, member_count: int | None
+    ) -> None:
         ins_a = self._insert(audience_tbl).values(
             audience=audience,
             initialized=True,
@@ -724,7 +832,31 @@ class MembershipStore:
                 },
             )
         )
-        return out
+
+    def _remember_uids(self, audience: str, scan_id: str | None) -> None:
+        """Store the Lytics uid of every member seen with an id in this scan (changes only)."""
+        s, u = seen.c, member_uid.c
+        self._index_seen()
+        cond = [s.audience == audience, s.lytics_uid.is_not(None)]
+        if scan_id is not None:
+            cond.append(s.scan_id == scan_id)
+        changed = (
+            sa.select(s.audience, s.user_id, sa.func.max(s.lytics_uid))
+            .select_from(
+                seen.outerjoin(
+                    member_uid, sa.and_(u.audience == s.audience, u.user_id == s.user_id)
+                )
+            )
+            .where(*cond, sa.or_(u.lytics_uid.is_(None), u.lytics_uid != s.lytics_uid))
+            .group_by(s.audience, s.user_id)
+        )
+        ins = self._insert(member_uid).from_select(["audience", "user_id", "lytics_uid"], changed)
+        self.conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[u.audience, u.user_id],
+                set_={"lytics_uid": ins.excluded.lytics_uid},
+            )
+        )
 
     # -- delivery --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from target_braze_audience.deltas import (
     DeliveryIncompleteError,
     DeltaEngine,
     EngineSettings,
+    RemovalsHeldError,
     RunSummary,
     TargetTerminatedError,
 )
@@ -140,6 +141,18 @@ class TargetBrazeAudience(Target):
             default=False,
             description=(
                 "Compute and report deltas; send nothing, change no store, emit no STATE."
+            ),
+        ),
+        th.Property(
+            "max_removal_fraction",
+            th.NumberType(minimum=0, maximum=1),
+            default=0.5,
+            description=(
+                "When a complete snapshot would remove more than this fraction of the members "
+                "the store holds for an audience, that audience's removals are held (not sent, "
+                "decided again next run) and the run exits 1 after delivering everything else. "
+                "Audiences with fewer than 20 stored members are exempt. 1 lets every removal "
+                "through (a real emptying)."
             ),
         ),
         th.Property(
@@ -433,6 +446,9 @@ class TargetBrazeAudience(Target):
             self.logger.info("Dry run: no STATE emitted")
             self._latest_state = None
         super().process_endofpipe()
+        if engine.held:
+            # After delivery and STATE: what was sent is confirmed; only removals are held.
+            raise RemovalsHeldError(" ".join(engine.held))
 
     def _write_state_message(self, state: dict) -> None:
         """Write STATE only once Braze confirmed everything before it (end of input).
@@ -481,6 +497,7 @@ class TargetBrazeAudience(Target):
         except (
             BrazeSettingError,
             DeliveryIncompleteError,
+            RemovalsHeldError,
             StoreMismatchError,
             StoreBusyError,
             BatchFileError,

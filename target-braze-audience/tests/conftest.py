@@ -40,7 +40,7 @@ SNAPSHOT_SCHEMA = {
         "audience_slug": {"type": "string"},
         "scan_id": {"type": ["string", "null"]},
         "member_count": {"type": "integer"},
-        "skipped_without_id": {"type": ["integer", "null"]},
+        "members_without_id": {"type": ["integer", "null"]},
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "completed_at": {"type": ["string", "null"], "format": "date-time"},
     },
@@ -111,7 +111,13 @@ def pg_url() -> Iterator[str]:
 def _reset_pg(url: str) -> None:
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
-        for table in ("braze_membership", "braze_pending", "braze_audience", "braze_store_meta"):
+        for table in (
+            "braze_membership",
+            "braze_pending",
+            "braze_audience",
+            "braze_store_meta",
+            "braze_member_uid",
+        ):
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
     engine.dispose()
 
@@ -153,12 +159,14 @@ def schema_msgs() -> list[dict[str, Any]]:
     ]
 
 
-def member(aud: str, user: str | None, scan: str | None = "scan1") -> dict[str, Any]:
+def member(
+    aud: str, user: str | None, scan: str | None = "scan1", uid: str | None = None
+) -> dict[str, Any]:
     rec = {
         "audience_id": f"id-{aud}",
         "audience_slug": aud,
         "external_id": user,
-        "lytics_uid": f"l{user}",
+        "lytics_uid": uid or f"l{user}",
         "scan_id": scan,
     }
     return {"type": "RECORD", "stream": "audience_members", "record": rec}
@@ -170,7 +178,7 @@ def snapshot(aud: str, count: int, scan: str | None = "scan1") -> dict[str, Any]
         "audience_slug": aud,
         "scan_id": scan,
         "member_count": count,
-        "skipped_without_id": 0,
+        "members_without_id": 0,
         "started_at": "2024-01-01T00:00:00Z",
         "completed_at": "2024-01-01T00:01:00Z",
     }

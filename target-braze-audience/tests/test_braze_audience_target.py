@@ -443,7 +443,8 @@ def test_invalid_record_names_stream_and_row(braze_sandbox: Any, tmp_path: Path,
 
 def test_end_to_end_on_postgresql(braze_sandbox: Any, pg_store_url: str, h: Any) -> None:
     b = braze_sandbox
-    cfg = h.braze_config(b, pg_store_url, max_concurrency=3, batch_size=20)
+    # max_removal_fraction=1: audience b really empties (50 of 50 members).
+    cfg = h.braze_config(b, pg_store_url, max_concurrency=3, batch_size=20, max_removal_fraction=1)
     users = [f"u{i}" for i in range(150)]
     h.run_target(cfg, h.audience_msgs({"a": users, "b": users[:50]}))
     assert len(h.track_requests(b)) == math.ceil(150 / 20)
