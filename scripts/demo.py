@@ -33,24 +33,37 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def members(ids) -> list[dict]:
+def members(ids, without_id=()) -> list[dict]:
     return [
-        {"_uid": f"lu{i}", "braze_id": f"user{i}", "email": f"user{i}@example.com"}
+        {"_uid": f"lu{i}", "email": f"user{i}@example.com"}
+        | ({} if i in without_id else {"braze_id": f"user{i}"})
         for i in sorted(ids)
     ]
 
 
-def meltano(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def meltano(
+    env: dict[str, str], *args: str, expect_failure: bool = False
+) -> subprocess.CompletedProcess[str]:
     started = time.perf_counter()
     proc = subprocess.run([MELTANO, *args], cwd=ROOT, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
+    if (proc.returncode != 0) != expect_failure:
         say(proc.stderr[-6000:])
-        raise SystemExit(f"`meltano {' '.join(args)}` failed (exit {proc.returncode})")
-    say(f"  `meltano {' '.join(args)}` finished in {elapsed:.1f}s")
+        raise SystemExit(f"`meltano {' '.join(args)}` exited {proc.returncode}")
+    outcome = f"failed (exit {proc.returncode}), as expected" if expect_failure else "finished"
+    say(f"  `meltano {' '.join(args)}` {outcome} in {elapsed:.1f}s")
+    shown = set()
     for line in proc.stderr.splitlines():
-        if "Summary" in line or "summary" in line or "Braze rejected user" in line:
-            say("    " + line.split("] ", 1)[-1].strip())
+        text = line.split("] ", 1)[-1].strip()
+        wanted = (
+            "ummary" in line
+            or "Braze rejected user" in line
+            or "kept: " in line
+            or "max_removal_fraction" in line
+        )
+        if wanted and text not in shown:  # meltano may echo a plugin's error line
+            shown.add(text)
+            say("    " + text)
     return proc
 
 
@@ -62,10 +75,14 @@ def braze_memberships(braze: BrazeSandbox) -> dict[str, set[str]]:
     }
 
 
-def lytics_to_braze(env, braze, audiences: dict[str, set[int]], label: str) -> None:
+def lytics_to_braze(
+    env, braze, audiences: dict[str, set[int]], label: str, expect_failure: bool = False
+) -> None:
     before = braze_memberships(braze)
     stats0 = dict(braze.stats)
-    meltano(env, "run", "tap-lytics-audience", "target-braze-audience")
+    meltano(
+        env, "run", "tap-lytics-audience", "target-braze-audience", expect_failure=expect_failure
+    )
     after = braze_memberships(braze)
     added = sum(len(after.get(u, set()) - before.get(u, set())) for u in after)
     removed = sum(len(before[u] - after.get(u, set())) for u in before)
@@ -145,6 +162,24 @@ def main() -> int:
                 expected.setdefault(f"user{i}", set()).add(slug)
         assert braze_memberships(braze) == expected, "Braze holds exactly the Lytics memberships"
         say("  Braze's lytics_segments match the Lytics audiences exactly.")
+
+        say(
+            "\n== Safeguards: 300 newsletter members lose their braze_id in Lytics (still members), "
+            "and the high_value scan silently ends after 2,000 of its 7,400 members"
+        )
+        lost = set(sorted(audiences["newsletter"])[:300])
+        lytics.set_members("newsletter", members(audiences["newsletter"], without_id=lost))
+        lytics.truncate_scan("high_value", 2_000, report_total=False)
+        say(
+            "== Lytics -> Braze, fifth run (nobody removed: members without id kept, mass removal held)"
+        )
+        lytics_to_braze(env, braze, audiences, "run 5", expect_failure=True)
+        assert braze_memberships(braze) == expected, "nobody was removed"
+        lytics.truncate_scan("high_value", None)
+        lytics.set_members("newsletter", members(audiences["newsletter"]))
+        say("== Lytics -> Braze, sixth run (the glitch is over: the held removals are not needed)")
+        lytics_to_braze(env, braze, audiences, "run 6")
+        assert braze_memberships(braze) == expected
 
         say("\n== Braze -> Lytics: a segment CSV export (zip, as Braze delivers it) and a gzip one")
         generate_export(
