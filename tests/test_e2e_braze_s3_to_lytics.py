@@ -131,3 +131,48 @@ def test_s3_export_to_lytics_then_nothing_new_then_braze_cleanup(
     assert sorted(f["path"] for f in files) == sorted(
         [f"s3://{bucket}/{new_key}", f"s3://{bucket}/{odd_key}"]
     )
+
+
+def test_export_deleted_while_the_run_reads_another_is_skipped(
+    meltano: Meltano, s3, lytics_sandbox, tmp_path: Path
+):
+    """Braze's clean-up deletes an export after the tap listed it, before it opened it."""
+    import subprocess
+    import time
+
+    from e2e_helpers import MELTANO, ROOT
+
+    bucket = s3.new_bucket()
+    first = f"segment-export/{SEGMENT}/2026-11-28/users-aaaa01.zip"  # read first (sorted)
+    doomed = f"segment-export/{SEGMENT}/2026-11-28/users-zzzz99.zip"
+    s3.put(bucket, first, generate_export(tmp_path / "a.zip", 30_000, segment="A", seed=21))
+    s3.put(bucket, doomed, generate_export(tmp_path / "z.zip", 10, segment="Z", seed=22))
+    meltano.set(
+        TAP_BRAZE_CSV_PATHS=[f"s3://{bucket}/segment-export/*/*/*.zip"],
+        TARGET_LYTICS_USERS_API_URL=lytics_sandbox.url,
+        TARGET_LYTICS_USERS_API_TOKEN=lytics_sandbox.api_token,
+        **s3.env(),
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+    )
+    proc = subprocess.Popen(
+        [str(MELTANO), "run", "tap-braze-csv", "target-lytics-users"],
+        cwd=ROOT,
+        env=meltano.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The first batch reaching Lytics proves both files were listed and the first is being
+    # read (the pipe holds the tap back, so most of its 30,000 rows are still to come).
+    deadline = time.monotonic() + 240
+    while not lytics_sandbox.collected("braze_users") and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-4000:]
+        time.sleep(0.05)
+    s3.delete(bucket, doomed)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-4000:]
+    assert len(lytics_sandbox.collected("braze_users")) == 30_000
+    assert f"Skipping s3://{bucket}/{doomed}: it was removed after being listed" in out + err
+    files = meltano.state(STATE_ID)["singer_state"]["bookmarks"]["braze_users"]["files"]
+    assert [f["path"] for f in files] == [f"s3://{bucket}/{first}"]
