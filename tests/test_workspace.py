@@ -60,3 +60,42 @@ def test_meltano_config_lists_every_setting(plugin: str) -> None:
                 assert f"{name}.{sub} [env:" in listed
         else:
             assert f"{name} [env:" in listed, name
+
+
+def _env_name(plugin: str, setting: str) -> str:
+    return f"{plugin}_{setting}".upper().replace("-", "_").replace(".", "_")
+
+
+def test_env_example_lists_every_variable_the_prod_environment_reads() -> None:
+    """`.env.example` names each `$VAR` of the prod environment and each secret/required setting."""
+    import re
+
+    import yaml
+
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M))
+    (prod,) = [e for e in project["environments"] if e["name"] == "prod"]
+    referenced: set[str] = set()
+    set_in_prod: set[str] = set()
+    for plugins in prod["config"]["plugins"].values():
+        for plugin in plugins:
+            for setting, value in (plugin.get("config") or {}).items():
+                set_in_prod.add(_env_name(plugin["name"], setting))
+                referenced |= set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", str(value)))
+    assert referenced, "the prod environment reads its URLs from the environment"
+    needed = set(referenced)
+    plugins = {p["name"]: p for kind in ("extractors", "loaders") for p in project["plugins"][kind]}
+    for plugin in plugins.values():
+        # an inherited plugin (tap-braze-rest-export) reads its parent's settings under its name
+        base = plugins[plugin.get("inherit_from", plugin["name"])]
+        configured = set(plugin.get("config") or {}) if plugin is not base else set()
+        # settings_group_validation lists alternatives: the first one meltano.yml leaves open
+        groups = [g for g in base.get("settings_group_validation", []) if not configured & set(g)]
+        required = set(groups[0]) if groups else set()
+        for setting in base["settings"]:
+            name = _env_name(plugin["name"], setting["name"])
+            if (setting.get("sensitive") or setting["name"] in required) and (
+                name not in set_in_prod
+            ):
+                needed.add(name)
+    assert sorted(needed - listed) == []

@@ -7,7 +7,11 @@ from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
-from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
+from singer_sdk.helpers.capabilities import (
+    EMIT_ACTIVATE_VERSION_CONFIG,
+    PluginCapabilities,
+    TapCapabilities,
+)
 
 from tap_braze_csv.columns import COLUMN_TYPES, validate_column_types
 from tap_braze_csv.jsonl import user_json_schema_properties
@@ -253,6 +257,28 @@ class TapBrazeCsv(Tap):
         ),
         REST_EXPORT_PROPERTY,
     ).to_dict()
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        """Add the SDK's built-in settings, plus `emit_activate_version_messages`.
+
+        singer-sdk 0.54.9 reads that setting when `activate-version` is declared but does not
+        advertise it, so `--about` and Meltano did not know it.
+        """
+        super().append_builtin_config(config_jsonschema)
+        if TapCapabilities.ACTIVATE_VERSION in cls.capabilities:
+            for name, prop in EMIT_ACTIVATE_VERSION_CONFIG["properties"].items():
+                config_jsonschema["properties"].setdefault(
+                    name,
+                    {
+                        **prop,
+                        "description": (
+                            "Emit an `ACTIVATE_VERSION` message before each run's records. A run only holds the "
+                            "files not read before, so a target that processes these messages drops the rows "
+                            "of earlier runs: enable only when each run re-reads everything you want kept."
+                        ),
+                    },
+                )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -9,6 +9,7 @@ import typing as t
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import EMIT_ACTIVATE_VERSION_CONFIG, TapCapabilities
 
 from tap_lytics_audience.client import AudienceScanFailed
 from tap_lytics_audience.scan import ScanLedger
@@ -135,6 +136,28 @@ class TapLyticsAudience(Tap):
             description="Log scan progress every N pages.",
         ),
     ).to_dict()
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        """Add the SDK's built-in settings, plus `emit_activate_version_messages`.
+
+        singer-sdk 0.54.9 reads that setting when `activate-version` is declared but does not
+        advertise it, so `--about` and Meltano did not know it.
+        """
+        super().append_builtin_config(config_jsonschema)
+        if TapCapabilities.ACTIVATE_VERSION in cls.capabilities:
+            for name, prop in EMIT_ACTIVATE_VERSION_CONFIG["properties"].items():
+                config_jsonschema["properties"].setdefault(
+                    name,
+                    {
+                        **prop,
+                        "description": (
+                            "Emit `ACTIVATE_VERSION` messages for the full-snapshot streams (`audience_members`, "
+                            "`audience_snapshots`): a target that processes them drops rows of earlier runs, "
+                            "e.g. members who left."
+                        ),
+                    },
+                )
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.ledger = ScanLedger()

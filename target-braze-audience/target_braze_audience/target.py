@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import typing as t
+from pathlib import Path
 
 from singer_sdk import typing as th
 from singer_sdk.exceptions import InvalidRecord
@@ -25,7 +26,13 @@ from target_braze_audience.sinks import (
     OrjsonSingerReader,
     UnsupportedMessageError,
 )
-from target_braze_audience.store import MembershipStore, StoreBusyError, StoreMismatchError
+from target_braze_audience.store import (
+    DEFAULT_STORE_PATH,
+    MembershipStore,
+    StoreBusyError,
+    StoreMismatchError,
+    resolve_store_url,
+)
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -37,6 +44,33 @@ IDENTIFIERS = ["external_id", "braze_id", "email", "phone", "user_alias"]
 #: The stream `meltano config <loader> test` pipes into a loader (one made-up record). It is
 #: never loaded: its SCHEMA triggers a connection check instead (see `check_connection`).
 MELTANO_TEST_STREAM = "meltano_test_stream"
+
+
+class StoreUrlRequiredError(Exception):
+    """`require_store_url` is set but `store_url` is not."""
+
+
+def check_store_url(config: t.Mapping[str, t.Any], logger: t.Any, *, dry_run: bool) -> None:
+    """Refuse a missing `store_url` when required; warn loudly when the default file is created."""
+    if str(config.get("store_url") or "").strip():
+        return
+    if config.get("require_store_url"):
+        msg = (
+            "store_url is not set and require_store_url is on (as in the prod environment of "
+            "meltano.yml, which reads it from BRAZE_AUDIENCE_STORE_URL): set store_url to a "
+            "persistent SQLite path or a postgresql:// URL. Refusing to fall back to a local "
+            f"{DEFAULT_STORE_PATH} that would be lost with this runner."
+        )
+        raise StoreUrlRequiredError(msg)
+    path = Path(str(resolve_store_url(None).database))
+    if not dry_run and not path.exists():
+        logger.warning(
+            "NO store_url SET: creating the membership store as a local SQLite file, %s. It "
+            "records what Braze was told; if it is lost (ephemeral runner, new checkout, "
+            "deleted folder) the next run sends every membership again and pays Braze data "
+            "points again. Set store_url to a persistent path or a PostgreSQL URL.",
+            path,
+        )
 
 
 class TargetBrazeAudience(Target):
@@ -112,7 +146,17 @@ class TargetBrazeAudience(Target):
             description=(
                 "Membership store: a SQLite file path or a SQLAlchemy URL "
                 "(`postgresql://user:pass@host/db`). Default: `.braze_audience_store.sqlite` "
-                "in the working directory."
+                "in the working directory (a warning says so when it is created)."
+            ),
+        ),
+        th.Property(
+            "require_store_url",
+            th.BooleanType,
+            default=False,
+            description=(
+                "Refuse to run without an explicit `store_url` instead of creating the default "
+                "SQLite file (set in production: a lost store makes the next run send every "
+                "membership again)."
             ),
         ),
         th.Property(
@@ -246,6 +290,18 @@ class TargetBrazeAudience(Target):
         ),
     ).to_dict()
 
+    #: SDK built-in target settings this target has no use for: membership deltas are neither
+    #: appended, upserted nor overwritten (`load_method`), Braze receives no `_sdc_*` metadata
+    #: (`add_record_metadata`), and requests hold `batch_size` users (`batch_size_rows`).
+    UNSUPPORTED_BUILTIN_SETTINGS = ("load_method", "add_record_metadata", "batch_size_rows")
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        """Add the SDK's built-in settings except those the target would silently ignore."""
+        super().append_builtin_config(config_jsonschema)
+        for name in cls.UNSUPPORTED_BUILTIN_SETTINGS:
+            config_jsonschema["properties"].pop(name, None)
+
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Initialize; the store opens with the first message."""
         super().__init__(*args, **kwargs)
@@ -270,6 +326,7 @@ class TargetBrazeAudience(Target):
             if settings.identifier_field == "user_alias" and not cfg.get("alias_label"):
                 msg = "identifier_field is user_alias: set alias_label"
                 raise ValueError(msg)
+            check_store_url(cfg, self.logger, dry_run=settings.dry_run)
             store = MembershipStore(
                 cfg.get("store_url"), dry_run=settings.dry_run, logger=self.logger
             )

@@ -523,3 +523,44 @@ def test_meltano_config_test_fails_naming_the_setting(
         h.run_target(cfg, MELTANO_TEST_MSGS)
     assert f"`{bad}`" in str(err.value)
     assert b.users() == {}
+
+
+def test_default_store_file_is_announced_loudly_once(
+    braze_sandbox: Any,
+    tmp_path: Path,
+    h: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = h.braze_config(braze_sandbox, "")
+    del cfg["store_url"]
+    with caplog.at_level(logging.WARNING):
+        h.run_target(cfg, h.audience_msgs({"a": ["u1"]}))
+    default = tmp_path / ".braze_audience_store.sqlite"
+    assert default.exists()
+    warnings = [r.getMessage() for r in caplog.records if "NO store_url SET" in r.getMessage()]
+    assert len(warnings) == 1
+    assert str(default) in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        h.run_target(cfg, h.audience_msgs({"a": ["u1"]}))
+    assert "NO store_url SET" not in caplog.text  # the file exists now: no more warning
+
+
+def test_require_store_url_refuses_the_default_file(
+    braze_sandbox: Any, tmp_path: Path, h: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from target_braze_audience.target import StoreUrlRequiredError
+
+    monkeypatch.chdir(tmp_path)
+    cfg = {**h.braze_config(braze_sandbox, ""), "require_store_url": True}
+    del cfg["store_url"]
+    with pytest.raises(StoreUrlRequiredError) as err:
+        h.run_target(cfg, h.audience_msgs({"a": ["u1"]}))
+    assert "store_url" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # no SQLite file created
+    assert h.track_requests(braze_sandbox) == []
+    # a connection test (meltano config test) still works: it opens no store
+    h.run_target(cfg, MELTANO_TEST_MSGS)
+    assert list(tmp_path.iterdir()) == []

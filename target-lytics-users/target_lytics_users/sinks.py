@@ -100,6 +100,12 @@ class LyticsSink(BatchSink):
         self.batch_counter = metrics.batch_counter(stream_name)
         props = self.schema.get("properties") or {}
         self._known_fields = frozenset(props)
+        # Source-location metadata the tap declared (tap-braze-csv's `_sdc_source_file`, an
+        # absolute path of the runner, and `_sdc_source_lineno`) is not sent, like the SDK's own
+        # `_sdc_*` fields, unless `add_record_metadata` is set: it is not profile data. It is
+        # dropped when the record is serialized: the SDK still checks key properties with it.
+        self._tap_sdc_fields = frozenset(k for k in props if k.startswith("_sdc_source_"))
+        self._drop_tap_sdc = bool(self._tap_sdc_fields) and not self.include_sdc_metadata_properties
         self._additional_ok = bool(self.schema.get("additionalProperties", False))
         self._datelike: list[tuple[str, str]] = []
         for name, prop in props.items():
@@ -157,7 +163,10 @@ class LyticsSink(BatchSink):
 
     def process_record(self, record: dict, context: dict) -> None:
         """Serialize `record` into the current body (sealing it first if it would not fit)."""
-        data = dumps_record(record)
+        if self._drop_tap_sdc and not self._tap_sdc_fields.isdisjoint(record):
+            data = dumps_record({k: v for k, v in record.items() if k not in self._tap_sdc_fields})
+        else:
+            data = dumps_record(record)
         size = len(data)
         line = self._target.line_number
         if size > self._target.max_record_bytes:

@@ -201,6 +201,30 @@ class TargetLyticsUsers(Target):
         ),
     ).to_dict()
 
+    #: SDK built-in target settings this target has no use for: the collect API only adds and
+    #: merges, so `load_method` (append-only/upsert/overwrite) cannot be honoured.
+    #: `batch_size_rows` (caps `max_batch_records`) and `add_record_metadata` (sends `_sdc_*`
+    #: fields, dropped by default) work and stay.
+    UNSUPPORTED_BUILTIN_SETTINGS = ("load_method",)
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        """Add the SDK's built-in settings except those the target would silently ignore."""
+        super().append_builtin_config(config_jsonschema)
+        props = config_jsonschema["properties"]
+        for name in cls.UNSUPPORTED_BUILTIN_SETTINGS:
+            props.pop(name, None)
+        if "add_record_metadata" in props:
+            props["add_record_metadata"] = {
+                **props["add_record_metadata"],
+                "description": (
+                    "Send metadata fields to Lytics: the SDK's `_sdc_*` (`_sdc_extracted_at`, "
+                    "...) and the tap's `_sdc_source_*` (e.g. tap-braze-csv's "
+                    "`_sdc_source_file`, a path on the runner). Off: they are dropped, they are "
+                    "not profile data."
+                ),
+            }
+
     def __init__(
         self,
         *,

@@ -8,7 +8,8 @@ import itertools
 import json
 
 import orjson
-from target_lytics_testkit import TOKEN, braze_user, run_target, singer_lines
+import pytest
+from target_lytics_testkit import BRAZE_USERS_SCHEMA, TOKEN, braze_user, run_target, singer_lines
 from target_lytics_users.client import LyticsError
 from target_lytics_users.serialize import dumps_record
 
@@ -260,3 +261,31 @@ def test_sdc_metadata_is_dropped_unless_asked_for(lytics_sandbox, config):
     result = run_target(config, singer_lines([rec, braze_user(2)]))
     assert result.error is None
     assert lytics_sandbox.collected("braze_users") == [braze_user(1), braze_user(2)]
+
+
+@pytest.mark.parametrize("add_record_metadata", [False, True])
+def test_tap_source_metadata_reaches_lytics_only_when_asked_for(
+    lytics_sandbox, config, add_record_metadata
+):
+    """tap-braze-csv's `_sdc_source_file` is a path on the runner: not profile data."""
+
+    schema = {
+        **BRAZE_USERS_SCHEMA,
+        "properties": {
+            **BRAZE_USERS_SCHEMA["properties"],
+            "_sdc_source_file": {"type": ["string", "null"]},
+            "_sdc_source_lineno": {"type": ["integer", "null"]},
+        },
+    }
+    meta = {"_sdc_source_file": "/home/runner/exports/vip.csv", "_sdc_source_lineno": 2}
+    cfg = {**config, "add_record_metadata": add_record_metadata}
+    # tap-braze-csv's key properties are these very fields: the SDK checks them first
+    keys = ["_sdc_source_file", "_sdc_source_lineno"]
+    lines = singer_lines([braze_user(1, **meta)], schema=schema, key_properties=keys)
+    result = run_target(cfg, lines)
+    assert result.error is None
+    (got,) = lytics_sandbox.collected("braze_users")
+    if add_record_metadata:
+        assert {k: got[k] for k in meta} == meta
+    else:
+        assert got == braze_user(1)
