@@ -99,6 +99,58 @@ def lytics_to_braze(
     )
 
 
+def s3_server_module():
+    """The test suite's S3-compatible server helper (moto's standalone server on loopback)."""
+    import importlib.util
+
+    path = ROOT / "tap-braze-csv" / "tests" / "s3_server.py"
+    spec = importlib.util.spec_from_file_location("demo_s3_server", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bucket_export(env: dict[str, str], braze: BrazeSandbox, lytics: LyticsSandbox) -> None:
+    """The same job when the workspace writes exports to its own bucket (S3-compatible server)."""
+    say(
+        "\n== The same job when the Braze workspace writes exports to its S3 bucket: no download "
+        "URL, the tap waits for the files under segment-export/<segment>/<date>/<object_prefix>/"
+    )
+    server = s3_server_module().start_s3_server()
+    try:
+        bucket = server.new_bucket("braze-exports")
+        braze.segment_exports.bucket = f"s3://{bucket}"
+        braze.segment_exports.storage_options = {
+            "key": server.access_key,
+            "secret": server.secret_key,
+            "client_kwargs": {"endpoint_url": server.endpoint, "region_name": "us-east-1"},
+        }
+        braze.add_segment("vip-users", [f"user{i}" for i in range(0, USERS, 8)])
+        bucket_env = {
+            **env,
+            **server.env(),  # AWS_ENDPOINT_URL and keys: the standard AWS credential chain
+            "TAP_BRAZE_REST_EXPORT_REST_EXPORT_BUCKET_URL": f"s3://{bucket}",
+            "TAP_BRAZE_REST_EXPORT_REST_EXPORT_SEGMENT_IDS": '["vip-users"]',
+        }
+        users_before = len(lytics.collected("braze_users"))
+        exports_before = braze.stats["exports"]
+        meltano(bucket_env, "run", "braze-to-lytics")
+        keys = [
+            o["Key"] for o in server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+        ]
+        say(
+            f"  Braze exports requested: {braze.stats['exports'] - exports_before}; files in the "
+            f"bucket: {len(keys)} (e.g. {keys[0] if keys else '-'}); Lytics braze_users received "
+            f"{len(lytics.collected('braze_users')) - users_before:,} users"
+        )
+    finally:
+        server.stop()
+        braze.segment_exports.bucket = None
+
+
 def main() -> int:
     shutil.rmtree(DEMO, ignore_errors=True)
     (DEMO / "exports").mkdir(parents=True)
@@ -230,6 +282,7 @@ def main() -> int:
             f"  Second run within rest_export.min_interval_hours: exports requested still "
             f"{braze.stats['exports']}, braze_engagement still {len(lytics.collected('braze_engagement')):,} records"
         )
+        bucket_export(env, braze, lytics)
     say("\nSandboxes stopped. Demo complete.")
     return 0
 
