@@ -165,7 +165,7 @@ def test_triggered_export_read_from_the_bucket(
     assert not [r for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
     users = lytics_sandbox.collected("braze_users")
     assert sorted(u["external_id"] for u in users) == sorted(profiles)
-    assert all(u["_sdc_source_file"].startswith("braze-export://all-users/") for u in users)
+    assert all(u["_braze_segment_id"] == SEGMENT for u in users)
     expected = sum(
         len(p["campaigns_received"]) + len(p["canvases_received"]) for p in profiles.values()
     )
