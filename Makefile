@@ -11,7 +11,7 @@ PY_HIGHEST := 3.13
 DIST_PYTHON := 3.12
 UNIT_TESTS := $(addsuffix /tests,$(PACKAGES))
 
-.PHONY: help uv sync system-deps lint typecheck test test-pythons dist demo bench clean
+.PHONY: help uv sync system-deps lint typecheck test test-pythons dist demo bench interop-lock clean
 
 help:
 	@echo "make demo   run both directions against the local Braze and Lytics sandbox"
@@ -63,5 +63,14 @@ demo: sync
 bench: sync
 	$(UV) run --locked python benchmarks/run.py
 
+# Re-pin the PyPI plugins of the interoperability matrix (tests/interop/requirements/*.in ->
+# exact versions with hashes, for every supported Python). `make test` installs them once into
+# .interop/.meltano (git-ignored) and reuses them offline afterwards.
+interop-lock: uv
+	@set -e; for f in tests/interop/requirements/*.in; do \
+	  $(UV) pip compile --quiet --universal --generate-hashes --python-version $(PY_LOWEST) \
+	    --custom-compile-command "make interop-lock" "$$f" -o "$${f%.in}.txt"; \
+	done
+
 clean:
-	rm -rf .venv .venv-py* .meltano benchmarks/.work .mypy_cache .ruff_cache dist
+	rm -rf .venv .venv-py* .meltano .interop benchmarks/.work .mypy_cache .ruff_cache dist

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,21 +11,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from e2e_helpers import MELTANO, ROOT, Meltano
+from e2e_helpers import ROOT, Meltano, meltano_install
 
 
 @pytest.fixture(scope="session")
 def meltano_installed() -> Path:
     """Install the project's plugins into .meltano/ once per session (fast with the uv backend)."""
-    proc = subprocess.run(
-        [str(MELTANO), "install"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"},
-    )
-    assert proc.returncode == 0, f"meltano install failed:\n{proc.stdout}\n{proc.stderr}"
+    meltano_install(ROOT)
     return ROOT
 
 

@@ -15,17 +15,30 @@ BIN = Path(sys.executable).parent
 MELTANO = BIN / "meltano"
 
 
+def meltano_install(project: Path, timeout: float = 600) -> None:
+    """`meltano install` in a project (plugins whose venv matches their pip_url are kept)."""
+    proc = subprocess.run(
+        [str(MELTANO), "install"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"},
+    )
+    assert proc.returncode == 0, f"meltano install failed:\n{proc.stdout}\n{proc.stderr}"
+
+
 class Meltano:
     """Runs meltano commands in the project with an isolated system database (state store)."""
 
-    def __init__(self, tmp: Path, project: Path = ROOT) -> None:
+    def __init__(self, tmp: Path, project: Path = ROOT, environment: str = "sandbox") -> None:
         self.tmp = tmp
         self.project = project
         self.env: dict[str, str] = {
             **os.environ,
             "MELTANO_DATABASE_URI": f"sqlite:///{tmp / 'meltano.db'}",
             "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
-            "MELTANO_ENVIRONMENT": "sandbox",
+            "MELTANO_ENVIRONMENT": environment,
             "MELTANO_CLI_LOG_LEVEL": "info",
         }
 

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import gzip
 import io
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,65 +41,7 @@ SNAPSHOT_SCHEMA = {
 }
 
 
-# -- PostgreSQL ------------------------------------------------------------------------
-
-
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    cands = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return cands[-1] if cands else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """$BRAZE_AUDIENCE_TEST_PG_URL, or a throwaway PostgreSQL server on 127.0.0.1."""
-    env = os.environ.get("BRAZE_AUDIENCE_TEST_PG_URL")
-    if env:
-        yield env
-        return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.fail(
-            "PostgreSQL is required for the store tests: install it (apt-get install "
-            "postgresql, or scripts/ensure-system-deps.sh) or set BRAZE_AUDIENCE_TEST_PG_URL"
-        )
-    tmp = Path(tempfile.mkdtemp(prefix="braze-audience-pg-"))
-    data = tmp / "data"
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        # PostgreSQL refuses to run as root: run it as the postgres user.
-        shutil.chown(tmp, "postgres", "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run(
-        [*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    opts = (
-        f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off"
-    )
-    subprocess.run(
-        [*prefix, pg_ctl, "-D", str(data), "-o", opts, "-l", str(tmp / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(tmp, ignore_errors=True)
+# -- PostgreSQL (the session server is the `pg_url` fixture of sandbox.pytest_plugin) ------
 
 
 def _reset_pg(url: str) -> None:
