@@ -18,6 +18,7 @@ from tap_braze_csv.jsonl import user_json_schema_properties
 from tap_braze_csv.openers import text_encoding
 from tap_braze_csv.rest_export import ExportCoordinator, RestExportSettings
 from tap_braze_csv.rest_settings import REST_EXPORT_PROPERTY
+from tap_braze_csv.secrets import strip_secrets
 from tap_braze_csv.streams import (
     BrazeUsersStream,
     build_schema,
@@ -294,6 +295,11 @@ class TapBrazeCsv(Tap):
                 self.config
             )
             return self._rest_settings
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Strip whitespace around secrets read from files (a trailing newline) first."""
+        self._config = strip_secrets(self._config, self.config_jsonschema)
+        return super()._validate_config(raise_errors=raise_errors)
 
     def _validate_settings(self) -> None:
         if not self.config.get("paths") and self.rest_settings is None:

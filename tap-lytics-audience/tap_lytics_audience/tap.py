@@ -13,6 +13,7 @@ from singer_sdk.helpers.capabilities import EMIT_ACTIVATE_VERSION_CONFIG, TapCap
 
 from tap_lytics_audience.client import AudienceScanFailed
 from tap_lytics_audience.scan import ScanLedger
+from tap_lytics_audience.secrets import header_secret_errors, strip_secrets
 from tap_lytics_audience.streams import (
     MEMBER_BASE_FIELDS,
     AudienceMembersStream,
@@ -165,9 +166,15 @@ class TapLyticsAudience(Tap):
         super().__init__(*args, **kwargs)
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """Validate the schema plus the checks JSON schema cannot express."""
+        """Validate the schema plus the checks JSON schema cannot express.
+
+        A token read from a mounted secret file ends with a newline: surrounding whitespace
+        is removed here, where the config is loaded, so no header, log line or traceback
+        can ever carry the raw value. What is left must be a valid header value.
+        """
+        self._config = strip_secrets(self._config, self.config_jsonschema)
         errors = super()._validate_config(raise_errors=raise_errors)
-        extra: list[str] = []
+        extra: list[str] = header_secret_errors(self.config, ["api_token"])
         page_size = self.config.get("page_size", 100)
         if not isinstance(page_size, int) or not 1 <= page_size <= 100:
             extra.append(f"Setting `page_size` must be between 1 and 100 (got {page_size!r}).")

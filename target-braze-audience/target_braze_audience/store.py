@@ -40,6 +40,7 @@ import errno
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 import typing as t
@@ -188,19 +189,42 @@ class SnapshotOutcome:
     stored: int = 0  # members the store held for the audience (when removals were computed)
 
 
+# libpq keywords that open a key=value connection string ("host=db password=...").
+_CONNINFO = re.compile(
+    r"^\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|options)\s*=", re.I
+)
+# Query keys that carry a credential (password, sslpassword, ...) or point at one.
+_SECRET_KEY = re.compile(r"pass|secret|token|key", re.I)
+
+
+def _store_url_error(reason: str) -> ValueError:
+    # Never repeat the value: it may hold a password.
+    return ValueError(
+        f"Setting `store_url` {reason} (its value is not shown: it may hold a password)"
+    )
+
+
 def resolve_store_url(store_url: str | None, cwd: Path | None = None) -> URL:
     """Turn the `store_url` setting into a SQLAlchemy URL.
 
-    No value: ``.braze_audience_store.sqlite`` in the working directory. A value without
-    ``://`` is a SQLite file path. ``postgresql://`` and ``postgres://`` use psycopg 3.
+    No value: ``.braze_audience_store.sqlite`` in the working directory. A libpq
+    key=value string (``host=db dbname=x password=...``) is PostgreSQL; any other value
+    without ``://`` is a SQLite file path. ``postgresql://`` and ``postgres://`` use psycopg 3.
     """
     value = (store_url or "").strip() or DEFAULT_STORE_PATH
     if "://" not in value:
+        if _CONNINFO.match(value):
+            _require_psycopg()
+            return _conninfo_url(value)
         path = Path(value).expanduser()
         if not path.is_absolute():
             path = (cwd or Path.cwd()) / path
         return URL.create("sqlite+pysqlite", database=str(path))
-    url = make_url(value)
+    try:
+        url = make_url(value)
+    except (ValueError, sa.exc.ArgumentError):
+        # SQLAlchemy's message quotes the whole URL, password included.
+        raise _store_url_error("is not a valid database URL") from None
     if url.drivername in {"postgresql", "postgres"}:
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in {"sqlite", "postgresql"}:
@@ -209,14 +233,55 @@ def resolve_store_url(store_url: str | None, cwd: Path | None = None) -> URL:
             "(use a SQLite path or a postgresql:// URL)"
         )
         raise ValueError(msg)
-    if url.get_driver_name() == "psycopg" and importlib.util.find_spec("psycopg") is None:
+    if url.get_driver_name() == "psycopg":
+        _require_psycopg()
+    return url
+
+
+def _require_psycopg() -> None:
+    if importlib.util.find_spec("psycopg") is None:
         # psycopg is an optional extra: say how to get it instead of SQLAlchemy's bare import error.
         msg = (
             "store_url: a PostgreSQL store needs the PostgreSQL driver, which is not installed: "
             "pip install 'target-braze-audience[postgres]'"
         )
         raise ValueError(msg)
-    return url
+
+
+def _conninfo_url(value: str) -> URL:
+    """Turn a libpq key=value connection string into a psycopg URL (libpq reads its query)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(value)
+    except Exception:  # libpq's message quotes the string
+        raise _store_url_error("is not a valid libpq key=value connection string") from None
+    return URL.create("postgresql+psycopg", query={k: str(v) for k, v in params.items()})
+
+
+def _is_conninfo(value: str) -> bool:
+    """Tell whether libpq would expand this `dbname` (it holds "=" or a URI) into a conninfo."""
+    return "=" in value or "://" in value
+
+
+def safe_store_url(url: URL) -> str:
+    """Render the store URL for logs and errors, every credential form libpq accepts masked.
+
+    A password can sit in the userinfo (``user:pw@``), in query keys (``?password=``,
+    ``?sslpassword=``) and inside a ``dbname`` that is itself a connection string.
+    """
+    if url.get_backend_name() == "sqlite":
+        return url.render_as_string(hide_password=True)
+    query = {
+        key: "***"
+        if _SECRET_KEY.search(key)
+        or any(_is_conninfo(v) for v in ((val,) if isinstance(val, str) else val))
+        else val
+        for key, val in url.query.items()
+    }
+    database = "***" if url.database and _is_conninfo(url.database) else url.database
+    rendered = url.set(query=query, database=database).render_as_string(hide_password=True)
+    return rendered.replace("%2A%2A%2A", "***")
 
 
 class MembershipStore:
@@ -287,8 +352,8 @@ class MembershipStore:
 
     @property
     def display_url(self) -> str:
-        """The store URL with any password masked (safe to log)."""
-        return self.url.render_as_string(hide_password=True)
+        """The store URL with every password form masked (safe to log)."""
+        return safe_store_url(self.url)
 
     def _create_engine(self) -> Engine:
         if not self.is_sqlite:

@@ -8,7 +8,7 @@ import typing as t
 from pathlib import Path
 
 from singer_sdk import typing as th
-from singer_sdk.exceptions import InvalidRecord
+from singer_sdk.exceptions import ConfigValidationError, InvalidRecord
 from singer_sdk.target_base import Target
 
 from target_braze_audience.batch_files import BatchFileError, iter_batch_records
@@ -21,6 +21,7 @@ from target_braze_audience.deltas import (
     RunSummary,
     TargetTerminatedError,
 )
+from target_braze_audience.secrets import header_secret_errors, strip_secrets
 from target_braze_audience.sinks import (
     BrazeAudienceSink,
     OrjsonSingerReader,
@@ -314,6 +315,19 @@ class TargetBrazeAudience(Target):
         self._confirmed = False  # everything read was delivered (set at end of input)
         self.last_summary: RunSummary | None = None
         self._connection_test = False
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Strip secrets read from files (trailing newline) and check the key is a header value.
+
+        Done where the config is loaded, so no header, log line or traceback can carry
+        the raw value.
+        """
+        self._config = strip_secrets(self._config, self.config_jsonschema)
+        errors = super()._validate_config(raise_errors=raise_errors)
+        extra = header_secret_errors(self.config, ["api_key"])
+        if extra and raise_errors:
+            raise ConfigValidationError(extra[0], errors=extra)
+        return [*errors, *extra]
 
     # -- pipeline --------------------------------------------------------------------
 

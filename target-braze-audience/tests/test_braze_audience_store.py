@@ -10,6 +10,7 @@ from target_braze_audience.store import (
     StoreBusyError,
     StoreMismatchError,
     resolve_store_url,
+    safe_store_url,
 )
 
 
@@ -254,5 +255,46 @@ def test_postgres_url_without_the_driver_names_the_extra(monkeypatch: pytest.Mon
     )
     with pytest.raises(ValueError, match=r"target-braze-audience\[postgres\]"):
         resolve_store_url("postgresql://u:secretpw@h/db")
+    with pytest.raises(ValueError, match=r"target-braze-audience\[postgres\]"):
+        resolve_store_url("host=h dbname=d password=secretpw")
     # SQLite needs no extra.
     assert resolve_store_url("x.db").drivername == "sqlite+pysqlite"
+
+
+@pytest.mark.parametrize(
+    ("store_url", "shown"),
+    [
+        ("postgresql://u:pw1secret@h/db", "postgresql+psycopg://u:***@h/db"),
+        (
+            "postgresql://u@h/db?password=pw1secret&sslpassword=pw2secret&sslmode=require",
+            "postgresql+psycopg://u@h/db?password=***&sslmode=require&sslpassword=***",
+        ),
+        (
+            "postgresql://h/db?dbname=host%3Dh%20password%3Dpw1secret",
+            "postgresql+psycopg://h/db?dbname=***",
+        ),
+        (
+            "host=h dbname=d user=u password='pw1 secret'",
+            "postgresql+psycopg://?dbname=d&host=h&password=***&user=u",
+        ),
+    ],
+)
+def test_every_libpq_password_form_is_masked(store_url: str, shown: str) -> None:
+    assert safe_store_url(resolve_store_url(store_url)) == shown
+
+
+def test_unparsable_store_url_is_refused_without_its_value(tmp_path: Path) -> None:
+    for bad in ("postgresql://u:pw1secret@h:port/db", "host=h password='pw1secret"):
+        with pytest.raises(ValueError, match="`store_url`") as info:
+            resolve_store_url(bad)
+        assert "pw1secret" not in str(info.value)
+        assert info.value.__context__ is None or info.value.__suppress_context__
+
+
+def test_libpq_key_value_store_url_connects(pg_store_url: str) -> None:
+    url = resolve_store_url(pg_store_url)
+    dsn = f"host={url.host} port={url.port} dbname={url.database} user={url.username}"
+    store = MembershipStore(dsn + " password=kv-secret-1")
+    assert "kv-secret-1" not in store.display_url
+    assert store.display_url.startswith("postgresql+psycopg://")
+    store.close()

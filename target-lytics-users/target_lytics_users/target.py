@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.target_base import Target
 
 from target_lytics_users.batch_files import BatchFileError, iter_batch_records
@@ -20,6 +21,7 @@ from target_lytics_users.client import (
     LyticsError,
     LyticsRejectedError,
 )
+from target_lytics_users.secrets import header_secret_errors, strip_secrets
 from target_lytics_users.serialize import LineCountingOrjsonReader, UnsupportedMessageError
 from target_lytics_users.sinks import LyticsSink
 
@@ -279,6 +281,19 @@ class TargetLyticsUsers(Target):
         self._summary_logged = False
         self._versions_ignored: set[str | None] = set()
         self._started = time.monotonic()
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Strip secrets read from files (trailing newline) and check the token is a header value.
+
+        Done where the config is loaded, so no header, log line or traceback can carry
+        the raw value.
+        """
+        self._config = strip_secrets(self._config, self.config_jsonschema)
+        errors = super()._validate_config(raise_errors=raise_errors)
+        extra = header_secret_errors(self.config, ["api_token"])
+        if extra and raise_errors:
+            raise ConfigValidationError(extra[0], errors=extra)
+        return [*errors, *extra]
 
     # Helpers used by the sinks -----------------------------------------------------------
 

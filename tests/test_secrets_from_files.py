@@ -1,0 +1,242 @@
+"""Every secret setting given as it comes out of a mounted secret file (with a trailing newline).
+
+Each plugin runs as a real process against the loopback emulators, SFTP server, gpg and
+PostgreSQL. The runs must work (surrounding whitespace is removed where the config is
+loaded) and the secret's text must appear nowhere in stdout (records and STATE), stderr or
+the state. Wrong secrets and secrets with a line break inside fail naming the setting, and
+still never print the value.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_helpers import BIN, load_tap_test_module, pipe
+from tap_braze_csv.sample import generate_export
+
+sftp_server = load_tap_test_module("sftp_server")
+pgp_keys = load_tap_test_module("pgp_keys")
+
+PG_PASSWORD = "pg-query-secret-7c1"
+PG_SSL_PASSWORD = "pg-sslkey-secret-9d4"
+SFTP_PASSWORD = "sftp-file-secret-3b8"
+SSH_KEY_PASSPHRASE = "ssh-key-phrase-5e2"
+
+
+def nl(value: str) -> str:
+    """The value as read from a secret file."""
+    return value + "\n"
+
+
+def write(tmp: Path, name: str, config: dict) -> str:
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def assert_absent(output: str, secrets: list[str]) -> None:
+    for secret in secrets:
+        assert secret.strip(), "a secret to look for"
+        assert secret.strip() not in output, f"a secret leaked: {secret[:6]}..."
+
+
+def run(args: list[str], stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def with_query(url: str, query: str) -> str:
+    return url + ("&" if "?" in url else "?") + query
+
+
+# -- Lytics -> Braze ------------------------------------------------------------------------
+
+
+def test_lytics_to_braze_secrets_with_trailing_newline(
+    lytics_sandbox, braze_sandbox, pg_url: str, tmp_path: Path
+):
+    lytics_sandbox.add_audience(
+        "vip", name="VIP", members=[{"_uid": f"l{i}", "braze_id": f"u{i}"} for i in range(5)]
+    )
+    tap_cfg = write(
+        tmp_path,
+        "tap",
+        {
+            "api_url": lytics_sandbox.url,
+            "api_token": nl(lytics_sandbox.api_token),
+            "audiences": ["vip"],
+        },
+    )
+    # libpq takes passwords as query parameters too; trust auth ignores them, the log must not.
+    store_url = with_query(pg_url, f"password={PG_PASSWORD}&sslpassword={PG_SSL_PASSWORD}")
+    target_cfg = write(
+        tmp_path,
+        "target",
+        {
+            "rest_endpoint": braze_sandbox.url,
+            "api_key": nl(braze_sandbox.api_key),
+            "store_url": nl(store_url),
+        },
+    )
+    tap_rc, target_rc, out, err = pipe(
+        [str(BIN / "tap-lytics-audience"), "--config", tap_cfg],
+        [str(BIN / "target-braze-audience"), "--config", target_cfg],
+    )
+    assert (tap_rc, target_rc) == (0, 0), err[-3000:]
+    assert {uid for uid, a in braze_sandbox.users().items() if a.get("lytics_segments")} == {
+        f"u{i}" for i in range(5)
+    }
+    assert "Membership store: postgresql+psycopg://" in err
+    assert "password=***" in err
+    assert '"bookmarks"' in out, "the target emitted STATE"
+    assert_absent(
+        out + err, [lytics_sandbox.api_token, braze_sandbox.api_key, PG_PASSWORD, PG_SSL_PASSWORD]
+    )
+
+
+# -- Braze CSV -> Lytics ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def exports(tmp_path: Path) -> Iterator[dict]:
+    """An SFTP root with one PGP-encrypted export; password and key logins."""
+    root = tmp_path / "sftp"
+    (root / "exports").mkdir(parents=True)
+    plain = generate_export(tmp_path / "segment-vip-20261128.csv", 20, segment="VIP", seed=4)
+    key = pgp_keys.make_gpg_key(tmp_path)
+    pgp_keys.encrypt_file(plain, root / "exports" / "segment-vip-20261128.csv.pgp", armored=True)
+    ssh_private, ssh_public = sftp_server.make_ssh_key("ed25519", passphrase=SSH_KEY_PASSPHRASE)
+    server = sftp_server.start_sftp_server(
+        root, {"braze": {"authorized_keys": [ssh_public], "password": SFTP_PASSWORD}}
+    )
+    try:
+        yield {"server": server, "ssh_private": ssh_private, "pgp": key}
+    finally:
+        server.stop()
+        pgp_keys.cleanup()
+
+
+def csv_config(exports: dict, **sftp: str) -> dict:
+    server = exports["server"]
+    return {
+        "paths": ["/exports/*"],
+        "sftp": {
+            "host": server.host,
+            "port": server.port,
+            "username": "braze",
+            "known_hosts": server.host_key_line,
+            **sftp,
+        },
+        "pgp_private_key": nl(exports["pgp"].armored_private_key),
+        "pgp_passphrase": nl(exports["pgp"].passphrase),
+    }
+
+
+def csv_secrets(exports: dict) -> list[str]:
+    """Distinctive text of every tap-braze-csv secret (a middle line for the keys)."""
+    return [
+        SFTP_PASSWORD,
+        SSH_KEY_PASSPHRASE,
+        exports["pgp"].passphrase,
+        exports["ssh_private"].splitlines()[2],
+        exports["pgp"].armored_private_key.splitlines()[3],
+    ]
+
+
+def test_braze_csv_to_lytics_secrets_with_trailing_newline(exports, lytics_sandbox, tmp_path: Path):
+    tap_cfg = write(tmp_path, "tap", csv_config(exports, password=nl(SFTP_PASSWORD)))
+    target_cfg = write(
+        tmp_path,
+        "target",
+        {"api_url": lytics_sandbox.url, "api_token": nl(lytics_sandbox.api_token)},
+    )
+    tap_rc, target_rc, out, err = pipe(
+        [str(BIN / "tap-braze-csv"), "--config", tap_cfg],
+        [str(BIN / "target-lytics-users"), "--config", target_cfg],
+    )
+    assert (tap_rc, target_rc) == (0, 0), err[-3000:]
+    assert len(lytics_sandbox.collected("braze_users")) == 20
+    assert_absent(out + err, [*csv_secrets(exports), lytics_sandbox.api_token])
+
+    # The private-key login, key and its passphrase from files too; records and STATE on stdout.
+    tap_cfg = write(
+        tmp_path,
+        "tap-key",
+        csv_config(
+            exports,
+            private_key=nl(exports["ssh_private"]),
+            private_key_passphrase=nl(SSH_KEY_PASSPHRASE),
+        ),
+    )
+    proc = run([str(BIN / "tap-braze-csv"), "--config", tap_cfg])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('"type":"RECORD"') + proc.stdout.count('"type": "RECORD"') == 20
+    assert_absent(proc.stdout + proc.stderr, csv_secrets(exports))
+
+
+# -- Wrong secrets and line breaks inside: refused, naming the setting, value never shown ------
+
+MEMBER_INPUT = "\n".join(
+    json.dumps(m)
+    for m in [
+        {
+            "type": "SCHEMA",
+            "stream": "audience_members",
+            "schema": {
+                "properties": {
+                    "external_id": {"type": "string"},
+                    "audience_slug": {"type": "string"},
+                }
+            },
+            "key_properties": [],
+        },
+        {
+            "type": "RECORD",
+            "stream": "audience_members",
+            "record": {"external_id": "u1", "audience_slug": "a"},
+        },
+        {
+            "type": "SCHEMA",
+            "stream": "braze_users",
+            "schema": {"properties": {"braze_id": {"type": "string"}}},
+            "key_properties": [],
+        },
+        {"type": "RECORD", "stream": "braze_users", "record": {"braze_id": "b1"}},
+    ]
+)
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["wrong-secret", "line-break-inside"])
+def test_http_plugins_refuse_bad_secrets_naming_the_setting(
+    inside: bool, lytics_sandbox, braze_sandbox, tmp_path: Path
+):
+    secret = "wrong-file-secret-41\nsecond-line-k2" if inside else "wrong-file-secret-41"
+    cases = {
+        "tap-lytics-audience": (
+            {"api_url": lytics_sandbox.url, "api_token": nl(secret)},
+            "api_token",
+        ),
+        "target-braze-audience": (
+            {
+                "rest_endpoint": braze_sandbox.url,
+                "api_key": nl(secret),
+                "store_url": str(tmp_path / "store.sqlite"),
+            },
+            "api_key",
+        ),
+        "target-lytics-users": (
+            {"api_url": lytics_sandbox.url, "api_token": nl(secret)},
+            "api_token",
+        ),
+    }
+    for plugin, (config, setting) in cases.items():
+        proc = run([str(BIN / plugin), "--config", write(tmp_path, plugin, config)], MEMBER_INPUT)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0, plugin
+        assert f"`{setting}`" in output, (plugin, output[-2000:])
+        assert_absent(output, secret.splitlines())
+    assert braze_sandbox.users() == {}
+    assert lytics_sandbox.collected("braze_users") == []
