@@ -10,6 +10,8 @@ The SDK's `contrib.filesystem` SFTP is not used: it fails on its own config and 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import errno
 import fnmatch
@@ -132,6 +134,7 @@ def parse_known_hosts(value: str) -> HostKeyList:
             "nor the path of a readable known_hosts file"
         )
     keys: HostKeyList = []
+    problems: list[str] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#") or line.startswith("@"):
@@ -141,14 +144,35 @@ def parse_known_hosts(value: str) -> HostKeyList:
         except Exception:
             entry = None
         if entry is None or entry.key is None:
-            logger.warning(
-                "sftp.known_hosts line %d is not a usable host key line: ignored", lineno
-            )
+            problems.append(f"line {lineno} is not a usable host key line")
             continue
-        keys.extend((hostname, entry.key.get_name(), entry.key) for hostname in entry.hostnames)
+        hostnames = [h for h in entry.hostnames if _hashed_host_ok(h)]
+        if len(hostnames) < len(entry.hostnames):
+            # paramiko would fail later, mid-connect, with a bare AssertionError.
+            problems.append(
+                f"line {lineno} has a malformed hashed host name (expected "
+                "'|1|<base64 salt>|<base64 hash>' as `ssh-keygen -H` writes it)"
+            )
+        keys.extend((hostname, entry.key.get_name(), entry.key) for hostname in hostnames)
+    for problem in problems:
+        logger.warning("sftp.known_hosts %s: ignored", problem)
     if not keys:
-        raise BrazeCsvError("sftp.known_hosts holds no usable host key line")
+        detail = f" ({'; '.join(problems)})" if problems else ""
+        raise BrazeCsvError(f"sftp.known_hosts holds no usable host key line{detail}")
     return keys
+
+
+def _hashed_host_ok(hostname: str) -> bool:
+    """Plain names pass; a hashed one needs a 20-byte salt and a 20-byte SHA-1 (OpenSSH's form)."""
+    if not hostname.startswith("|1|"):
+        return not hostname.startswith("|")
+    parts = hostname[3:].split("|")
+    if len(parts) != 2:
+        return False
+    try:
+        return all(len(base64.b64decode(p, validate=True)) == 20 for p in parts)
+    except (binascii.Error, ValueError):
+        return False
 
 
 class _UnknownHostKeyError(Exception):

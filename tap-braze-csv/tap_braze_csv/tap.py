@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from types import FrameType
 from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
@@ -340,6 +341,21 @@ class TapBrazeCsv(Tap):
                 self.rest_settings, self.logger, self.config
             )
         return self._coordinator
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: the SDK writes STATE and exits 0; exit 128 + signum instead.
+
+        An interrupted run did not finish: like the other plugins of this project, the
+        exit code says so (143 for SIGTERM), so an orchestrator never takes it for a success.
+        """
+        self.logger.warning(
+            "Interrupted by signal %d: stopping; the next run resumes from the last STATE.",
+            signum,
+        )
+        try:
+            super()._handle_termination(signum, frame)
+        except SystemExit:
+            raise SystemExit(128 + signum) from None
 
     def discover_streams(self) -> list[Stream]:
         """Return `braze_users` and, with `rest_export`, `braze_engagement`.

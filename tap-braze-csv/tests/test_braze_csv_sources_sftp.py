@@ -180,6 +180,29 @@ def test_hashed_known_hosts_entry_matches(sftp: SftpTestServer) -> None:
         assert read_remote(source, "/users.csv") == [("", CSV[1:])]
 
 
+@pytest.mark.parametrize(
+    "bad_host",
+    ["|1|bm90YmFzZTY0|xx", "|1|onlysalt", "|1|!!!|???", "|2|abc|def"],
+    ids=["short-salt", "no-hash", "not-base64", "unknown-hash-kind"],
+)
+def test_malformed_hashed_known_hosts_line_is_named(
+    sftp: SftpTestServer, bad_host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sftp.put("users.csv", CSV)
+    _name, key_type, key_b64 = sftp.host_key_line.split()
+    bad = f"{bad_host} {key_type} {key_b64}"
+    # Alone: a clear configuration error (was "failed after 1 attempt(s): AssertionError").
+    with pytest.raises(BrazeCsvError) as exc:
+        source_for(sftp.config(known_hosts=bad))
+    message = str(exc.value)
+    assert message.startswith("sftp.known_hosts holds no usable host key line")
+    assert "line 1 has a malformed hashed host name" in message
+    # Next to a good line: the bad one is ignored with a warning naming it, the good one works.
+    with source_for(sftp.config(known_hosts=f"{bad}\n{sftp.host_key_line}")) as source:
+        assert read_remote(source, "/users.csv") == [("", CSV[1:])]
+    assert "sftp.known_hosts line 1 has a malformed hashed host name" in caplog.text
+
+
 def test_known_hosts_without_usable_lines_is_an_error(sftp: SftpTestServer) -> None:
     with pytest.raises(BrazeCsvError, match="no usable host key line"):
         source_for(sftp.config(known_hosts="# nothing here\nnot a key line"))

@@ -33,6 +33,8 @@ def test_sigterm_mid_file_then_resume(tap_runner, tmp_path: Path) -> None:
             if records == 2500:
                 proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
+    # One rule for every plugin of the project: interrupted = 128 + signal number.
+    assert proc.returncode == 128 + signal.SIGTERM
     messages = [json.loads(line) for line in lines]  # every line is whole JSON
     recs = [m["record"] for m in messages if m["type"] == "RECORD"]
     assert 2500 <= len(recs) < 12_000, "the run was meant to stop mid-file"
