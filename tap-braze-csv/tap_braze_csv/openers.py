@@ -452,6 +452,20 @@ def _decrypt_failure(ref: FileRef, result: Any, fingerprints: str, passphrase: s
     stderr = str(result.stderr or "")
     if status == "no data was provided" or "no valid OpenPGP data" in stderr:
         return f"{ref.uri}: is not a PGP-encrypted file (no OpenPGP data found)"
+    encrypted = "ENC_TO" in stderr or "BEGIN_DECRYPTION" in stderr or "NEED_PASSPHRASE" in stderr
+    if not encrypted and ("PLAINTEXT" in stderr or "NEWSIG" in stderr):
+        # gpg read the OpenPGP data without decrypting anything: signed-only or `gpg --store`d.
+        kind = "signed" if "NEWSIG" in stderr else "stored (gpg --store)"
+        return (
+            f"{ref.uri}: is a {kind} PGP file but not encrypted: have it encrypted for the "
+            f"public key of pgp_private_key (key {fingerprints}), or export it unencrypted "
+            "without the .pgp/.gpg/.asc extension"
+        )
+    if "NEED_PASSPHRASE_SYM" in stderr and "ENC_TO" not in stderr:
+        return (
+            f"{ref.uri}: is encrypted with a passphrase only (gpg --symmetric), not for a key: "
+            f"have it encrypted for the public key of pgp_private_key (key {fingerprints})"
+        )
     if "Bad passphrase" in stderr:
         return f"{ref.uri}: pgp_passphrase is wrong for pgp_private_key (key {fingerprints})"
     if status == "no secret key" or "NO_SECKEY" in stderr:

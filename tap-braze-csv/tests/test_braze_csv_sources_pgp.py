@@ -213,6 +213,35 @@ def test_truncated_and_fake_pgp_files(tmp_path: Path, gpg_key: pgp_keys.GpgKey) 
     assert str(fake) in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    ("kind", "gpg_args", "expected"),
+    [
+        ("signed", ["--sign"], "is a signed PGP file but not encrypted"),
+        ("clearsigned", ["--clearsign"], "is a signed PGP file but not encrypted"),
+        ("stored", ["--store"], "is a stored (gpg --store) PGP file but not encrypted"),
+        ("symmetric", ["--symmetric"], "is encrypted with a passphrase only (gpg --symmetric)"),
+    ],
+)
+def test_pgp_file_that_is_not_encrypted_for_a_key_says_so(
+    tmp_path: Path, gpg_key: pgp_keys.GpgKey, kind: str, gpg_args: list[str], expected: str
+) -> None:
+    src = tmp_path / "users.csv"
+    src.write_text(CSV_B, encoding="utf-8")
+    path = tmp_path / f"users-{kind}.csv.pgp"
+    home = pgp_keys._HOMES[gpg_key.recipient]
+    # (A symmetric file whose passphrase is pgp_passphrase does decrypt: use another one.)
+    phrase = "another passphrase 7" if kind == "symmetric" else gpg_key.passphrase
+    loopback = ["--pinentry-mode", "loopback", "--passphrase", phrase]
+    pgp_keys._gpg(home, *loopback, "--yes", "--output", str(path), *gpg_args, str(src))
+    with pytest.raises(BrazeCsvError) as exc:
+        read_all(path, pgp_config(gpg_key))
+    message = str(exc.value)
+    assert message.startswith(f"{path}: {expected}")  # was "probably truncated or corrupt"
+    assert "truncated" not in message
+    assert gpg_key.recipient in message  # the key it should have been encrypted for
+    assert gpg_key.passphrase not in message
+
+
 def _secret_fragments(key: pgp_keys.GpgKey) -> list[str]:
     body = [
         line
