@@ -171,6 +171,20 @@ class LyticsStream(RESTStream):
         if status == HTTPStatus.BAD_REQUEST and self._is_cursor_error(response):
             raise ScanCursorExpired(self.response_error_message(response))
         super().validate_response(response)
+        if not response.content:
+            problem = "an empty body"
+        else:
+            try:
+                response_json(response)
+                return
+            except orjson.JSONDecodeError as exc:
+                problem = f"a truncated or malformed JSON body ({exc})"
+        # A body cut short on the way is transient: retried like a 5xx, within `max_retries`.
+        msg = (
+            f"Lytics answered HTTP {status} on {urlparse(response.url).path} with {problem}; "
+            f"retried up to `max_retries` ({self.backoff_max_tries() - 1}) times"
+        )
+        raise RetriableAPIError(msg, response)
 
     @staticmethod
     def _is_cursor_error(response: requests.Response) -> bool:

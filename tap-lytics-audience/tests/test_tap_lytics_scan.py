@@ -12,6 +12,8 @@ from tap_lytics_audience.client import LyticsAuthError, LyticsCursorPaginator
 from tap_lytics_audience.streams import AudienceMembersStream
 from tap_lytics_audience.tap import TapLyticsAudience
 
+from sandbox import LyticsSandbox
+
 
 def parse(ts: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
@@ -594,3 +596,53 @@ def test_network_errors_after_first_contact_are_still_retried(
     run = tap_runner(make_config(lytics_sandbox.url, audiences=["a"]))
     assert calls["n"] >= 2
     assert run.records["audience_snapshots"][0]["member_count"] == 3
+
+
+class TruncatingLyticsSandbox(LyticsSandbox):
+    """Lytics emulator whose next `truncate` answers under `prefix` lose half their body.
+
+    A transport fault (proxy, load balancer, dropped connection): Lytics documents nothing
+    about it, so the tap must treat it as transient.
+    """
+
+    truncate = 0
+    prefix = "/api/segment"
+
+    def decorate(self, req, resp):
+        status, body, headers = super().decorate(req, resp)
+        if self.truncate and status == 200 and req.path.startswith(self.prefix):
+            self.truncate -= 1
+            body = body[: len(body) // 2]
+        return status, body, headers
+
+
+@pytest.mark.parametrize("where", ["list", "scan"])
+def test_truncated_json_body_is_retried(tap_runner, make_config, where):
+    with TruncatingLyticsSandbox() as sandbox:
+        aid = sandbox.generate_members("t", 150)
+        sandbox.prefix = f"/api/segment/{aid}/scan" if where == "scan" else "/api/segment"
+        sandbox.truncate = 2
+        run = tap_runner(make_config(sandbox.url, audiences=["t"], max_retries=3))
+        assert sandbox.truncate == 0, "both truncated answers were served"
+    assert len(run.records["audience_members"]) == 150
+    assert run.records["audience_snapshots"][0]["member_count"] == 150
+
+
+def test_truncated_json_body_fails_naming_the_path_after_bounded_retries(tap_runner, make_config):
+    with TruncatingLyticsSandbox() as sandbox:
+        aid = sandbox.generate_members("t", 150)
+        sandbox.prefix = f"/api/segment/{aid}/scan"
+        sandbox.truncate = 1000
+        run = tap_runner(
+            make_config(sandbox.url, audiences=["t"], max_retries=2), expect_error=True
+        )
+        scans = [r for r in sandbox.requests_snapshot() if r.path.endswith("/scan")]
+    assert isinstance(run.error, RetriableAPIError)
+    message = str(run.error)
+    assert message.startswith(
+        f"Lytics answered HTTP 200 on /api/segment/{aid}/scan with a truncated"
+    )
+    assert "`max_retries` (2)" in message
+    assert len(scans) == 3  # 1 + max_retries attempts, then the run fails
+    assert run.records["audience_snapshots"] == []  # a failed scan never completes
+    assert "sandbox-lytics-token" not in message
