@@ -52,6 +52,8 @@ class TrackResult:
     status: int = 0
     attempts: int = 0
     rate_limited: int = 0
+    stopped: bool = False
+    """The run was stopping (SIGTERM): not sent, or not retried. Not a failure of Braze's."""
 
 
 class RateLimiter:
@@ -178,7 +180,9 @@ class BrazeClient:
         capped = min(self.backoff_base * (2 ** (attempt - 1)), self.backoff_max)
         return capped * random.uniform(0.5, 1.0)
 
-    def _wait_to_retry(self, result: TrackResult, failures: int, reason: str) -> bool:
+    def _wait_to_retry(
+        self, result: TrackResult, failures: int, reason: str, started: float
+    ) -> bool:
         """Back off before retrying a transient failure (5xx, timeout, connection error).
 
         Returns False, with `result.error` set, when retries are used up or the run is stopping.
@@ -187,8 +191,21 @@ class BrazeClient:
             self.logger.warning("%s; retry %d/%d", reason, failures, self.max_retries)
             if self._sleep(self._backoff(failures)):
                 return True
-        result.error = reason
+            result.stopped = True
+            result.error = f"{reason}; not retried: the run is stopping"
+            return False
+        result.error = self._gave_up(result, started, reason, "max_retries", self.max_retries)
         return False
+
+    def _gave_up(
+        self, result: TrackResult, started: float, last: str, setting: str, value: int
+    ) -> str:
+        """Say how many attempts, over how long, the last answer, and the setting to raise."""
+        return (
+            f"gave up after {result.attempts} attempt(s) over "
+            f"{time.monotonic() - started:.1f}s; last: {last}; raise `{setting}` "
+            f"(now {value}) to retry longer"
+        )
 
     def _setting_error(self, status: int, body: str) -> BrazeSettingError:
         if status == 401:
@@ -232,9 +249,11 @@ class BrazeClient:
         body = orjson.dumps(payload)
         result = TrackResult(ok=False)
         failures = 0
+        started = time.monotonic()
         while True:
             if not self.limiter.acquire():
-                result.error = "stopped before the request could be sent"
+                result.stopped = True
+                result.error = "not sent: the run is stopping"
                 return result
             result.attempts += 1
             try:
@@ -252,7 +271,7 @@ class BrazeClient:
                     raise BrazeSettingError(msg) from None
                 failures += 1
                 if self._wait_to_retry(
-                    result, failures, f"{type(exc).__name__} talking to {self.url}"
+                    result, failures, f"{type(exc).__name__} talking to {self.url}", started
                 ):
                     continue
                 return result
@@ -265,7 +284,13 @@ class BrazeClient:
                 delay = _reset_delay(resp.headers, self._backoff(result.rate_limited))
                 self.limiter.block_for(delay)
                 if result.rate_limited > self.max_rate_limit_retries:
-                    result.error = f"still rate limited (429) after {result.rate_limited} waits"
+                    result.error = self._gave_up(
+                        result,
+                        started,
+                        f"429 rate limited ({result.rate_limited} times)",
+                        "max_rate_limit_retries",
+                        self.max_rate_limit_retries,
+                    )
                     return result
                 self.logger.info("Braze rate limit reached (429); waiting %.2fs", delay)
                 continue
@@ -275,7 +300,9 @@ class BrazeClient:
                 raise self._setting_error(status, text)
             if status >= 500:
                 failures += 1
-                if self._wait_to_retry(result, failures, f"Braze answered {status}: {text}"):
+                if self._wait_to_retry(
+                    result, failures, f"Braze answered {status}: {text}", started
+                ):
                     continue
                 return result
             result.status = status

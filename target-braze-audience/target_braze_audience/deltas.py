@@ -30,6 +30,25 @@ single objects would cost two requests per user."""
 
 Batch = list[tuple[str, list[tuple[str, str]]]]
 
+# Braze's SDKs refuse user ids longer than 997 bytes (UTF-8); its REST docs state no limit,
+# so the same bound is applied to every identifier rather than sending ids no SDK could log
+# in as. Ids up to MAX_ID_BYTES // 4 characters cannot exceed it: only longer ones are encoded.
+MAX_ID_BYTES = 997
+
+
+def id_problem(user: str) -> str | None:
+    """Why Braze cannot take `user` as an identifier, or None when it can."""
+    if user.isspace():
+        return "identifier is only whitespace"
+    if len(user) > MAX_ID_BYTES // 4:
+        size = len(user.encode())
+        if size > MAX_ID_BYTES:
+            return (
+                f"identifier is {size} bytes long, more than the {MAX_ID_BYTES} Braze "
+                f"takes (starts {user[:32]!r})"
+            )
+    return None
+
 
 def _utcnow() -> dt.datetime:
     """Naive UTC now (the store's DateTime columns are naive)."""
@@ -190,6 +209,7 @@ class RunSummary:
     objects_sent: int = 0
     values_sent: int = 0
     failed_requests: int = 0
+    stopped_requests: int = 0  # not sent, or not retried, because the run was stopping
     rejected_objects: int = 0
     queued_requests: int = 0
     refused_requests: int = 0
@@ -295,6 +315,7 @@ class DeltaEngine:
         self._aud_field = settings.audience_field
         self._invalid_by_stream: dict[str, int] = defaultdict(int)
         self._started = time.monotonic()
+        self._last_failure: str | None = None
         self._next_progress = PROGRESS_EVERY
 
     # -- input -----------------------------------------------------------------------
@@ -351,6 +372,7 @@ class DeltaEngine:
         no_id = f"no '{id_field}' (and no 'lytics_uid' to keep its memberships by)"
         no_aud = f"empty '{aud_field}' (an audience without a slug is never written to Braze)"
         kept_rows = self._kept
+        short = MAX_ID_BYTES // 4
 
         def handle_data(record: dict[str, t.Any]) -> None:
             self._records += 1
@@ -379,6 +401,13 @@ class DeltaEngine:
                     return
                 invalid(stream, no_id)
                 return
+            if (len(user) > short or user.isspace()) and (why := id_problem(user)):
+                invalid(stream, why)  # never sent to Braze
+                if uid:  # like a member without an id: keep what Braze has for this person
+                    kept_rows.append((aud, scan, str(uid)))
+                    if len(kept_rows) >= CHUNK_ROWS:
+                        flush()
+                return
             if self._explicit:
                 flush()
             members = self._members
@@ -391,6 +420,10 @@ class DeltaEngine:
     def _handle_explicit(self, stream: str, record: dict[str, t.Any], user: str | None) -> None:
         if not user:
             self._invalid(stream, f"no '{self._id_field}'")
+            return
+        why = id_problem(user)
+        if why:
+            self._invalid(stream, why)
             return
         if self._members:
             self.flush()
@@ -654,8 +687,12 @@ class DeltaEngine:
             if res.refused is not None:
                 self._refused(sent, res)
                 continue
+            if not res.ok and res.stopped:
+                summary.stopped_requests += 1  # SIGTERM: not a failure; deltas stay pending
+                continue
             if not res.ok:
                 summary.failed_requests += 1
+                self._last_failure = res.error
                 self.logger.error(
                     "Request of %d objects not delivered (%s); they stay pending",
                     len(batch),
@@ -810,8 +847,8 @@ class DeltaEngine:
             raise TargetTerminatedError(15)
         if self.summary.failed_requests:
             msg = (
-                f"{self.summary.failed_requests} request(s) to Braze failed after retries; "
-                "their deltas stay pending in the store for the next run"
+                f"{self.summary.failed_requests} request(s) to Braze failed after retries "
+                f"({self._last_failure}); their deltas stay pending in the store for the next run"
             )
             if self.held:
                 msg += "; " + " ".join(self.held)
@@ -868,7 +905,8 @@ class DeltaEngine:
             )
         self.logger.info(
             "Summary%s: records=%d invalid=%d requests%s=%d objects=%d attribute values "
-            "(data points)=%d rejected objects=%d failed requests=%d http attempts=%d "
+            "(data points)=%d rejected objects=%d failed requests=%d not sent (stopping)=%d "
+            "http attempts=%d "
             "rate limited=%d queued (202)=%d refused requests=%d split=%d batch_size=%d "
             "users over max_array_length=%d",
             " (dry run)" if s.dry_run else "",
@@ -880,6 +918,7 @@ class DeltaEngine:
             s.values_sent,
             s.rejected_objects,
             s.failed_requests,
+            s.stopped_requests,
             s.http_attempts,
             s.rate_limited,
             s.queued_requests,

@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +192,17 @@ def test_final_failure_exits_nonzero_keeps_pending_no_state(
     out = io.StringIO()
     target = TargetBrazeAudience(config=cfg)
     text = io.StringIO(h.to_lines(h.audience_msgs({"a": ["u1", "u2"]})))
-    with contextlib.redirect_stdout(out), pytest.raises(DeliveryIncompleteError, match="pending"):
+    with (
+        contextlib.redirect_stdout(out),
+        pytest.raises(DeliveryIncompleteError, match="pending") as exc,
+    ):
         target.listen(text)
+    # How many attempts, over how long, the last answer, and the setting that raises the limit.
+    assert re.search(
+        r"gave up after 3 attempt\(s\) over \d+\.\ds; last: Braze answered 500: .*; "
+        r"raise `max_retries` \(now 2\) to retry longer",
+        str(exc.value),
+    ), str(exc.value)
     assert out.getvalue() == ""  # no STATE
     assert b.users() == {}
     st = MembershipStore(store)
@@ -205,6 +215,22 @@ def test_final_failure_exits_nonzero_keeps_pending_no_state(
     states, _ = h.run_target(cfg, [*h.schema_msgs(), h.state(2)])
     assert h.segments(b) == {"u1": ["a"], "u2": ["a"]}
     assert states == [{"bookmarks": {"audience_members": {"run": 2}}}]
+
+
+def test_rate_limit_exhaustion_names_attempts_duration_and_setting(
+    braze_sandbox: Any, tmp_path: Path, h: Any
+) -> None:
+    b = braze_sandbox
+    b.fail_next(1000, status=429)
+    cfg = h.braze_config(b, str(tmp_path / "s.sqlite"), max_rate_limit_retries=2, max_concurrency=1)
+    with pytest.raises(DeliveryIncompleteError) as exc:
+        h.run_target(cfg, h.audience_msgs({"a": ["u1"]}))
+    assert re.search(
+        r"gave up after 3 attempt\(s\) over \d+\.\ds; last: 429 rate limited \(3 times\); "
+        r"raise `max_rate_limit_retries` \(now 2\) to retry longer",
+        str(exc.value),
+    ), str(exc.value)
+    assert b.users() == {}
 
 
 def test_rejected_users_kept_and_retried(braze_sandbox: Any, store_url: str, h: Any) -> None:
@@ -429,6 +455,53 @@ def test_explicit_delta_and_stream_name_audience(
         "u1": {"add": ["vip"], "remove": ["old"]},
         "u2": {"add": ["a"], "remove": ["b"]},
     }
+
+
+def test_blank_and_oversized_ids_are_skipped_per_record_with_a_warning(
+    braze_sandbox: Any, tmp_path: Path, h: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = braze_sandbox
+    cfg = h.braze_config(b, str(tmp_path / "s.sqlite"))
+    huge = "x" * 100_000
+    wide = "é" * 499  # 499 characters, 998 bytes: one byte over Braze's limit
+    fits = "é" * 498  # 996 bytes: accepted
+    delta_schema = {
+        "type": "SCHEMA",
+        "stream": "deltas",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "external_id": {"type": "string"},
+                "add": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "key_properties": [],
+    }
+    msgs = [
+        *h.schema_msgs(),
+        delta_schema,
+        h.member("a", "u1"),
+        h.member("a", " \t\n "),
+        h.member("a", huge),
+        h.member("a", wide),
+        h.member("a", fits),
+        {"type": "RECORD", "stream": "deltas", "record": {"external_id": "   ", "add": ["b"]}},
+        h.snapshot("a", 5),
+        h.state(),
+    ]
+    states, summary = h.run_target(cfg, msgs)
+    assert states, "the run succeeds: bad ids are skipped, not fatal"
+    assert h.segments(b) == {"u1": ["a"], fits: ["a"]}  # nobody else reached Braze
+    assert summary.invalid_records == 4
+    warnings = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert (
+        "Stream 'audience_members' record #2 skipped: identifier is only whitespace"
+        in (warnings[0])
+    )
+    assert "record #3 skipped: identifier is 100000 bytes long" in warnings[1]
+    assert "record #4 skipped: identifier is 998 bytes long" in warnings[2]
+    assert "Stream 'deltas' record #6 skipped: identifier is only whitespace" in warnings[3]
+    assert all(len(w) < 400 for w in warnings), "a huge id is never printed whole"
 
 
 def test_invalid_record_names_stream_and_row(braze_sandbox: Any, tmp_path: Path, h: Any) -> None:
