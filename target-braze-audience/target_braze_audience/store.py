@@ -173,6 +173,40 @@ class StoreBusyError(Exception):
     """Another run is using the same store."""
 
 
+class StoreUnusableError(Exception):
+    """The SQLite store file cannot be read or written (corrupt, truncated, read-only)."""
+
+
+_RESTORE = (
+    "restore it from a backup, or move it aside to start a new store (audiences then count "
+    "as new: `backfill_existing_users` decides whether their current members are re-sent)"
+)
+# What SQLite says -> what the store file's owner can do about it.
+_SQLITE_PROBLEMS = (
+    ("file is not a database", f"is not a SQLite database (corrupt or another file): {_RESTORE}"),
+    ("database disk image is malformed", f"is damaged (truncated or corrupt): {_RESTORE}"),
+    (
+        "readonly database",
+        "cannot be written: make the file and its directory writable by this user, or point "
+        "`store_url` at a writable path",
+    ),
+    (
+        "unable to open database file",
+        "cannot be opened: check that its directory exists and is writable by this user, or "
+        "point `store_url` elsewhere",
+    ),
+)
+
+
+def sqlite_problem(path: str, exc: BaseException) -> StoreUnusableError | None:
+    """One clear error naming the store file for SQLite's file-level failures, else None."""
+    text = str(exc).lower()
+    for needle, what in _SQLITE_PROBLEMS:
+        if needle in text:
+            return StoreUnusableError(f"The membership store {path} {what}.")
+    return None
+
+
 #: Audiences with fewer stored members than this are exempt from `max_removal_fraction`.
 MIN_MEMBERS_FOR_REMOVAL_GUARD = 20
 
@@ -361,6 +395,15 @@ class MembershipStore:
         Path(str(self.url.database)).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(self.url, connect_args={"timeout": 60})
         wal = not self.dry_run
+        path = str(self.url.database)
+
+        @sa.event.listens_for(engine, "handle_error")
+        def _on_error(context: t.Any) -> None:
+            # A corrupt, truncated or read-only file surfaces on whichever statement touches
+            # it first, as a SQLAlchemy traceback without the path: name the file instead.
+            problem = sqlite_problem(path, context.original_exception)
+            if problem is not None:
+                raise problem
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: t.Any, _rec: t.Any) -> None:

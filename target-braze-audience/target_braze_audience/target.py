@@ -32,6 +32,7 @@ from target_braze_audience.store import (
     MembershipStore,
     StoreBusyError,
     StoreMismatchError,
+    StoreUnusableError,
     resolve_store_url,
 )
 
@@ -571,6 +572,7 @@ class TargetBrazeAudience(Target):
             RemovalsHeldError,
             StoreMismatchError,
             StoreBusyError,
+            StoreUnusableError,
             BatchFileError,
             UnsupportedMessageError,
         ) as exc:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from target_braze_audience.store import MembershipStore, resolve_store_url
 
 EXE = Path(sys.executable).parent / "target-braze-audience"
@@ -225,3 +226,48 @@ def test_sqlite_store_lock_is_released_by_kill_9(
     assert proc.returncode == 0, err.decode()[-2000:]
     assert json.loads(out) == {"bookmarks": {"audience_members": {"run": 1}}}
     assert h.segments(b) == {"u1": ["a"], "u2": ["a"]}
+
+
+def _make_read_only(path: Path) -> None:
+    """chmod for ordinary users; root ignores modes, so make the file immutable instead."""
+    path.chmod(0o444)
+    if os.access(path, os.W_OK):
+        proc = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+        if proc.returncode != 0:
+            pytest.skip("cannot make a file read-only for this user (root without chattr)")
+
+
+@pytest.mark.parametrize("damage", ["not-sqlite", "truncated", "read-only"])
+def test_unusable_store_file_is_one_clear_line_naming_it(
+    braze_sandbox: Any, tmp_path: Path, h: Any, damage: str
+) -> None:
+    b = braze_sandbox
+    store = tmp_path / "store.sqlite"
+    cfg = h.braze_config(b, str(store))
+    h.run_target(cfg, h.audience_msgs({"a": [f"u{i}" for i in range(300)]}))
+    b.clear_requests()
+    data = store.read_bytes()
+    if damage == "not-sqlite":
+        store.write_bytes(b"user_id,audience\n" * 200)
+    elif damage == "truncated":
+        store.write_bytes(data[: len(data) // 2])
+    else:
+        _make_read_only(store)
+    try:
+        proc = _start(cfg, tmp_path)
+        out, err = _finish(proc, tmp_path, h.to_lines(h.audience_msgs({"a": ["u1", "x"]})).encode())
+    finally:
+        subprocess.run(["chattr", "-i", str(store)], capture_output=True, check=False)
+    text = err.decode()
+    assert proc.returncode == 1, text[-2000:]
+    assert out == b""  # no STATE
+    assert h.track_requests(b) == []  # nothing sent on a store that cannot record it
+    expected = {
+        "not-sqlite": "is not a SQLite database",
+        "truncated": "is damaged (truncated or corrupt)",
+        "read-only": "cannot be written: make the file and its directory writable",
+    }[damage]
+    errors = [line for line in text.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1, errors
+    assert f"The membership store {store} {expected}" in errors[0]
+    assert "Traceback" not in text

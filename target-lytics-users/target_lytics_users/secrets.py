@@ -1,4 +1,7 @@
-"""Secret settings as they come from files: surrounding whitespace removed, never echoed."""
+"""Secret settings as they come from files: surrounding whitespace removed, never echoed.
+
+Every plugin installs on its own, so each carries this small module (same code).
+"""
 
 from __future__ import annotations
 
