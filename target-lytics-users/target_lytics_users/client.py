@@ -239,6 +239,7 @@ class LyticsClient:
         params = {**self.params, "dryrun": "true"} if dry_run else self.params
         endpoint = "/collect/json/{stream}"
         reason = ""
+        started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             if self.abort.is_set():
                 msg = f"{label} not sent: the run is stopping after an earlier failure"
@@ -291,7 +292,9 @@ class LyticsClient:
                 raise LyticsAbortedError(msg)
         msg = (
             f"Lytics did not accept {label} on POST {url} after {self.max_retries + 1} attempts "
-            f"(last: {reason}); raise `max_retries` or retry the run later."
+            f"over {time.monotonic() - started:.1f}s (last: {reason}); raise `max_retries` "
+            f"(now {self.max_retries}) or `retry_backoff_max` to retry longer, or retry the "
+            "run later."
         )
         raise LyticsRetriesExhaustedError(msg)
 

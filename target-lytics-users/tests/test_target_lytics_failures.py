@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -106,7 +107,9 @@ def test_persistent_failure_stops_without_state_past_the_failed_batch(poison_san
     message = str(result.error)
     assert "batch #2" in message
     assert "input lines 6-8" in message  # line 1 is SCHEMA, STATE lines interleave
-    assert "after 3 attempts" in message
+    # Attempts, over how long, the last answer, and the settings that retry longer.
+    assert re.search(r"after 3 attempts over \d+\.\ds \(last: HTTP 5\d\d", message), message
+    assert "raise `max_retries` (now 2) or `retry_backoff_max`" in message
     assert result.states == []
     assert poison_sandbox.collected("braze_users") == records[:3]
 
