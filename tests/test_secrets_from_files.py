@@ -240,3 +240,38 @@ def test_http_plugins_refuse_bad_secrets_naming_the_setting(
         assert_absent(output, secret.splitlines())
     assert braze_sandbox.users() == {}
     assert lytics_sandbox.collected("braze_users") == []
+
+
+# Secret settings the runs above give with a trailing newline, per plugin.
+COVERED = {
+    "tap-lytics-audience": {"api_token"},
+    "target-braze-audience": {"api_key", "store_url"},
+    "target-lytics-users": {"api_token"},
+    "tap-braze-csv": {
+        "sftp.password",
+        "sftp.private_key",
+        "sftp.private_key_passphrase",
+        "pgp_private_key",
+        "pgp_passphrase",
+    },
+}
+
+
+def _secret_settings(schema: dict, prefix: str = "") -> set[str]:
+    found = set()
+    for name, prop in (schema.get("properties") or {}).items():
+        if prop.get("secret"):
+            found.add(prefix + name)
+        found |= _secret_settings(prop, f"{prefix}{name}.")
+    return found
+
+
+def test_every_secret_setting_is_covered_by_the_runs_above():
+    """A new secret setting must be added to the runs above (and to COVERED)."""
+    from tap_braze_csv.tap import TapBrazeCsv
+    from tap_lytics_audience.tap import TapLyticsAudience
+    from target_braze_audience.target import TargetBrazeAudience
+    from target_lytics_users.target import TargetLyticsUsers
+
+    plugins = [TapLyticsAudience, TargetBrazeAudience, TargetLyticsUsers, TapBrazeCsv]
+    assert {p.name: _secret_settings(p.config_jsonschema) for p in plugins} == COVERED
