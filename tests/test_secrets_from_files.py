@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import BIN, load_tap_test_module, pipe
-from tap_braze_csv.sample import generate_export
+from tap_braze_csv.sample import generate_export, sample_profiles
 
 sftp_server = load_tap_test_module("sftp_server")
 pgp_keys = load_tap_test_module("pgp_keys")
@@ -177,6 +177,41 @@ def test_braze_csv_to_lytics_secrets_with_trailing_newline(exports, lytics_sandb
     assert_absent(proc.stdout + proc.stderr, csv_secrets(exports))
 
 
+def test_braze_rest_export_key_with_trailing_newline(braze_sandbox, tmp_path: Path):
+    for profile in sample_profiles(7, seed=5):
+        attrs = dict(profile)
+        braze_sandbox.add_user(attrs.pop("external_id"), **attrs)
+    braze_sandbox.add_segment("seg-1")
+    rest = {
+        "api_key": nl(braze_sandbox.api_key),
+        "rest_endpoint": braze_sandbox.url,
+        "segment_ids": ["seg-1"],
+        "poll_interval": 1,
+        "wait_timeout": 20,
+        "retry_backoff_base": 0,
+    }
+    proc = run(
+        [str(BIN / "tap-braze-csv"), "--config", write(tmp_path, "rest", {"rest_export": rest})]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    users = [
+        line
+        for line in proc.stdout.splitlines()
+        if '"stream":"braze_users"' in line.replace(" ", "")
+    ]
+    assert sum('"RECORD"' in line for line in users) == 7
+    assert_absent(proc.stdout + proc.stderr, [braze_sandbox.api_key])
+
+    # A wrong key from a file: refused by Braze, the message names the setting, not the key.
+    rest["api_key"] = nl("wrong-rest-key-77")
+    proc = run(
+        [str(BIN / "tap-braze-csv"), "--config", write(tmp_path, "rest", {"rest_export": rest})]
+    )
+    assert proc.returncode != 0
+    assert "rest_export.api_key" in proc.stderr
+    assert_absent(proc.stdout + proc.stderr, ["wrong-rest-key-77", braze_sandbox.api_key])
+
+
 # -- Wrong secrets and line breaks inside: refused, naming the setting, value never shown ------
 
 MEMBER_INPUT = "\n".join(
@@ -248,6 +283,7 @@ COVERED = {
     "target-braze-audience": {"api_key", "store_url"},
     "target-lytics-users": {"api_token"},
     "tap-braze-csv": {
+        "rest_export.api_key",
         "sftp.password",
         "sftp.private_key",
         "sftp.private_key_passphrase",
