@@ -302,6 +302,33 @@ def _secret_settings(schema: dict, prefix: str = "") -> set[str]:
     return found
 
 
+# Cloud-storage credentials of tap-braze-csv: checked where the config is loaded (below),
+# not by a run (that needs each cloud's emulator).
+LOADED_ONLY = {
+    "s3.aws_access_key_id",
+    "s3.aws_secret_access_key",
+    "s3.aws_session_token",
+    "gcs.token",
+    "azure.account_key",
+    "azure.client_secret",
+    "azure.connection_string",
+    "azure.sas_token",
+}
+
+
+def test_cloud_storage_secrets_with_trailing_newline_are_stripped_at_load():
+    from tap_braze_csv.tap import TapBrazeCsv
+
+    config: dict = {"paths": ["/nonexistent/*.csv"]}
+    for dotted in sorted(LOADED_ONLY):
+        group, key = dotted.split(".")
+        config.setdefault(group, {})[key] = nl(f"{key}-from-a-file-{len(dotted)}")
+    tap = TapBrazeCsv(config=config)
+    for dotted in LOADED_ONLY:
+        group, key = dotted.split(".")
+        assert tap.config[group][key] == f"{key}-from-a-file-{len(dotted)}", dotted
+
+
 def test_every_secret_setting_is_covered_by_the_runs_above():
     """A new secret setting must be added to the runs above (and to COVERED)."""
     from tap_braze_csv.tap import TapBrazeCsv
@@ -310,4 +337,5 @@ def test_every_secret_setting_is_covered_by_the_runs_above():
     from target_lytics_users.target import TargetLyticsUsers
 
     plugins = [TapLyticsAudience, TargetBrazeAudience, TargetLyticsUsers, TapBrazeCsv]
-    assert {p.name: _secret_settings(p.config_jsonschema) for p in plugins} == COVERED
+    expected = {**COVERED, "tap-braze-csv": COVERED["tap-braze-csv"] | LOADED_ONLY}
+    assert {p.name: _secret_settings(p.config_jsonschema) for p in plugins} == expected
