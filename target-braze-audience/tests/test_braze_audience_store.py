@@ -326,9 +326,7 @@ def test_postgres_plans_snapshot_with_statistics_of_the_seen_marks(pg_store_url:
     st.close()
     st = MembershipStore(pg_store_url)
     for start in range(0, n, 1000):
-        assert st.add_seen([(a, u, "s2") for a, u, _ in rows[start : start + 1000]]) == {
-            "a": 1000
-        }
+        assert st.add_seen([(a, u, "s2") for a, u, _ in rows[start : start + 1000]]) == {"a": 1000}
     out = st.complete_snapshot("a", "s2", baseline=False, member_count=n)
     assert (out.removes, out.held) == (0, 0)
     assert st.pending_rows() == []
