@@ -42,7 +42,10 @@ PLUGINS: dict[str, dict[str, Any]] = {
 KINDS = {
     "string": "string",
     "integer": "integer",
-    "number": "decimal",
+    # Not "decimal": Meltano (4.4) casts a decimal setting's env var to Decimal and then
+    # cannot write it to the plugin's JSON config (TypeError). As a string it reaches the
+    # plugin as e.g. "0.7", which each plugin parses at config load (config_numbers.py).
+    "number": "string",
     "boolean": "boolean",
     "array": "array",
     "object": "object",

@@ -175,3 +175,38 @@ def test_a_silently_truncated_scan_holds_removals_and_exits_non_zero(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert removals(braze_sandbox) == []
     assert segments(braze_sandbox) == {**before, "u105": ["other"]}
+
+
+def test_number_settings_from_environment_variables_reach_the_plugins(
+    configured: Meltano, lytics_sandbox, braze_sandbox
+):
+    """Number settings given as env vars (meltano.yml `kind: string`, parsed by each plugin).
+
+    With `kind: decimal` Meltano 4.4 crashed writing the plugin config (Decimal is not JSON
+    serializable) before any plugin ran.
+    """
+    lytics_sandbox.add_audience(AUDIENCE, members=[member(i) for i in range(40)])
+    configured.set(
+        TAP_LYTICS_AUDIENCE_REQUEST_TIMEOUT="30.5",
+        TAP_LYTICS_AUDIENCE_RETRY_BACKOFF_BASE="0.01",
+        TARGET_BRAZE_AUDIENCE_REQUEST_TIMEOUT="30",
+    )
+    proc = run_job(configured)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The same glitch as above is held at the default 0.5 ...
+    lytics_sandbox.truncate_scan(AUDIENCE, 15, report_total=False)
+    assert run_job(configured).returncode != 0
+    assert removals(braze_sandbox) == []
+    # ... and let through once with TARGET_BRAZE_AUDIENCE_MAX_REMOVAL_FRACTION=1.
+    configured.set(TARGET_BRAZE_AUDIENCE_MAX_REMOVAL_FRACTION="1")
+    proc = run_job(configured)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(removals(braze_sandbox)) == 25
+    assert len(segments(braze_sandbox)) == 15
+    # A value that is not a number fails before anything is read, naming the setting.
+    configured.set(TAP_LYTICS_AUDIENCE_REQUEST_TIMEOUT="soon")
+    lytics_sandbox.clear_requests()
+    proc = run_job(configured)
+    assert proc.returncode != 0
+    assert "Setting `request_timeout` must be a number (got 'soon')." in proc.stderr
+    assert lytics_sandbox.requests == []

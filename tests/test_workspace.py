@@ -99,3 +99,21 @@ def test_env_example_lists_every_variable_the_prod_environment_reads() -> None:
             ):
                 needed.add(name)
     assert sorted(needed - listed) == []
+
+
+def test_no_setting_is_declared_decimal() -> None:
+    """Meltano 4.4 cannot write a `kind: decimal` setting given as an env var (Decimal is not
+    JSON serializable): number settings are `kind: string`, parsed by each plugin."""
+    import yaml
+
+    files = [ROOT / "meltano.yml", *sorted((ROOT / "hub").rglob("*.yml"))]
+    numbers = 0
+    for path in files:
+        text = path.read_text()
+        assert "kind: decimal" not in text, path
+        numbers += text.count("name: max_removal_fraction")
+    assert numbers >= 2  # meltano.yml and hub/ both declare it
+    plugins = yaml.safe_load((ROOT / "meltano.yml").read_text())["plugins"]["loaders"]
+    braze = next(p for p in plugins if p["name"] == "target-braze-audience")
+    setting = next(s for s in braze["settings"] if s["name"] == "max_removal_fraction")
+    assert setting["kind"] == "string"

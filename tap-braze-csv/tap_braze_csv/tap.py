@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import (
     EMIT_ACTIVATE_VERSION_CONFIG,
     PluginCapabilities,
@@ -15,6 +16,7 @@ from singer_sdk.helpers.capabilities import (
 )
 
 from tap_braze_csv.columns import COLUMN_TYPES, validate_column_types
+from tap_braze_csv.config_numbers import coerce_number_strings
 from tap_braze_csv.jsonl import user_json_schema_properties
 from tap_braze_csv.openers import text_encoding
 from tap_braze_csv.rest_export import ExportCoordinator, RestExportSettings
@@ -298,9 +300,16 @@ class TapBrazeCsv(Tap):
             return self._rest_settings
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """Strip whitespace around secrets read from files (a trailing newline) first."""
+        """Strip secrets read from files; parse number settings given as strings; validate.
+
+        A trailing newline of a mounted secret file is removed; a number setting from a
+        Meltano env var arrives as text (e.g. "30") and is parsed here.
+        """
         self._config = strip_secrets(self._config, self.config_jsonschema)
-        return super()._validate_config(raise_errors=raise_errors)
+        self._config, numbers = coerce_number_strings(self._config, self.config_jsonschema)
+        if numbers and raise_errors:
+            raise ConfigValidationError(numbers[0], errors=numbers)
+        return [*numbers, *super()._validate_config(raise_errors=raise_errors)]
 
     def _validate_settings(self) -> None:
         if not self.config.get("paths") and self.rest_settings is None:

@@ -12,6 +12,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import EMIT_ACTIVATE_VERSION_CONFIG, TapCapabilities
 
 from tap_lytics_audience.client import AudienceScanFailed
+from tap_lytics_audience.config_numbers import coerce_number_strings
 from tap_lytics_audience.scan import ScanLedger
 from tap_lytics_audience.secrets import header_secret_errors, strip_secrets
 from tap_lytics_audience.streams import (
@@ -170,10 +171,14 @@ class TapLyticsAudience(Tap):
 
         A token read from a mounted secret file ends with a newline: surrounding whitespace
         is removed here, where the config is loaded, so no header, log line or traceback
-        can ever carry the raw value. What is left must be a valid header value.
+        can ever carry the raw value. What is left must be a valid header value. Number
+        settings given as strings (Meltano env vars) are parsed.
         """
         self._config = strip_secrets(self._config, self.config_jsonschema)
-        errors = super()._validate_config(raise_errors=raise_errors)
+        self._config, numbers = coerce_number_strings(self._config, self.config_jsonschema)
+        if numbers and raise_errors:
+            raise ConfigValidationError(numbers[0], errors=numbers)
+        errors = [*numbers, *super()._validate_config(raise_errors=raise_errors)]
         extra: list[str] = header_secret_errors(self.config, ["api_token"])
         page_size = self.config.get("page_size", 100)
         if not isinstance(page_size, int) or not 1 <= page_size <= 100:

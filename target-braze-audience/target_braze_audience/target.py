@@ -13,6 +13,7 @@ from singer_sdk.target_base import Target
 
 from target_braze_audience.batch_files import BatchFileError, iter_batch_records
 from target_braze_audience.client import BrazeClient, BrazeSettingError
+from target_braze_audience.config_numbers import coerce_number_strings
 from target_braze_audience.deltas import (
     DeliveryIncompleteError,
     DeltaEngine,
@@ -321,10 +322,13 @@ class TargetBrazeAudience(Target):
         """Strip secrets read from files (trailing newline) and check the key is a header value.
 
         Done where the config is loaded, so no header, log line or traceback can carry
-        the raw value.
+        the raw value. Number settings given as strings (Meltano env vars) are parsed.
         """
         self._config = strip_secrets(self._config, self.config_jsonschema)
-        errors = super()._validate_config(raise_errors=raise_errors)
+        self._config, numbers = coerce_number_strings(self._config, self.config_jsonschema)
+        if numbers and raise_errors:
+            raise ConfigValidationError(numbers[0], errors=numbers)
+        errors = [*numbers, *super()._validate_config(raise_errors=raise_errors)]
         extra = header_secret_errors(self.config, ["api_key"])
         if extra and raise_errors:
             raise ConfigValidationError(extra[0], errors=extra)

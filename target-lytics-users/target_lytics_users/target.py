@@ -21,6 +21,7 @@ from target_lytics_users.client import (
     LyticsError,
     LyticsRejectedError,
 )
+from target_lytics_users.config_numbers import coerce_number_strings
 from target_lytics_users.secrets import header_secret_errors, strip_secrets
 from target_lytics_users.serialize import LineCountingOrjsonReader, UnsupportedMessageError
 from target_lytics_users.sinks import LyticsSink
@@ -286,10 +287,13 @@ class TargetLyticsUsers(Target):
         """Strip secrets read from files (trailing newline) and check the token is a header value.
 
         Done where the config is loaded, so no header, log line or traceback can carry
-        the raw value.
+        the raw value. Number settings given as strings (Meltano env vars) are parsed.
         """
         self._config = strip_secrets(self._config, self.config_jsonschema)
-        errors = super()._validate_config(raise_errors=raise_errors)
+        self._config, numbers = coerce_number_strings(self._config, self.config_jsonschema)
+        if numbers and raise_errors:
+            raise ConfigValidationError(numbers[0], errors=numbers)
+        errors = [*numbers, *super()._validate_config(raise_errors=raise_errors)]
         extra = header_secret_errors(self.config, ["api_token"])
         if extra and raise_errors:
             raise ConfigValidationError(extra[0], errors=extra)
