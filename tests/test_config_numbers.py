@@ -84,8 +84,11 @@ def test_number_settings_given_as_strings_are_numbers_in_the_plugin(plugin: type
             assert f"Setting `{name}` must be a number (got {bad!r})." in str(exc.value)
 
 
-def test_each_plugin_carries_the_same_config_numbers_module() -> None:
-    copies = sorted(ROOT.glob("*/*/config_numbers.py"))
+@pytest.mark.parametrize("module", ["config_numbers.py", "secrets.py"])
+def test_each_plugin_carries_the_same_config_loading_module(module: str) -> None:
+    # Each plugin installs on its own, so these config-loading helpers are copied per package;
+    # the copies must not drift apart (one rule for every plugin).
+    copies = sorted(ROOT.glob(f"*/*/{module}"))
     assert len(copies) == len(BASE)
     for other in copies[1:]:
         assert filecmp.cmp(copies[0], other, shallow=False), other

@@ -277,6 +277,25 @@ def test_http_plugins_refuse_bad_secrets_naming_the_setting(
     assert lytics_sandbox.collected("braze_users") == []
 
 
+def test_rest_export_key_with_a_line_break_inside_is_refused_before_any_request(
+    braze_sandbox, tmp_path: Path
+):
+    secret = "export-key-77\nsecond-line-q9"
+    config = {
+        "rest_export": {
+            "api_key": nl(secret),
+            "rest_endpoint": braze_sandbox.url,
+            "segment_ids": ["seg-1"],
+        }
+    }
+    proc = run([str(BIN / "tap-braze-csv"), "--config", write(tmp_path, "tap-braze-csv", config)])
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "`rest_export.api_key` contains a line break" in output, output[-2000:]
+    assert_absent(output, secret.splitlines())
+    assert braze_sandbox.requests_snapshot() == []
+
+
 # Secret settings the runs above give with a trailing newline, per plugin.
 COVERED = {
     "tap-lytics-audience": {"api_token"},

@@ -22,3 +22,22 @@ def strip_secrets(config: dict[str, t.Any], schema: dict[str, t.Any]) -> dict[st
         elif isinstance(value, dict) and prop.get("properties"):
             out[name] = strip_secrets(value, prop)
     return out
+
+
+def header_secret_errors(config: t.Mapping[str, t.Any], names: t.Iterable[str]) -> list[str]:
+    """Errors for header secrets that are empty or hold control characters (value never shown)."""
+    errors = []
+    for name in names:  # a dotted name reaches into an object setting: "rest_export.api_key"
+        value: t.Any = config
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, t.Mapping) else None
+        if not isinstance(value, str):
+            continue
+        if not value:
+            errors.append(f"Setting `{name}` is empty (or only whitespace).")
+        elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+            errors.append(
+                f"Setting `{name}` contains a line break or another control character inside "
+                "the value (surrounding whitespace is removed); set it to the bare secret."
+            )
+    return errors

@@ -21,7 +21,7 @@ from tap_braze_csv.jsonl import user_json_schema_properties
 from tap_braze_csv.openers import text_encoding
 from tap_braze_csv.rest_export import ExportCoordinator, RestExportSettings
 from tap_braze_csv.rest_settings import REST_EXPORT_PROPERTY
-from tap_braze_csv.secrets import strip_secrets
+from tap_braze_csv.secrets import header_secret_errors, strip_secrets
 from tap_braze_csv.streams import (
     BrazeUsersStream,
     build_schema,
@@ -309,7 +309,12 @@ class TapBrazeCsv(Tap):
         self._config, numbers = coerce_number_strings(self._config, self.config_jsonschema)
         if numbers and raise_errors:
             raise ConfigValidationError(numbers[0], errors=numbers)
-        return [*numbers, *super()._validate_config(raise_errors=raise_errors)]
+        errors = [*numbers, *super()._validate_config(raise_errors=raise_errors)]
+        # The REST export key becomes an Authorization header: refuse one that cannot be.
+        extra = header_secret_errors(self.config, ["rest_export.api_key"])
+        if extra and raise_errors:
+            raise ConfigValidationError(extra[0], errors=extra)
+        return [*errors, *extra]
 
     def _validate_settings(self) -> None:
         if not self.config.get("paths") and self.rest_settings is None:

@@ -27,8 +27,10 @@ def strip_secrets(config: dict[str, t.Any], schema: dict[str, t.Any]) -> dict[st
 def header_secret_errors(config: t.Mapping[str, t.Any], names: t.Iterable[str]) -> list[str]:
     """Errors for header secrets that are empty or hold control characters (value never shown)."""
     errors = []
-    for name in names:
-        value = config.get(name)
+    for name in names:  # a dotted name reaches into an object setting: "rest_export.api_key"
+        value: t.Any = config
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, t.Mapping) else None
         if not isinstance(value, str):
             continue
         if not value:
