@@ -143,6 +143,12 @@ def lytics_parser() -> argparse.ArgumentParser:
         help="largest record within a /collect/json batch; larger ones are rejected "
         "(16 KiB; 0 disables)",
     )
+    p.add_argument(
+        "--scan-page-delay",
+        type=float,
+        default=0.0,
+        help="seconds each scan answer is held back, to emulate network latency in benchmarks (0)",
+    )
     return p
 
 
@@ -203,6 +209,7 @@ def lytics_main(argv: Sequence[str] | None = None) -> None:
         cursor_ttl=args.cursor_ttl,
         max_collect_bytes=args.max_collect_bytes,
         max_record_bytes=args.max_record_bytes or None,
+        scan_page_delay=args.scan_page_delay,
         host=args.host,
         port=args.port,
     )

@@ -105,6 +105,7 @@ class LyticsSandbox(EmulatorServer):
         cursor_ttl: float = 300.0,
         max_collect_bytes: int = 10 * 1024 * 1024,
         max_record_bytes: int | None = 16 * 1024,
+        scan_page_delay: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -116,6 +117,9 @@ class LyticsSandbox(EmulatorServer):
         #: Lytics' "Max size in batch: 16 KB, byte size of a single input record within a
         #: batch" (platform limits); None disables the check. See README for the reading.
         self.max_record_bytes = max_record_bytes
+        #: Seconds each scan answer is held back (benchmark-only latency knob; 0 = none).
+        #: Slept outside the server lock, so concurrent scans overlap as they do on Lytics.
+        self.scan_page_delay = float(scan_page_delay)
         self._audiences: dict[str, Audience] = {}  # by slug
         self._by_id: dict[str, str] = {}  # id -> slug
         self._collected: dict[str, list[dict[str, Any]]] = {}
@@ -147,6 +151,7 @@ class LyticsSandbox(EmulatorServer):
         self.add_admin_route("POST", "malformed_scan", self._admin_malformed_scan)
         self.add_admin_route("POST", "truncate_scan", self._admin_truncate_scan)
         self.add_admin_route("POST", "edit_members", self._admin_edit_members)
+        self.add_admin_route("POST", "scan_page_delay", self._admin_scan_page_delay)
 
     # ---- Python API ------------------------------------------------------------------
     def _now_after(self, previous: float) -> float:
@@ -400,6 +405,16 @@ class LyticsSandbox(EmulatorServer):
             return self._scan(req, parts[2])
         return self.error(404, "not found")
 
+    def response_delay(self, req: RecordedRequest) -> float:
+        """Hold every scan answer back by ``scan_page_delay`` seconds (emulated latency)."""
+        if (
+            self.scan_page_delay > 0
+            and req.method == "GET"
+            and req.path.rstrip("/").endswith("/scan")
+        ):
+            return self.scan_page_delay
+        return 0.0
+
     def _list(self, req: RecordedRequest) -> Response:
         if req.query.get("table", "user") != "user":
             return self.ok([])
@@ -579,6 +594,13 @@ class LyticsSandbox(EmulatorServer):
             report_total=bool(data.get("report_total", True)),
         )
         return json_response(200, {"ok": True})
+
+    def _admin_scan_page_delay(self, req: RecordedRequest) -> Response:
+        seconds = float(self.admin_body(req).get("seconds", 0))
+        if not 0 <= seconds <= 60:
+            raise ValueError("seconds must be between 0 and 60")
+        self.scan_page_delay = seconds
+        return json_response(200, {"ok": True, "seconds": seconds})
 
     def _admin_edit_members(self, req: RecordedRequest) -> Response:
         data = self.admin_body(req)

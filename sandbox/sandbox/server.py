@@ -397,7 +397,10 @@ class EmulatorServer:
                     del self.requests[: len(self.requests) - cap]
             resp = self._dispatch_locked(req)
             req.status = resp[0]
-            return resp
+            delay = self.response_delay(req)
+        if delay > 0:  # outside the lock: other connections are served meanwhile
+            time.sleep(delay)
+        return resp
 
     def _dispatch_locked(self, req: RecordedRequest) -> Response:
         denied = self.authenticate(req)
@@ -427,6 +430,10 @@ class EmulatorServer:
     def error(self, status: int, message: str) -> Response:
         """Error response in the emulated API's shape."""
         return json_response(status, {"message": message})
+
+    def response_delay(self, req: RecordedRequest) -> float:
+        """Seconds to hold this answer back (emulated latency; slept outside the lock)."""
+        return 0.0
 
     def decorate(self, req: RecordedRequest, resp: Response) -> Response:
         """Add headers every response carries (e.g. Braze rate-limit headers)."""

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,8 +101,12 @@ def test_lytics_cli_seed_and_options(http, tmp_path) -> None:
         )
     )
     argv = ("lytics-sandbox", "--port", "0", "--api-token", "tok", "--cursor-key", "next")
+    argv += ("--scan-page-delay", "0.2")
     with running(*argv, "--seed-file", str(seed), "--max-collect-bytes", "100") as (proc, url):
         auth = {"Authorization": "tok"}
+        t0 = time.monotonic()
+        assert http(url + "/api/segment/vip/scan", headers=auth).status == 200
+        assert time.monotonic() - t0 >= 0.2  # --scan-page-delay
         segs = http(url + "/api/segment?table=user", headers=auth).json["data"]
         assert sorted(s["slug_name"] for s in segs) == ["big", "vip"]
         page = http(url + "/api/segment/big/scan?limit=100", headers=auth).json

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import time
 import tracemalloc
 from typing import Any
@@ -591,3 +592,49 @@ def test_scan_fault_admin_routes(http, lytics_sandbox):
     assert http(f"{base}/malformed_scan", "POST", {"n": 1}).status == 200
     r = http(f"{lytics_sandbox.url}/api/segment/x/scan", headers=AUTH)
     assert "data" not in r.json
+
+
+# ---- scan latency (benchmark-only knob) ----------------------------------------------
+def test_scan_page_delay_holds_scan_answers_back_and_nothing_else(http) -> None:
+    with LyticsSandbox(scan_page_delay=0.3) as lyt:
+        lyt.add_audience("x", members=members(3))
+        t0 = time.monotonic()
+        assert http(f"{lyt.url}/api/segment/x/scan", headers=AUTH).status == 200
+        assert time.monotonic() - t0 >= 0.3
+        t0 = time.monotonic()
+        assert http(f"{lyt.url}/api/segment/x", headers=AUTH).status == 200
+        assert time.monotonic() - t0 < 0.3
+        # the admin route changes it at run time
+        r = http(f"{lyt.url}/_sandbox/scan_page_delay", "POST", {"seconds": 0})
+        assert r.json == {"ok": True, "seconds": 0.0}
+        assert lyt.scan_page_delay == 0
+        assert http(f"{lyt.url}/_sandbox/scan_page_delay", "POST", {"seconds": -1}).status == 400
+
+
+def test_scan_page_delay_does_not_serialise_concurrent_scans(http) -> None:
+    """A second scan is answered while the first one's answer is still held back."""
+    delay = 2.0
+    with LyticsSandbox(scan_page_delay=delay) as lyt:
+        lyt.add_audience("a", members=members(3))
+        lyt.add_audience("b", members=members(3))
+        results: dict[str, int] = {}
+
+        def scan(slug: str) -> None:
+            results[slug] = http(f"{lyt.url}/api/segment/{slug}/scan", headers=AUTH).status
+
+        first = threading.Thread(target=scan, args=("a",))
+        first.start()
+        while lyt.stats_snapshot()["scan_pages"] < 1:  # a is being held back from here on
+            time.sleep(0.01)
+        a_served = time.monotonic()
+        second = threading.Thread(target=scan, args=("b",))
+        second.start()
+        while lyt.stats_snapshot()["scan_pages"] < 2:
+            time.sleep(0.01)
+        # Served while a's answer is still held: with the delay taken under the server lock,
+        # b could not be served before a's delay had run out.
+        assert time.monotonic() - a_served < delay
+        assert first.is_alive()
+        first.join()
+        second.join()
+        assert results == {"a": 200, "b": 200}
