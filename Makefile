@@ -11,13 +11,14 @@ PY_HIGHEST := 3.13
 DIST_PYTHON := 3.12
 UNIT_TESTS := $(addsuffix /tests,$(PACKAGES))
 
-.PHONY: help uv sync system-deps lint typecheck test test-pythons dist demo bench interop-lock clean
+.PHONY: help uv sync system-deps lint typecheck test test-pythons dist demo bench bench-scale bench-latency interop-lock clean
 
 help:
 	@echo "make demo   run both directions against the local Braze and Lytics sandbox"
 	@echo "make test   install everything, lint, type-check and run the whole test suite"
 	@echo "make dist   build and check every wheel and sdist, install each in a clean virtualenv, smoke-test"
 	@echo "make bench  run the benchmarks and rewrite benchmarks/README.md's results table"
+	@echo "make bench-scale / bench-latency   the long scale and Lytics-latency benchmarks (benchmarks/README.md)"
 	@echo "make lint   ruff + mypy"
 
 uv:
@@ -62,6 +63,16 @@ demo: sync
 
 bench: sync
 	$(UV) run --locked python benchmarks/run.py
+
+# Long (hours at 10,000,000 on 2 cores): the scale table of benchmarks/README.md.
+SCALE_SIZES ?= 300000 3000000 10000000
+bench-scale: sync
+	$(UV) run --locked python benchmarks/bench_scale.py --series dry sandbox --memberships $(SCALE_SIZES)
+	$(UV) run --locked python benchmarks/bench_scale.py --series concurrent writemode --stores postgresql --memberships 300000
+
+# Lytics scans at 50 and 100 ms per page (about 20 minutes).
+bench-latency: sync
+	$(UV) run --locked python benchmarks/bench_tap_lytics_audience.py --latency
 
 # Re-pin the PyPI plugins of the interoperability matrix (tests/interop/requirements/*.in ->
 # exact versions with hashes, for every supported Python). `make test` installs them once into

@@ -7,7 +7,15 @@ Compares, on the same sandbox process (`lytics-sandbox`, generated audiences):
 - tap-lytics-audience with its defaults (pages prefetched in a background thread);
 - tap-lytics-audience at 3x the audience size, to show peak RSS does not grow with size.
 
+With `--latency` (not part of `make bench`: it takes minutes) it measures instead the scan at a
+realistic page latency: the sandbox holds every scan answer back 50 ms and 100 ms
+(`--scan-page-delay`), and the tap scans ONE audience and TEN audiences of the same total size
+with `scan_concurrency` 1, 3 and 10 and `prefetch_pages` 0 and 4 (the default), 100 members per
+page (`page_size` default = Lytics' maximum). Seconds are also given per million members.
+
     python benchmarks/bench_tap_lytics_audience.py [--scale 1.0]
+    python benchmarks/bench_tap_lytics_audience.py --latency [--members 100000] [--delays 0.05 0.1]
+        [--audiences 1 10] [--variants 10:4 ...]
     python benchmarks/bench_tap_lytics_audience.py --plain-tap --config CONFIG  (internal)
 """
 
@@ -100,10 +108,12 @@ def plain_tap_main(config_path: str) -> None:
 # --- harness -----------------------------------------------------------------------------
 
 
-def start_sandbox(work: Path, per_audience: int) -> tuple[subprocess.Popen, str, list[str]]:
+def start_sandbox(
+    work: Path, per_audience: int, audiences: int = AUDIENCES, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, str, list[str]]:
     """Start `lytics-sandbox` (its own process) with generated audiences."""
-    slugs = [f"bench_{i}" for i in range(AUDIENCES)]
-    seed = work / f"lytics_seed_{per_audience}.json"
+    slugs = [f"bench_{i}" for i in range(audiences)]
+    seed = work / f"lytics_seed_{audiences}x{per_audience}.json"
     seed.write_text(
         json.dumps(
             {
@@ -113,7 +123,7 @@ def start_sandbox(work: Path, per_audience: int) -> tuple[subprocess.Popen, str,
             }
         )
     )
-    args = ["--port", "0", "--seed-file", str(seed)]
+    args = ["--port", "0", "--seed-file", str(seed), *extra]
     cmd = [str(BIN / "lytics-sandbox"), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
@@ -246,14 +256,111 @@ def run(work: Path, scale: float = 1.0) -> list[dict]:
     return rows
 
 
+LATENCY_VARIANTS = [  # (scan_concurrency, prefetch_pages)
+    (1, 0),
+    (1, 4),
+    (3, 0),
+    (3, 4),
+    (10, 0),
+    (10, 4),
+]
+
+
+def run_latency(
+    work: Path,
+    members: int,
+    delays: list[float],
+    audience_counts: tuple[int, ...] = (1, 10),
+    only: list[tuple[int, int]] | None = None,
+) -> list[dict]:
+    """Scan time of ONE audience and of TEN audiences (same total) at a page latency."""
+    work = Path(work) / "tap_lytics_audience_latency"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TAP_LYTICS_AUDIENCE_LOG_LEVEL": "WARNING"}
+    tap = str(BIN / "tap-lytics-audience")
+    out = work / "out.jsonl"
+    rows: list[dict] = []
+    for delay in delays:
+        for n_aud in audience_counts:
+            per = members // n_aud
+            total = per * n_aud
+            pages_each = -(-per // 100)
+            sandbox, url, slugs = start_sandbox(work, per, n_aud, ("--scan-page-delay", str(delay)))
+            try:
+                common = {"api_url": url, "api_token": "sandbox-lytics-token", "audiences": slugs}
+                # one audience: a single cursor chain, scan_concurrency cannot matter beyond 1
+                variants = LATENCY_VARIANTS if n_aud > 1 else [(1, 0), (1, 4), (10, 4)]
+                variants = [v for v in variants if only is None or v in only]
+                for conc, depth in variants:
+                    cfg = work / "config.json"
+                    cfg.write_text(
+                        json.dumps({**common, "scan_concurrency": conc, "prefetch_pages": depth})
+                    )
+                    row = measure("lytics latency", [tap, "--config", str(cfg)], out, total, env)
+                    chains = -(-n_aud // min(conc, n_aud))  # audiences per scan thread
+                    floor = chains * pages_each * delay  # the latency wall alone
+                    row.update(
+                        {
+                            "delay_ms": round(delay * 1000),
+                            "audiences": n_aud,
+                            "scan_concurrency": conc,
+                            "prefetch_pages": depth,
+                            "pages": pages_each * n_aud,
+                            "latency_floor_s": round(floor, 1),
+                            "seconds_per_million": round(row["seconds"] * 1e6 / total, 1),
+                        }
+                    )
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            finally:
+                sandbox.terminate()
+                sandbox.wait(timeout=30)
+    out.unlink(missing_ok=True)
+    return rows
+
+
+def latency_table(rows: list[dict]) -> str:
+    """Markdown table of `run_latency` rows."""
+    cols = [
+        ("delay_ms", "page latency"),
+        ("audiences", "audiences"),
+        ("rows", "members"),
+        ("scan_concurrency", "scan_concurrency"),
+        ("prefetch_pages", "prefetch_pages"),
+        ("seconds", "seconds"),
+        ("latency_floor_s", "pages x latency / chains"),
+        ("seconds_per_million", "s per million"),
+        ("cpu_s", "tap CPU s"),
+        ("peak_rss_mb", "peak RSS MB"),
+    ]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [f"{r[k]:,}" if isinstance(r[k], int) else str(r[k]) for k, _ in cols]
+        cells[0] += " ms"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--plain-tap", action="store_true")
     parser.add_argument("--config")
+    parser.add_argument("--latency", action="store_true", help="the page-latency benchmark")
+    parser.add_argument("--members", type=int, default=100_000, help="--latency: total members")
+    parser.add_argument("--delays", type=float, nargs="+", default=[0.05, 0.1])
+    parser.add_argument("--audiences", type=int, nargs="+", default=[1, 10])
+    parser.add_argument(
+        "--variants", nargs="+", help="--latency: only these CONCURRENCY:PREFETCH, e.g. 10:4"
+    )
     args, _ = parser.parse_known_args()
     if args.plain_tap:
         plain_tap_main(args.config)
+        return
+    if args.latency:
+        only = [tuple(int(x) for x in v.split(":")) for v in args.variants or []] or None
+        rows = run_latency(HERE / ".work", args.members, args.delays, args.audiences, only)  # type: ignore[arg-type]
+        print(latency_table(rows))
         return
     rows = run(HERE / ".work", args.scale)
     from run import table  # the same markdown table `make bench` writes

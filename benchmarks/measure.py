@@ -39,12 +39,11 @@ def run_measured(
     stdout: IO[Any] | int | None = None,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    stderr: IO[Any] | int | None = subprocess.DEVNULL,
 ) -> Measured:
     """Run one command to completion and measure it."""
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL, env=env, cwd=cwd
-    )
+    proc = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env, cwd=cwd)
     return _wait(proc, started)
 
 
