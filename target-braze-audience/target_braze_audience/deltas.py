@@ -28,7 +28,15 @@ MAX_REFUSED_IN_A_ROW = 20
 Braze is then refusing everything (a systemic cause), and splitting every request down to
 single objects would cost two requests per user."""
 
-Batch = list[tuple[str, list[tuple[str, str]]]]
+Ops = list[tuple[str, str]]
+Batch = list[tuple[str, Ops, list[str] | None]]
+"""Objects of one request: (user, [(audience, op), ...], complete array or None).
+
+With a complete array (`array_write_mode: set_when_cheaper`) the object assigns the whole
+attribute (one data point); otherwise it carries the ops as add/remove (one per value).
+The ops are what the store's bookkeeping records either way."""
+
+ARRAY_WRITE_MODES = ("delta", "set_when_cheaper")
 
 # Braze's SDKs refuse user ids longer than 997 bytes (UTF-8); its REST docs state no limit,
 # so the same bound is applied to every identifier rather than sending ids no SDK could log
@@ -218,6 +226,11 @@ class RunSummary:
     reoffered: int = 0
     update_only_gave_up: int = 0
     over_array_length: int = 0
+    array_write_mode: str = "delta"
+    data_points: int = 0  # what Braze bills for the accepted objects (values, or 1 per set)
+    data_points_saved: int = 0  # vs delta mode: values of set objects minus one per set
+    set_objects: int = 0  # accepted objects assigning the whole array
+    delta_objects: int = 0  # accepted objects carrying add/remove
 
     def as_dict(self) -> dict[str, t.Any]:
         """Return a JSON-friendly copy."""
@@ -246,6 +259,7 @@ class EngineSettings:
     update_only_reoffers: int = 5
     update_only_reoffer_hours: float = 24.0
     max_removal_fraction: float = 0.5
+    array_write_mode: str = "delta"
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> EngineSettings:
@@ -267,6 +281,7 @@ class EngineSettings:
             update_only_reoffers=int(config.get("update_only_reoffers", 5)),
             update_only_reoffer_hours=float(config.get("update_only_reoffer_hours", 24.0)),
             max_removal_fraction=min(1.0, max(0.0, float(config.get("max_removal_fraction", 0.5)))),
+            array_write_mode=config.get("array_write_mode") or "delta",
         )
 
 
@@ -295,7 +310,13 @@ class DeltaEngine:
         self.logger = logger
         self.stop = stop
         self.delivering = False
-        self.summary = RunSummary(dry_run=settings.dry_run, batch_size=settings.batch_size)
+        self.summary = RunSummary(
+            dry_run=settings.dry_run,
+            batch_size=settings.batch_size,
+            array_write_mode=settings.array_write_mode,
+        )
+        self._set_mode = settings.array_write_mode == "set_when_cheaper"
+        self._known_audiences: list[str] | None = None
         self.sizer = BatchSizer(settings.batch_size, logger)
         self._resend: deque[_Sent] = deque()
         self._named = 0
@@ -557,16 +578,50 @@ class DeltaEngine:
         """Pending users in requests of the current size (see :class:`BatchSizer`)."""
         batch: Batch = []
         size = self.sizer.size()
+        plan = self._plan if self._set_mode else None
         for user, ops in self.store.iter_pending_users():
-            batch.append((user, ops))
+            batch.append((user, ops, None))
             if len(batch) >= size:
-                yield batch
+                yield plan(batch) if plan else batch
                 batch = []
                 size = self.sizer.size()
         if batch:
-            yield batch
+            yield plan(batch) if plan else batch
 
-    def _object(self, user: str, ops: list[tuple[str, str]]) -> dict[str, t.Any]:
+    def _plan(self, batch: Batch) -> Batch:
+        """`set_when_cheaper`: complete arrays for users whose deltas cost more than 1.
+
+        The complete array is what Braze must hold once this object applies: the
+        memberships the store says Braze holds (so removals held by max_removal_fraction,
+        and removals not sent this run, stay), minus the removes sent, plus the adds
+        sent. One store query per request, not per user.
+
+        A user leaving every audience keeps its remove deltas rather than an empty
+        array: ``[]`` would also wipe values the store does not know about (written by
+        someone else, or by an earlier request whose outcome was never confirmed), and
+        Braze does not document whether an empty array clears the attribute; the saving
+        (users leaving two or more audiences at once) is small.
+        """
+        wanted = [user for user, ops, _full in batch if len(ops) > 1]
+        if not wanted:
+            return batch
+        if self._known_audiences is None:
+            self._known_audiences = self.store.known_audiences()
+        held = self.store.present_audiences(wanted, self._known_audiences)
+        out: Batch = []
+        for user, ops, _full in batch:
+            full = None
+            if len(ops) > 1:
+                removes = {aud for aud, op in ops if op == REMOVE}
+                adds = [aud for aud, op in ops if op != REMOVE]
+                sent = removes.union(adds)
+                full = [aud for aud in held.get(user, ()) if aud not in sent] + adds
+                if not full:
+                    full = None  # everything removed: remove deltas (see above)
+            out.append((user, ops, full))
+        return out
+
+    def _object(self, user: str, ops: Ops, full: list[str] | None = None) -> dict[str, t.Any]:
         if self.s.identifier_field == "user_alias":
             obj: dict[str, t.Any] = {
                 "user_alias": {"alias_name": user, "alias_label": self.s.alias_label}
@@ -576,6 +631,9 @@ class DeltaEngine:
             obj = {self.s.identifier_field: user}
             if self.s.update_existing_only:
                 obj["_update_existing_only"] = True
+        if full is not None:
+            obj[self.s.attribute_name] = full
+            return obj
         change: dict[str, list[str]] = {}
         adds = [a for a, op in ops if op != REMOVE]
         removes = [a for a, op in ops if op == REMOVE]
@@ -626,6 +684,17 @@ class DeltaEngine:
                     st.removed += n
                 if op != REMOVE and self.s.update_existing_only:
                     st.update_only += n
+            summary.data_points = summary.values_sent
+            if self._set_mode:
+                # Which users would get their complete array needs their memberships: this
+                # reads every pending delta back (delta mode's dry run needs two counts).
+                for planned in self._batches():
+                    for _user, ops, full in planned:
+                        if full is not None:
+                            summary.set_objects += 1
+                            summary.data_points_saved += len(ops) - 1
+                summary.data_points -= summary.data_points_saved
+            summary.delta_objects = summary.objects_sent - summary.set_objects
             return
         assert self.client is not None
         self.delivering = True
@@ -649,7 +718,7 @@ class DeltaEngine:
                             fatal = self._collect(inflight) or fatal
                             continue
                         sent = _Sent(batch)
-                    payload = {"attributes": [self._object(u, ops) for u, ops in sent.batch]}
+                    payload = {"attributes": [self._object(*entry) for entry in sent.batch]}
                     inflight[pool.submit(self.client.track, payload)] = sent
                     while len(inflight) >= (1 if self.sizer.careful() else workers * 2):
                         fatal = self._collect(inflight) or fatal
@@ -759,11 +828,18 @@ class DeltaEngine:
         rejects: list[tuple[str, str, str]] = []
         update_only: list[tuple[str, str]] = []
         uo = self.s.update_existing_only
-        for idx, (user, ops) in enumerate(batch):
+        for idx, (user, ops, full) in enumerate(batch):
             reason = rejected.get(idx)
             if reason is None:
                 summary.objects_sent += 1
                 summary.values_sent += len(ops)
+                if full is None:
+                    summary.delta_objects += 1
+                    summary.data_points += len(ops)
+                else:
+                    summary.set_objects += 1
+                    summary.data_points += 1
+                    summary.data_points_saved += len(ops) - 1
                 for aud, op in ops:
                     st = summary.audiences[aud]
                     if op == REMOVE:
@@ -904,8 +980,9 @@ class DeltaEngine:
                 st.snapshot,
             )
         self.logger.info(
-            "Summary%s: records=%d invalid=%d requests%s=%d objects=%d attribute values "
-            "(data points)=%d rejected objects=%d failed requests=%d not sent (stopping)=%d "
+            "Summary%s: records=%d invalid=%d requests%s=%d objects=%d attribute values=%d "
+            "data points=%d (array_write_mode=%s: saved=%d, set objects=%d, delta objects=%d) "
+            "rejected objects=%d failed requests=%d not sent (stopping)=%d "
             "http attempts=%d "
             "rate limited=%d queued (202)=%d refused requests=%d split=%d batch_size=%d "
             "users over max_array_length=%d",
@@ -916,6 +993,11 @@ class DeltaEngine:
             s.requests,
             s.objects_sent,
             s.values_sent,
+            s.data_points,
+            s.array_write_mode,
+            s.data_points_saved,
+            s.set_objects,
+            s.delta_objects,
             s.rejected_objects,
             s.failed_requests,
             s.stopped_requests,

@@ -1038,6 +1038,45 @@ class MembershipStore:
         if cur_user is not None:
             yield cur_user, cur
 
+    def known_audiences(self) -> list[str]:
+        """Every audience with a stored membership or a delta (for :meth:`present_audiences`).
+
+        Read as one index seek per audience (there are few) rather than a DISTINCT over
+        every membership row.
+        """
+        names: set[str] = set(self.conn.execute(sa.select(pending.c.audience).distinct()).scalars())
+        m = membership.c
+        last: str | None = ""
+        while True:
+            last = self.conn.execute(
+                sa.select(sa.func.min(m.audience)).where(m.audience > last)
+            ).scalar()
+            if last is None:
+                return sorted(names)
+            names.add(last)
+
+    def present_audiences(
+        self, users: Sequence[str], audiences: Sequence[str]
+    ) -> dict[str, list[str]]:
+        """Map each user to the audiences Braze holds for it (per the store), sorted.
+
+        One query for a request's users. Both keys are given so that the lookup is a set
+        of (audience, user_id) primary-key probes: braze_membership has no index by user.
+        """
+        if not users or not audiences:
+            return {}
+        m = membership.c
+        q = (
+            sa.select(m.user_id, m.audience)
+            .where(m.audience.in_(list(audiences)), m.user_id.in_(list(users)))
+            .where(m.present.is_(True))
+            .order_by(m.user_id, m.audience)
+        )
+        out: dict[str, list[str]] = {}
+        for user, aud in self.conn.execute(q):
+            out.setdefault(user, []).append(aud)
+        return out
+
     def record_results(
         self,
         accepted: Sequence[tuple[str, str, str]],

@@ -15,6 +15,7 @@ from target_braze_audience.batch_files import BatchFileError, iter_batch_records
 from target_braze_audience.client import BrazeClient, BrazeSettingError
 from target_braze_audience.config_numbers import coerce_number_strings
 from target_braze_audience.deltas import (
+    ARRAY_WRITE_MODES,
     DeliveryIncompleteError,
     DeltaEngine,
     EngineSettings,
@@ -203,6 +204,20 @@ class TargetBrazeAudience(Target):
             ),
         ),
         th.Property(
+            "array_write_mode",
+            th.StringType(allowed_values=list(ARRAY_WRITE_MODES)),
+            default="delta",
+            description=(
+                "`delta`: add/remove the changed values (one data point per value). "
+                "`set_when_cheaper`: for a user with two or more changed values, assign the "
+                "complete array from the store instead (one data point), e.g. a backfill of "
+                "a user in 3 audiences costs 1 instead of 3. It OVERWRITES every value of "
+                "`attribute_name` written by anyone else (other integrations, the Braze "
+                "dashboard, other runners): only for a target that is the attribute's only "
+                "writer. Takes the store exclusively (no concurrent runners)."
+            ),
+        ),
+        th.Property(
             "identifier_field",
             th.StringType(allowed_values=IDENTIFIERS),
             default="external_id",
@@ -362,6 +377,15 @@ class TargetBrazeAudience(Target):
             except Exception:
                 store.close()
                 raise
+            if settings.array_write_mode == "set_when_cheaper":
+                # A complete array is only right when nobody else writes the attribute: no
+                # other run may use this store meanwhile (the store's lock is store-wide).
+                self.logger.info(
+                    "array_write_mode=set_when_cheaper: users with two or more changes get "
+                    "their complete '%s' array (1 data point), overwriting any value this "
+                    "store did not write",
+                    settings.attribute_name,
+                )
             client = None if settings.dry_run else self._new_client()
             self._engine = DeltaEngine(settings, store, client, self.logger, self._stop)
         return self._engine
