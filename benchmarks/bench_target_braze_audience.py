@@ -14,6 +14,8 @@
    limits): requests/s achieved during delivery (first to last request at the sandbox).
 
     python benchmarks/bench_target_braze_audience.py [--scale 1.0]
+    python benchmarks/bench_target_braze_audience.py --array-write-mode set_when_cheaper
+        # only the economy runs (2.), in that mode: compare with --array-write-mode delta
 """
 
 from __future__ import annotations
@@ -223,7 +225,13 @@ def _delivery_run(
     return m.seconds, m.peak_rss_mb
 
 
-def bench_sandbox(work: Path, scale: float) -> list[dict[str, t.Any]]:
+def bench_sandbox(
+    work: Path, scale: float, array_write_mode: str = "delta", rate_runs: bool = True
+) -> list[dict[str, t.Any]]:
+    """Economy (and, with `rate_runs`, rate-limit) runs against the sandbox.
+
+    `array_write_mode` is the target setting: run once per mode to compare data points.
+    """
     from sandbox import BrazeSandbox
 
     users = max(int(20_000 * scale), 200)
@@ -250,7 +258,13 @@ def bench_sandbox(work: Path, scale: float) -> list[dict[str, t.Any]]:
             rows = write_input(inp, members, label)
             before = braze.stats["data_points"]
             secs, rss = _delivery_run(
-                braze, work, inp, store, rate_limit_per_second=0, max_concurrency=4
+                braze,
+                work,
+                inp,
+                store,
+                rate_limit_per_second=0,
+                max_concurrency=4,
+                array_write_mode=array_write_mode,
             )
             reqs = [r for r in braze.requests if r.path == "/users/track"]
             values = braze.stats["data_points"] - before
@@ -258,7 +272,8 @@ def bench_sandbox(work: Path, scale: float) -> list[dict[str, t.Any]]:
             results.append(
                 {
                     "benchmark": "target_braze_audience_economy",
-                    "command": f"target-braze-audience -> Braze sandbox ({label})",
+                    "command": f"target-braze-audience -> Braze sandbox ({label})"
+                    + ("" if array_write_mode == "delta" else f", {array_write_mode}"),
                     "rows": rows,
                     "seconds": secs,
                     "rows_per_s": rows / secs,
@@ -268,10 +283,13 @@ def bench_sandbox(work: Path, scale: float) -> list[dict[str, t.Any]]:
                     "peak_rss_mb": rss,
                     "notes": (
                         f"requests {len(reqs)} vs minimum ceil({changed_users}/75)={minimum}; "
-                        f"values sent {values} vs memberships changed {changed}"
+                        f"values sent (sandbox data points) {values} vs memberships changed "
+                        f"{changed}"
                     ),
                 }
             )
+        if not rate_runs:
+            return results
         # Rate limit: redeliver everything (fresh store, users already in Braze: add is idempotent).
         small = max(int(3_000 * scale), 1_500)
         inp = work / "live_rate.jsonl"
@@ -310,13 +328,23 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--plain-target", action="store_true")
     parser.add_argument("--config")
+    parser.add_argument(
+        "--array-write-mode",
+        choices=("delta", "set_when_cheaper"),
+        help="only the sandbox economy runs, in this array_write_mode (compare both modes)",
+    )
     args = parser.parse_args()
     if args.plain_target:
         plain_target_main(args.config)
         return
     os.environ.setdefault("LOGLEVEL", "WARNING")
     started = time.perf_counter()
-    rows = run(HERE / ".work" / "target_braze_audience", args.scale)
+    work = HERE / ".work" / "target_braze_audience"
+    if args.array_write_mode:
+        work.mkdir(parents=True, exist_ok=True)
+        rows = bench_sandbox(work, args.scale, args.array_write_mode, rate_runs=False)
+    else:
+        rows = run(work, args.scale)
     from run import table  # the same markdown table `make bench` writes
 
     print(table(rows))
