@@ -606,7 +606,10 @@ class DeltaEngine:
         if not wanted:
             return batch
         if self._known_audiences is None:
-            self._known_audiences = self.store.known_audiences()
+            # Read once: a user's stored memberships change only when its own (single)
+            # object is accepted, so those of users still to send are in audiences that
+            # had members before delivery began. None (a first backfill): no queries.
+            self._known_audiences = self.store.member_audiences()
         held = self.store.present_audiences(wanted, self._known_audiences)
         out: Batch = []
         for user, ops, _full in batch:

@@ -1038,13 +1038,13 @@ class MembershipStore:
         if cur_user is not None:
             yield cur_user, cur
 
-    def known_audiences(self) -> list[str]:
-        """Every audience with a stored membership or a delta (for :meth:`present_audiences`).
+    def member_audiences(self) -> list[str]:
+        """Every audience with a stored membership (for :meth:`present_audiences`).
 
         Read as one index seek per audience (there are few) rather than a DISTINCT over
         every membership row.
         """
-        names: set[str] = set(self.conn.execute(sa.select(pending.c.audience).distinct()).scalars())
+        names: list[str] = []
         m = membership.c
         last: str | None = ""
         while True:
@@ -1052,8 +1052,8 @@ class MembershipStore:
                 sa.select(sa.func.min(m.audience)).where(m.audience > last)
             ).scalar()
             if last is None:
-                return sorted(names)
-            names.add(last)
+                return names
+            names.append(last)
 
     def present_audiences(
         self, users: Sequence[str], audiences: Sequence[str]
