@@ -256,7 +256,7 @@ def check_state(braze: t.Any, pop: Population, run: str) -> int:
 # --- running the target ----------------------------------------------------------------
 
 _REQUESTS = re.compile(r"Summary(?: \(dry run\))?: .*?requests(?: would be)?=(\d+)")
-_POINTS = re.compile(r"Summary(?: \(dry run\))?: .*?\(data points\)=(\d+)")
+_POINTS = re.compile(r"Summary(?: \(dry run\))?: .*?data points\)?=(\d+)")
 
 
 def _summary(log: Path) -> tuple[int | None, int | None]:
