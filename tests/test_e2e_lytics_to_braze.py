@@ -70,6 +70,9 @@ def test_backfill_then_only_deltas_then_nothing(configured: Meltano, lytics_sand
     # One object per user, at most 75 per request: the minimum number of requests.
     assert len(track_requests(braze_sandbox)) == math.ceil(400 / 75)
     assert braze_sandbox.stats["data_points"] == 300 + 200
+    # Only the id and the attribute are sent: member_key, lytics_uid, scan_id are not.
+    sent = [obj for r in track_requests(braze_sandbox) for obj in r.json["attributes"]]
+    assert {frozenset(o) for o in sent} == {frozenset({"external_id", "lytics_segments"})}
     assert configured.state(STATE_ID), "meltano kept the run's state"
 
     # Second run: 20 users leave high_value, 30 join newsletter, 5 join cart_abandoners.

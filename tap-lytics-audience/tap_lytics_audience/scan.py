@@ -27,6 +27,8 @@ class CompletedScan:
     scan_id: str
     member_count: int
     members_without_id: int
+    #: profiles with neither an id nor a `_uid`: served by Lytics, not emitted
+    members_unusable: int
     started_at: str
     completed_at: str
 
@@ -44,6 +46,7 @@ class ScanLedger:
         self.audiences_scanned = 0
         self.members = 0
         self.without_id = 0
+        self.unusable = 0
         self.restarts = 0
         self.failures: list[str] = []
 
@@ -53,6 +56,7 @@ class ScanLedger:
         self.audiences_scanned += 1
         self.members += scan.member_count
         self.without_id += scan.members_without_id
+        self.unusable += scan.members_unusable
 
     def fail(self, message: str) -> None:
         """Record an audience whose scan cannot be trusted: no snapshot, the run fails at the end."""

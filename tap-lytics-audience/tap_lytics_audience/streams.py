@@ -42,7 +42,16 @@ if t.TYPE_CHECKING:
 
     from tap_lytics_audience.tap import TapLyticsAudience
 
-MEMBER_BASE_FIELDS = ("audience_id", "audience_slug", "external_id", "lytics_uid", "scan_id")
+MEMBER_BASE_FIELDS = (
+    "audience_id",
+    "audience_slug",
+    "member_key",
+    "external_id",
+    "lytics_uid",
+    "scan_id",
+)
+#: `member_key` of a member without an id: its Lytics uid, prefixed.
+UID_KEY_PREFIX = "lytics_uid:"
 AUDIENCE_FIELDS = (
     "id",
     "slug_name",
@@ -177,6 +186,9 @@ def member_schema(fields: list[str]) -> dict:
     props = th.PropertiesList(
         th.Property("audience_id", th.StringType, required=True),
         th.Property("audience_slug", th.StringType),
+        # The primary key with audience_id, never null: the external id, else
+        # "lytics_uid:<uid>" (a loader keyed on a nullable external_id could not merge rows).
+        th.Property("member_key", th.StringType, required=True),
         # null for a member without a usable `external_id_field` value (kept, see README)
         th.Property("external_id", th.StringType),
         th.Property("lytics_uid", th.StringType),
@@ -230,12 +242,13 @@ def normalize_id(raw: t.Any) -> str | None:
 class _ScanProgress:
     """Counters of one scan pass, kept by the consumer (what was actually emitted)."""
 
-    __slots__ = ("members", "multi", "pages", "skipped", "t0")
+    __slots__ = ("members", "multi", "pages", "skipped", "t0", "unusable")
 
     def __init__(self) -> None:
         self.members = 0
         self.multi = 0
-        self.skipped = 0
+        self.skipped = 0  # emitted without an id (with their uid)
+        self.unusable = 0  # neither an id nor a uid: not emitted
         self.pages = 0
         self.t0 = time.monotonic()
 
@@ -252,7 +265,7 @@ class AudienceMembersStream(LyticsStream):
 
     name = "audience_members"
     path = "/api/segment/{audience_id}/scan"
-    primary_keys = ("audience_id", "external_id")
+    primary_keys = ("audience_id", "member_key")
     replication_key = None
     # Records are built here from strings and None only, with exactly the schema's keys;
     # the SDK's conformance pass is a large share of per-record cost and has nothing to fix.
@@ -423,7 +436,10 @@ class AudienceMembersStream(LyticsStream):
 
         A profile without a usable `external_id_field` value is emitted with `external_id`
         null and its `lytics_uid`, so that a target keeps what it sent for that person
-        (see README "Removal safeguards").
+        (see README "Removal safeguards"); its `member_key` is "lytics_uid:<uid>". A profile
+        with neither is of no use to anyone (nothing to send, nothing to keep memberships
+        by): it is counted and logged, not emitted (so not in the snapshot's member_count;
+        the completeness check against Lytics' `total` still counts it as served).
         """
         tap = self._tap_obj
         audiences_stream = t.cast("AudiencesStream", tap.streams[AudiencesStream.name])
@@ -461,18 +477,25 @@ class AudienceMembersStream(LyticsStream):
                 for profile in payload:
                     raw = profile.get(id_field)
                     external_id = normalize_id(raw)
-                    if external_id is None:
-                        prog.skipped += 1
-                    else:
+                    uid = profile.get("_uid")
+                    lytics_uid = None if uid is None or uid == "" else str(uid)
+                    if external_id is not None:
+                        member_key = external_id
                         prog.members += 1
                         if isinstance(raw, list):
                             prog.multi += 1
-                    uid = profile.get("_uid")
+                    elif lytics_uid is not None:
+                        member_key = UID_KEY_PREFIX + lytics_uid
+                        prog.skipped += 1
+                    else:
+                        prog.unusable += 1
+                        continue
                     record = {
                         "audience_id": audience_id,
                         "audience_slug": slug,
+                        "member_key": member_key,
                         "external_id": external_id,
-                        "lytics_uid": None if uid is None else str(uid),
+                        "lytics_uid": lytics_uid,
                         "scan_id": scan_id,
                     }
                     for name in extra:
@@ -483,13 +506,17 @@ class AudienceMembersStream(LyticsStream):
                     yield record
                 if prog.pages % every == 0:
                     self.logger.info(
-                        "Scanning audience %s: %d pages, %d members, %d without `%s` (%.0f/s)",
+                        "Scanning audience %s: %d pages, %d members, %d without `%s`, %d without "
+                        "`%s` or `_uid` (not emitted) (%.0f/s)",
                         label,
                         prog.pages,
                         prog.members,
                         prog.skipped,
                         id_field,
-                        (prog.members + prog.skipped) / max(time.monotonic() - prog.t0, 1e-9),
+                        prog.unusable,
+                        id_field,
+                        (prog.members + prog.skipped + prog.unusable)
+                        / max(time.monotonic() - prog.t0, 1e-9),
                     )
             elif kind == "restart":
                 del progress[scan_id]
@@ -510,10 +537,13 @@ class AudienceMembersStream(LyticsStream):
                 self._finish(ledger, audience, scan_id, payload, prog, id_field)
         self.logger.info(
             "Run summary: %d audiences scanned, %d members emitted, %d of them without `%s` "
-            "(kept), %d scan restarts, %d audiences failed",
+            "(kept), %d profiles without `%s` or `_uid` not emitted, %d scan restarts, "
+            "%d audiences failed",
             ledger.audiences_scanned,
             ledger.members,
             ledger.without_id,
+            id_field,
+            ledger.unusable,
             id_field,
             ledger.restarts,
             len(ledger.failures),
@@ -529,8 +559,10 @@ class AudienceMembersStream(LyticsStream):
         id_field: str,
     ) -> None:
         label = audience["audience_slug"] or audience["audience_id"]
-        scanned = prog.members + prog.skipped
-        if prog.skipped and not prog.members:
+        emitted = prog.members + prog.skipped
+        scanned = emitted + prog.unusable
+        no_id = prog.skipped + prog.unusable
+        if no_id and not prog.members:
             msg = (
                 f"Audience {label}: none of its {scanned} members has the field `{id_field}` "
                 f"(setting `external_id_field`); its profiles have: {self.profile_fields(audience)}. "
@@ -539,12 +571,12 @@ class AudienceMembersStream(LyticsStream):
             ledger.fail(msg)
             self.logger.error("%s", msg)
             return
-        if prog.skipped * 2 > scanned:
+        if no_id * 2 > scanned:
             self.logger.warning(
                 "Audience %s: %d of its %d members have no `%s` (setting `external_id_field`); "
                 "its profiles have: %s. They are kept in Braze as they are.",
                 label,
-                prog.skipped,
+                no_id,
                 scanned,
                 id_field,
                 self.profile_fields(audience),
@@ -566,12 +598,15 @@ class AudienceMembersStream(LyticsStream):
         elapsed = time.monotonic() - prog.t0
         self.logger.info(
             "Audience %s scanned: %d members, kept: %d members without `%s`, %d duplicates "
-            "skipped, %d pages, %.1fs (%.0f members/s), scan_id %s",
+            "skipped, %d without `%s` or `_uid` not emitted, %d pages, %.1fs (%.0f members/s), "
+            "scan_id %s",
             label,
-            scanned,
+            emitted,
             prog.skipped,
             id_field,
             check.duplicates,
+            prog.unusable,
+            id_field,
             prog.pages,
             elapsed,
             scanned / max(elapsed, 1e-9),
@@ -582,8 +617,9 @@ class AudienceMembersStream(LyticsStream):
                 audience_id=audience["audience_id"],
                 audience_slug=audience["audience_slug"],
                 scan_id=scan_id,
-                member_count=scanned,
+                member_count=emitted,
                 members_without_id=prog.skipped,
+                members_unusable=prog.unusable,
                 started_at=check.started_at,
                 completed_at=utc_now(),
             )

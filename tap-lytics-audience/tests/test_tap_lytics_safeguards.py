@@ -85,6 +85,9 @@ def test_a_wrong_external_id_field_fails_naming_field_audience_and_profile_field
     assert run.records["audience_snapshots"] == []
     # The members are still emitted, without an id, so a target keeps what Braze has.
     assert {r["external_id"] for r in run.records["audience_members"]} == {None}
+    assert [r["member_key"] for r in run.records["audience_members"]] == [
+        f"lytics_uid:lu{i}" for i in range(7)
+    ]
 
 
 def test_a_silently_truncated_scan_detected_by_total_gets_no_snapshot(

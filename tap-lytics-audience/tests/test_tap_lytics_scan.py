@@ -103,34 +103,51 @@ def test_members_without_id_are_emitted_with_their_uid_counted_and_warned(
         {"_uid": "l4", "braze_id": "   "},
         {"_uid": "l5", "braze_id": None},
         {"braze_id": 42},
+        {"braze_id": " ", "email": "nobody@x.io"},  # neither an id nor a uid: not emitted
+        {"_uid": "", "braze_id": None},  # an empty uid is no uid either
     ]
     lytics_sandbox.add_audience("mixed", members=profiles)
     with caplog.at_level(logging.INFO):
         run = tap_runner(make_config(lytics_sandbox.url, audiences=["mixed"]))
     recs = run.records["audience_members"]
-    assert [(r["external_id"], r["lytics_uid"]) for r in recs] == [
-        ("x1", "l1"),
-        (None, "l2"),
-        (None, "l3"),
-        (None, "l4"),
-        (None, "l5"),
-        ("42", None),
+    assert [(r["member_key"], r["external_id"], r["lytics_uid"]) for r in recs] == [
+        ("x1", "x1", "l1"),
+        ("lytics_uid:l2", None, "l2"),
+        ("lytics_uid:l3", None, "l3"),
+        ("lytics_uid:l4", None, "l4"),
+        ("lytics_uid:l5", None, "l5"),
+        ("42", "42", None),
     ]
+    (schema,) = [
+        m for m in run.messages if m["type"] == "SCHEMA" and m["stream"] == "audience_members"
+    ]
+    assert schema["key_properties"] == ["audience_id", "member_key"]
+    assert "member_key" in schema["schema"]["required"]
+    # Lytics' total (8) still matches the profiles served, so the snapshot is emitted; it
+    # counts the 6 records emitted, as a target receiving them does.
     (snap,) = run.records["audience_snapshots"]
     assert (snap["member_count"], snap["members_without_id"]) == (6, 4)
     messages = [r.getMessage() for r in caplog.records]
-    assert any("kept: 4 members without `braze_id`" in m for m in messages)
+    assert any(
+        "kept: 4 members without `braze_id`" in m
+        and "2 without `braze_id` or `_uid` not emitted" in m
+        for m in messages
+    )
+    assert any(
+        "6 members emitted" in m and "2 profiles without `braze_id` or `_uid` not emitted" in m
+        for m in messages
+    )
     # More than half lack the field: a warning naming the field, the audience and the
     # fields the profiles do have.
     assert any(
-        "4 of its 6 members have no `braze_id`" in m and "mixed" in m and "_uid, braze_id" in m
+        "6 of its 8 members have no `braze_id`" in m and "mixed" in m and "_uid, braze_id" in m
         for m in messages
     )
 
 
 def test_custom_external_id_field(lytics_sandbox, tap_runner, make_config):
     lytics_sandbox.add_audience(
-        "e", members=[{"email": "a@x.io", "braze_id": "b"}, {"braze_id": "c"}]
+        "e", members=[{"email": "a@x.io", "braze_id": "b"}, {"_uid": "l2", "braze_id": "c"}]
     )
     run = tap_runner(make_config(lytics_sandbox.url, audiences=["e"], external_id_field="email"))
     assert [r["external_id"] for r in run.records["audience_members"]] == ["a@x.io", None]

@@ -114,6 +114,16 @@ def lytics_member(i: int) -> dict:
     return {"_uid": f"l{i}", "braze_id": f"u{i}"}
 
 
+#: vip members without an id: keyed `lytics_uid:<uid>` (a null key could not be upserted)
+VIP_NO_ID = [{"_uid": "lx"}, {"_uid": "ly"}]
+VIP_KEYS = [("vip", f"u{i}", f"u{i}") for i in range(5)]
+VIP_KEYS += [("vip", "lytics_uid:lx", None), ("vip", "lytics_uid:ly", None)]
+
+
+def member_keys(rows: list[dict]) -> list[tuple]:
+    return sorted(((r["audience_slug"], r["member_key"], r["external_id"]) for r in rows), key=str)
+
+
 def test_our_taps_into_pypi_target(
     sink: Sink, interop: Meltano, lytics_sandbox: Any, tmp_path: Path
 ) -> None:
@@ -122,7 +132,7 @@ def test_our_taps_into_pypi_target(
     exports.mkdir()
     write_export(exports / "VIP-2026-11-01.csv", [("u1", "12.5"), ("u2", "0.1"), ("u3", "")])
     write_export(exports / "VIP-2026-11-02.csv", [("u4", "1e3"), ("u5", "7")])
-    lytics_sandbox.add_audience("vip", members=[lytics_member(i) for i in range(5)])
+    lytics_sandbox.add_audience("vip", members=[*map(lytics_member, range(5)), *VIP_NO_ID])
     lytics_sandbox.add_audience("churn", members=[lytics_member(i) for i in range(3, 6)])
     interop.set(
         TAP_BRAZE_CSV_PATHS=[str(exports / "*.csv")],
@@ -146,13 +156,14 @@ def test_our_taps_into_pypi_target(
         "u5": Decimal("7"),
     }
     first_loaded = {r["external_id"]: r.get("_sdc_batched_at") for r in rows}
-    members = {(r["audience_slug"], r["external_id"]) for r in sink.rows("audience_members")}
-    assert members == {("vip", f"u{i}") for i in range(5)} | {
-        ("churn", f"u{i}") for i in range(3, 6)
-    }
+    churn_keys = [("churn", f"u{i}", f"u{i}") for i in range(3, 6)]
+    assert member_keys(sink.rows("audience_members")) == sorted(VIP_KEYS + churn_keys, key=str)
     assert sorted(r["slug_name"] for r in sink.rows("audiences")) == ["churn", "vip"]
     snapshots = {r["audience_slug"]: r["member_count"] for r in sink.rows("audience_snapshots")}
-    assert snapshots == {"vip": 5, "churn": 3}
+    assert snapshots == {"vip": 7, "churn": 3}
+    first_vip_scans = {
+        r["scan_id"] for r in sink.rows("audience_members") if r["audience_slug"] == "vip"
+    }
 
     # second run: the saved states are honoured. tap-braze-csv skips the two files read and
     # reads only the new one; tap-lytics-audience emits only the audience definition that
@@ -172,8 +183,15 @@ def test_our_taps_into_pypi_target(
         assert sorted(audiences) == ["churn", "churn", "vip"]
     else:  # upserted on `id`
         assert sorted(audiences) == ["churn", "vip"]
-    members = {(r["audience_slug"], r["external_id"]) for r in sink.rows("audience_members")}
-    assert ("churn", "u9") in members
+    members = sink.rows("audience_members")
+    assert ("churn", "u9", "u9") in member_keys(members)
+    vip = [r for r in members if r["audience_slug"] == "vip"]
+    if sink.name == "target-jsonl":  # append-only: vip's 7 members once per run
+        assert member_keys(vip) == sorted(VIP_KEYS * 2, key=str)
+    else:  # upserted on (audience_id, member_key): the members without an id too
+        assert member_keys(vip) == sorted(VIP_KEYS, key=str)
+        (scan,) = {r["scan_id"] for r in vip}  # every vip row updated by the second run
+        assert {scan} != first_vip_scans
 
     # the state the stock target wrote back holds no float (a float crashed it: Decimal)
     state = saved_state(interop, "tap-braze-csv", sink.name)
