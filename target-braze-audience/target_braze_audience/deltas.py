@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from target_braze_audience.client import BrazeClient, BrazeSettingError, TrackResult
-from target_braze_audience.store import ADD, REMOVE, MembershipStore
+from target_braze_audience.store import ADD, REMOVE, AudienceBusyError, MembershipStore
 
 CHUNK_ROWS = 10_000
 PROGRESS_EVERY = 100_000
@@ -338,6 +338,11 @@ class DeltaEngine:
         self._started = time.monotonic()
         self._last_failure: str | None = None
         self._next_progress = PROGRESS_EVERY
+        # Audiences this run holds (store.claim), and those another run holds: their
+        # records, explicit deltas and snapshots are skipped (counted per audience).
+        self._claimed: set[str] = set()
+        self.refused: dict[str, str] = {}
+        self._refused_records: dict[str, int] = defaultdict(int)
 
     # -- input -----------------------------------------------------------------------
 
@@ -394,6 +399,7 @@ class DeltaEngine:
         no_aud = f"empty '{aud_field}' (an audience without a slug is never written to Braze)"
         kept_rows = self._kept
         short = MAX_ID_BYTES // 4
+        claimed, mine, skipped = self._claimed, self._mine, self._refused_records
 
         def handle_data(record: dict[str, t.Any]) -> None:
             self._records += 1
@@ -409,6 +415,9 @@ class DeltaEngine:
             aud = get(aud_field, stream)
             if not aud or aud.__class__ is not str:
                 invalid(stream, no_aud)
+                return
+            if aud not in claimed and not mine(aud):
+                skipped[aud] += 1  # another run holds the audience
                 return
             scan = get("scan_id") or ""
             received[(aud, scan)] += 1
@@ -457,9 +466,42 @@ class DeltaEngine:
             if not isinstance(values, list):
                 self._invalid(stream, f"'{op}' is not a list of audience slugs")
                 return
-            self._explicit.extend((user, str(v), op) for v in values if v)
+            for v in values:
+                if not v:
+                    continue
+                if self._mine(str(v)):
+                    self._explicit.append((user, str(v), op))
+                else:
+                    self._refused_records[str(v)] += 1
         if len(self._explicit) >= CHUNK_ROWS:
             self.flush()
+
+    def _mine(self, audience: str) -> bool:
+        """Hold `audience` for this run (first touch, before anything of it is written).
+
+        False when another run holds it (shared PostgreSQL store): logged once, and the
+        run then skips it entirely and fails at the end naming it.
+        """
+        if audience in self._claimed:
+            return True
+        holder = self.store.claim(audience)
+        if holder is None:
+            self._claimed.add(audience)
+            return True
+        if audience not in self.refused:
+            self.refused[audience] = holder
+            self.summary.audiences[audience].snapshot = (
+                f"REFUSED: another run holds this audience ({holder}); its records and "
+                "snapshot were skipped, nothing of it written, delivered or removed"
+            )
+            self.logger.error(
+                "Audience '%s' is held by another run: %s. This run skips the audience "
+                "(records, deltas and snapshot: nobody added or removed), delivers its other "
+                "audiences and exits 1.",
+                audience,
+                holder,
+            )
+        return False
 
     def _received_for(self, audience: str, scan: str | None) -> int:
         if scan:
@@ -509,6 +551,8 @@ class DeltaEngine:
                 "Snapshot record without '%s': ignored, nobody removed", self.s.audience_field
             )
             return
+        if not self._mine(aud):
+            return  # another run holds the audience: its snapshot is ignored entirely
         stats = self.summary.audiences[aud]
         if not isinstance(count, int) or isinstance(count, bool):
             stats.snapshot = "snapshot without an integer member_count: nobody removed"
@@ -669,6 +713,16 @@ class DeltaEngine:
     def deliver(self) -> None:
         """Send every pending/rejected delta, grouped per user, and record the answers."""
         summary = self.summary
+        # Deltas left in the store for audiences not in this run's input (earlier failures,
+        # rejections, re-offers): delivered when no other run holds the audience.
+        for aud, holder in self.store.claim_leftovers().items():
+            if aud not in self.refused:
+                self.logger.info(
+                    "Audience '%s': deltas left from earlier runs are not delivered by this "
+                    "run: %s holds the audience and delivers them",
+                    aud,
+                    holder,
+                )
         self._queue_reoffers()
         if self.s.dry_run:
             # What delivery would send, counted in SQL rather than by reading every delta
@@ -891,6 +945,8 @@ class DeltaEngine:
         received: dict[str, int] = defaultdict(int)
         for (aud, _scan), n in self._received_scan.items():
             received[aud] += n
+        for aud, n in self._refused_records.items():
+            self.summary.audiences[aud].records = n
         for aud, n in received.items():
             st = self.summary.audiences[aud]
             st.records = n
@@ -931,8 +987,22 @@ class DeltaEngine:
             )
             if self.held:
                 msg += "; " + " ".join(self.held)
+            if self.refused:
+                msg += "; " + self._refused_message()
             raise DeliveryIncompleteError(msg)
+        if self.refused:
+            raise AudienceBusyError(" ".join([self._refused_message(), *self.held]))
         return self.summary
+
+    def _refused_message(self) -> str:
+        names = ", ".join(f"'{a}' (held by {h})" for a, h in sorted(self.refused.items()))
+        return (
+            f"Audience(s) held by another run were not loaded by this run: {names}. Their "
+            "records and snapshots were skipped: nothing of them was written, delivered or "
+            "removed; everything else was delivered. No STATE was emitted, so the tap sends "
+            "them again next run. Give each concurrent job its own audiences (README: "
+            "Scaling out)."
+        )
 
     def _check_array_length(self) -> None:
         """Warn about users whose attribute would hold more values than Braze keeps.

@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import hashlib
 import importlib.util
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import typing as t
 from collections.abc import Iterable, Iterator, Sequence
@@ -173,8 +175,45 @@ class StoreBusyError(Exception):
     """Another run is using the same store."""
 
 
+class AudienceBusyError(StoreBusyError):
+    """Audiences of this run's input were held by another run (shared PostgreSQL store)."""
+
+
 class StoreUnusableError(Exception):
     """The SQLite store file cannot be read or written (corrupt, truncated, read-only)."""
+
+
+#: PostgreSQL advisory lock keys (documented in the README; other tools may look for them).
+#: The store-wide lock (one bigint key): every run takes it SHARED, an `exclusive` run (and
+#: every run of versions before concurrent runners) takes it EXCLUSIVE.
+STORE_LOCK_KEY = 7405142001
+#: Per-audience locks use the two-int form (AUDIENCE_LOCK_CLASS, audience_lock_key(name)).
+AUDIENCE_LOCK_CLASS = 7405142
+#: Schema creation is serialised by a transaction lock on this key (two runners starting at
+#: once on an empty database would otherwise both CREATE the same tables).
+SCHEMA_LOCK_KEY = 7405142000
+
+
+def audience_lock_key(audience: str) -> int:
+    """Stable 31-bit key of `audience`'s advisory lock (the same in every process).
+
+    A collision between two audiences only serialises them (a run holding one is refused
+    the other, naming it): safe, and unlikely (about n^2 / 2^32 for n audiences).
+    """
+    return int.from_bytes(hashlib.blake2b(audience.encode(), digest_size=4).digest(), "big") & (
+        0x7FFFFFFF
+    )
+
+
+def application_name() -> str:
+    """How this run shows in `pg_stat_activity` (and in another run's refusal message).
+
+    PostgreSQL keeps 63 bytes: the host name is shortened to fit, pid and start time stay.
+    """
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    head, tail = f"target-braze-audience pid={os.getpid()} host=", f" started={started}"
+    room = max(63 - len(head) - len(tail), 8)
+    return head + socket.gethostname()[:room] + tail
 
 
 _RESTORE = (
@@ -327,10 +366,24 @@ class MembershipStore:
         *,
         dry_run: bool = False,
         logger: logging.Logger | None = None,
+        exclusive: bool = False,
     ) -> None:
-        """Open (and create) the store; in `dry_run` nothing is ever committed."""
+        """Open (and create) the store; in `dry_run` nothing is ever committed.
+
+        Concurrency (see :meth:`_lock_writer`): SQLite has one writer at a time. On
+        PostgreSQL, runs share the store and each audience is held by one run at a time
+        (:meth:`claim`); with `exclusive`, this run takes the whole store: it refuses to
+        start while any other run uses it, and other runs refuse to start while it does
+        (for modes that write what other runs' audiences hold, e.g. whole-array writes).
+        """
         self.logger = logger or logging.getLogger(__name__)
         self.dry_run = dry_run
+        self.exclusive = exclusive
+        # Audiences this run holds on a shared PostgreSQL store (None: every audience, i.e.
+        # SQLite, dry run, exclusive run, or no claim made yet). Pending-delta reads and
+        # writes are scoped to them.
+        self._held: set[str] | None = None
+        self._refused: dict[str, str] = {}  # audience -> the run holding it
         self.url = resolve_store_url(store_url)
         self._scratch_dir: str | None = None
         self._lock_file: t.BinaryIO | None = None
@@ -354,9 +407,16 @@ class MembershipStore:
             self._insert = pg_insert
         self._ph = "?" if self.is_sqlite else "%s"
         self._closed = False
-        if not self.is_sqlite:
+        if self.is_sqlite or self.dry_run:
+            metadata.create_all(self.conn)
+        else:
             self._lock_writer()  # a session lock: needs the connection
-        metadata.create_all(self.conn)
+            # Two runners starting at once on an empty database: one creates the tables,
+            # the other waits, then finds them. Committed at once, so the lock is not held
+            # through this run's long transaction.
+            self.conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+            metadata.create_all(self.conn)
+            self.conn.commit()
         temp_metadata.create_all(self.conn)
         # Cheap run-level facts that let the hot path skip whole statements.
         self._may_have_removes = (
@@ -392,7 +452,12 @@ class MembershipStore:
 
     def _create_engine(self) -> Engine:
         if not self.is_sqlite:
-            return sa.create_engine(self.url, pool_pre_ping=False)
+            # The name tells another run which run holds an audience or the store.
+            return sa.create_engine(
+                self.url,
+                pool_pre_ping=False,
+                connect_args={"application_name": application_name()},
+            )
         Path(str(self.url.database)).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(self.url, connect_args={"timeout": 60})
         wal = not self.dry_run
@@ -426,15 +491,18 @@ class MembershipStore:
         return engine
 
     def _lock_writer(self) -> None:
-        """One writer per store: refuse to start while another run uses it.
+        """Refuse to start while another run uses the store in a way this one cannot share.
 
-        Two runs on one store would read the same pending deltas and deliver them twice (on
-        SQLite the second one could also fail mid-run with ``database is locked``). The lock
-        is held until :meth:`close` or the end of the process (kill -9 included):
+        Two runs delivering the same audience would deliver its deltas twice (on SQLite the
+        second one could also fail mid-run with ``database is locked``). Locks are held until
+        :meth:`close` or the end of the process (kill -9 included):
 
-        - SQLite: an exclusive ``flock`` on ``<store file>.lock`` next to the file (SQLite's
-          own locks last one transaction; this run commits after every request).
-        - PostgreSQL: a session advisory lock on the connection.
+        - SQLite: one writer. An exclusive ``flock`` on ``<store file>.lock`` next to the
+          file (SQLite's own locks last one transaction; this run commits after every
+          request).
+        - PostgreSQL: the session advisory lock STORE_LOCK_KEY, SHARED by normal runs
+          (they then hold audiences one by one: :meth:`claim`), EXCLUSIVE for an
+          `exclusive` run (and for runs of earlier versions, which had one writer).
 
         A dry run changes nothing and takes no lock.
         """
@@ -445,10 +513,29 @@ class MembershipStore:
             "finish (or use another store_url)"
         )
         if not self.is_sqlite:
-            got = self.conn.exec_driver_sql("SELECT pg_try_advisory_lock(7405142001)").scalar()
+            fn = "pg_try_advisory_lock" if self.exclusive else "pg_try_advisory_lock_shared"
+            got = self.conn.exec_driver_sql(f"SELECT {fn}({STORE_LOCK_KEY})").scalar()
             if not got:
+                holders = self._lock_holders(
+                    STORE_LOCK_KEY >> 32,
+                    STORE_LOCK_KEY & 0xFFFFFFFF,
+                    1,
+                    exclusive_only=not self.exclusive,
+                )
                 self.close()
-                raise StoreBusyError(busy)
+                if self.exclusive:
+                    msg = (
+                        f"Another run is using the membership store {self.display_url} "
+                        f"({holders}); this run needs the store to itself (exclusive): wait "
+                        "for the other runs to finish (or use another store_url)"
+                    )
+                else:
+                    msg = (
+                        f"Another run is using the membership store {self.display_url} "
+                        f"exclusively ({holders}); wait for it to finish (or use another "
+                        "store_url)"
+                    )
+                raise StoreBusyError(msg)
             return
         if fcntl is None:  # pragma: no cover (Windows)
             self.logger.warning("Cannot lock %s on this platform: run one job at a time", busy)
@@ -466,15 +553,115 @@ class MembershipStore:
             raise StoreBusyError(msg) from None
         self._lock_file = handle
 
+    def _lock_holders(
+        self, classid: int, objid: int, objsubid: int, *, exclusive_only: bool = False
+    ) -> str:
+        """Describe the other sessions holding an advisory lock (pg_locks x pg_stat_activity)."""
+        rows = self.conn.exec_driver_sql(
+            "SELECT a.application_name, l.pid, a.client_addr, a.backend_start "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid() "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = %s AND l.objid = %s AND l.objsubid = %s "
+            "AND (NOT %s OR l.mode = 'ExclusiveLock') ORDER BY l.pid",
+            (classid, objid, objsubid, exclusive_only),
+        ).all()
+        if not rows:
+            return "a run that has just ended, or that this database user cannot see"
+        return "; ".join(
+            f"{app or 'another session'} (PostgreSQL backend {pid}"
+            + (f" from {addr}" if addr else "")
+            + (f", connected {started:%Y-%m-%d %H:%M:%S%z}" if started else "")
+            + ")"
+            for app, pid, addr, started in rows
+        )
+
+    # -- audiences (shared PostgreSQL store) -----------------------------------------
+
+    @property
+    def shares_store(self) -> bool:
+        """Whether other runs may use this store at the same time (PostgreSQL, not exclusive)."""
+        return not (self.is_sqlite or self.dry_run or self.exclusive)
+
+    def claim(self, audience: str) -> str | None:
+        """Hold `audience` for the rest of the run; None when held, else who holds it.
+
+        On a shared PostgreSQL store: a session advisory lock (AUDIENCE_LOCK_CLASS,
+        audience_lock_key(audience)), tried without waiting, taken before anything of the
+        audience is written and kept until the run ends. Elsewhere (SQLite: one writer; dry
+        run; exclusive run) every audience is this run's. From the first claim on, pending
+        deltas are read and delivered only for held audiences.
+        """
+        if not self.shares_store:
+            return None
+        if self._held is None:
+            self._held = set()
+        if audience in self._held:
+            return None
+        if audience in self._refused:
+            return self._refused[audience]
+        key = audience_lock_key(audience)
+        got = self.conn.exec_driver_sql(
+            f"SELECT pg_try_advisory_lock({AUDIENCE_LOCK_CLASS}, {key})"
+        ).scalar()
+        if got:
+            self._held.add(audience)
+            return None
+        holder = self._lock_holders(AUDIENCE_LOCK_CLASS, key, 2)
+        self._refused[audience] = holder
+        return holder
+
+    def claim_leftovers(self) -> dict[str, str]:
+        """Try to hold every audience with deltas left in the store; return the busy ones.
+
+        Called before delivery: deltas of audiences not in this run's input (failures and
+        rejections of earlier runs, update-only re-offers) are delivered by whichever run
+        holds the audience, as a single runner always did; an audience another run holds
+        is left to it. Returns audience -> the run holding it.
+        """
+        if not self.shares_store:
+            return {}
+        if self._held is None:
+            self._held = set()
+        names = set(
+            self.conn.execute(
+                sa.union(
+                    sa.select(pending.c.audience).distinct(),
+                    sa.select(update_only.c.audience).distinct(),
+                )
+            ).scalars()
+        )
+        busy: dict[str, str] = {}
+        for aud in sorted(names - self._held):
+            holder = self.claim(aud)
+            if holder is not None:
+                busy[aud] = holder
+        return busy
+
+    def _scope(self, col: t.Any) -> list[t.Any]:
+        """WHERE terms limiting `col` (an audience column) to the audiences this run holds."""
+        return [] if self._held is None else [col.in_(sorted(self._held))]
+
     def check_meta(self, **expected: str) -> None:
-        """Record (first run) or check the settings the store was built for."""
+        """Record (first run) or check the settings the store was built for.
+
+        The first run commits them at once (not with its deltas): a concurrent run's insert
+        of the same keys would otherwise wait for this run's whole transaction.
+        """
         rows: dict[str, str] = {
             k: v for k, v in self.conn.execute(sa.select(meta_tbl.c.key, meta_tbl.c.value))
         }
+        missing = {k: v for k, v in expected.items() if k not in rows}
+        if missing:
+            ins = self._insert(meta_tbl)
+            self.conn.execute(
+                ins.on_conflict_do_nothing(index_elements=[meta_tbl.c.key]),
+                [{"key": k, "value": v} for k, v in missing.items()],
+            )
+            self.commit()
+            rows = {k: v for k, v in self.conn.execute(sa.select(meta_tbl.c.key, meta_tbl.c.value))}
         for key, value in expected.items():
-            if key not in rows:
-                self.conn.execute(meta_tbl.insert().values(key=key, value=value))
-            elif rows[key] != value:
+            if key in rows and rows[key] != value:
                 msg = (
                     f"The membership store {self.display_url} was built with {key}="
                     f"'{rows[key]}', but the setting is '{value}'. Use another store_url "
@@ -530,16 +717,23 @@ class MembershipStore:
     def pending_breakdown(self) -> tuple[int, dict[tuple[str, str, str], int]]:
         """Users with deltas, and deltas per (audience, op, status): two aggregate scans."""
         p = pending.c
-        users = self.conn.execute(sa.select(sa.func.count(p.user_id.distinct()))).scalar()
-        q = sa.select(p.audience, p.op, p.status, sa.func.count()).group_by(
-            p.audience, p.op, p.status
+        mine = self._scope(p.audience)
+        users = self.conn.execute(
+            sa.select(sa.func.count(p.user_id.distinct())).where(*mine)
+        ).scalar()
+        q = (
+            sa.select(p.audience, p.op, p.status, sa.func.count())
+            .where(*mine)
+            .group_by(p.audience, p.op, p.status)
         )
         return int(users or 0), {(a, o, s): int(n) for a, o, s, n in self.conn.execute(q)}
 
     def pending_counts(self) -> dict[str, dict[str, int]]:
         """Count deltas per audience: {"pending": n, "rejected": n}."""
-        q = sa.select(pending.c.audience, pending.c.status, sa.func.count()).group_by(
-            pending.c.audience, pending.c.status
+        q = (
+            sa.select(pending.c.audience, pending.c.status, sa.func.count())
+            .where(*self._scope(pending.c.audience))
+            .group_by(pending.c.audience, pending.c.status)
         )
         out: dict[str, dict[str, int]] = {}
         for aud, status, n in self.conn.execute(q):
@@ -839,7 +1033,9 @@ class MembershipStore:
             if not self.is_sqlite and out.baseline >= 1000:
                 # Rows of this still-open transaction: autovacuum cannot see them yet, and the
                 # removal queries below would be planned for an empty audience.
-                self.conn.exec_driver_sql("ANALYZE braze_membership")
+                # SKIP_LOCKED: ANALYZE holds its lock to the end of the transaction, so a
+                # concurrent run analyzing too would wait for this whole run (and vice versa).
+                self.conn.exec_driver_sql("ANALYZE (SKIP_LOCKED) braze_membership")
         if self._has_members(audience):
             self._index_seen()
             not_seen = sa.and_(
@@ -995,7 +1191,9 @@ class MembershipStore:
     def mark_attempted(self) -> None:
         """Flag every deliverable delta as possibly reaching Braze (before sending)."""
         self.conn.execute(
-            pending.update().where(pending.c.attempted.is_(False)).values(attempted=True)
+            pending.update()
+            .where(pending.c.attempted.is_(False), *self._scope(pending.c.audience))
+            .values(attempted=True)
         )
 
     def iter_pending_users(
@@ -1004,13 +1202,22 @@ class MembershipStore:
         """Yield (user_id, [(audience, op), ...]) for every pending or rejected delta.
 
         Ordered by user; read in keyset pages so memory stays flat and rows deleted
-        behind the cursor (confirmed deltas) do not disturb it.
+        behind the cursor (confirmed deltas) do not disturb it. Only audiences this run
+        holds (see :meth:`claim`).
         """
         ph = self._ph
-        first = "SELECT user_id, audience, op FROM braze_pending ORDER BY user_id, audience LIMIT "
+        held: tuple[t.Any, ...] = ()
+        mine = ""
+        if self._held is not None:  # PostgreSQL only: one array parameter, not one per name
+            held, mine = (sorted(self._held),), f"audience = ANY({ph}) "
+        first = (
+            "SELECT user_id, audience, op FROM braze_pending "  # noqa: S608 (placeholders only)
+            f"{'WHERE ' + mine if mine else ''}ORDER BY user_id, audience LIMIT "
+        )
         after = (
             "SELECT user_id, audience, op FROM braze_pending "  # noqa: S608 (placeholders only)
-            f"WHERE (user_id, audience) > ({ph}, {ph}) ORDER BY user_id, audience LIMIT "
+            f"WHERE {mine + 'AND ' if mine else ''}(user_id, audience) > ({ph}, {ph}) "
+            "ORDER BY user_id, audience LIMIT "
         )
         # Raw DB-API cursor: plain tuples; SQLAlchemy Row objects cost more than the query.
         cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -1020,9 +1227,12 @@ class MembershipStore:
         try:
             while True:
                 if last is None:
-                    cursor.execute(first + str(int(page_size)))
+                    if held:
+                        cursor.execute(first + str(int(page_size)), held)
+                    else:
+                        cursor.execute(first + str(int(page_size)))
                 else:
-                    cursor.execute(after + str(int(page_size)), last)
+                    cursor.execute(after + str(int(page_size)), (*held, *last))
                 rows = cursor.fetchall()
                 for user, aud, op in rows:
                     if user != cur_user:
@@ -1197,15 +1407,16 @@ class MembershipStore:
         (update_existing_only turned off) every row is forgotten: later adds create users.
         """
         u, m, p = update_only.c, membership.c, pending.c
-        if self.conn.execute(sa.select(u.user_id).limit(1)).first() is None:
+        mine = self._scope(u.audience)  # audiences of other runs are theirs to re-offer
+        if self.conn.execute(sa.select(u.user_id).where(*mine).limit(1)).first() is None:
             return {}
         if not enabled:
-            self.conn.execute(update_only.delete())
+            self.conn.execute(update_only.delete().where(*mine))
             return {}
         held = sa.exists().where(
             m.audience == u.audience, m.user_id == u.user_id, m.present.is_(True)
         )
-        self.conn.execute(update_only.delete().where(~held | (u.offers > max_reoffers)))
+        self.conn.execute(update_only.delete().where(*mine, ~held | (u.offers > max_reoffers)))
         has_delta = sa.exists().where(p.user_id == u.user_id, p.audience == u.audience)
         waits = sa.or_(
             sa.false(),
@@ -1214,7 +1425,7 @@ class MembershipStore:
                 for k in range(1, max_reoffers + 1)
             ),
         )
-        due = [waits, ~has_delta]
+        due = [*mine, waits, ~has_delta]
         counts = {
             aud: int(n)
             for aud, n in self.conn.execute(

@@ -163,12 +163,14 @@ def _store_opened(proc: subprocess.Popen[bytes], run_dir: Path, h: Any) -> bool:
     )
 
 
-def test_second_run_on_a_store_in_use_is_refused(
-    braze_sandbox: Any, store_url: str, tmp_path: Path, h: Any
+def test_second_run_on_a_sqlite_store_in_use_is_refused(
+    braze_sandbox: Any, tmp_path: Path, h: Any
 ) -> None:
-    # Two real processes on one store (SQLite file or PostgreSQL): the second is refused at
-    # start with a message naming the store; the first delivers each delta exactly once.
+    # Two real processes on one SQLite store (one writer): the second is refused at start
+    # with a message naming the store and its lock file; the first delivers each delta
+    # exactly once. (PostgreSQL stores are shared: test_braze_audience_concurrent.py.)
     b = braze_sandbox
+    store_url = str(tmp_path / "store.sqlite")
     cfg = h.braze_config(b, store_url)
     users = [f"u{i}" for i in range(200)]
     msgs = h.audience_msgs({"a": users})
@@ -188,6 +190,7 @@ def test_second_run_on_a_store_in_use_is_refused(
     text = err.decode()
     assert "Another run is using the membership store" in text
     assert resolve_store_url(store_url).render_as_string(hide_password=True) in text
+    assert f"(lock file {store_url}.lock)" in text
     assert "Traceback" not in text
     assert "database is locked" not in text
     assert h.track_requests(b) == []

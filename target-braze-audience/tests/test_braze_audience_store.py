@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ from target_braze_audience.store import (
     MembershipStore,
     StoreBusyError,
     StoreMismatchError,
+    audience_lock_key,
     resolve_store_url,
     safe_store_url,
 )
@@ -221,14 +225,78 @@ def test_meta_mismatch_names_the_setting(store_url: str) -> None:
     st.close()
 
 
-def test_postgres_store_has_one_writer(pg_store_url: str) -> None:
+def test_postgres_runs_share_the_store_and_hold_audiences(pg_store_url: str) -> None:
+    # Two runs (two PostgreSQL sessions) at once: each holds its audiences, the second is
+    # refused the first's audience naming that run, and each sees only its own deltas.
     first = MembershipStore(pg_store_url)
+    assert first.claim("a") is None
+    first.add_seen([("a", "u1", "s1")])
     first.commit()
-    with pytest.raises(StoreBusyError, match="Another run"):
-        MembershipStore(pg_store_url)
-    MembershipStore(pg_store_url, dry_run=True).close()  # a dry run only reads
+    second = MembershipStore(pg_store_url)
+    assert second.claim("b") is None
+    holder = second.claim("a")
+    assert holder is not None
+    assert f"target-braze-audience pid={os.getpid()} " in holder
+    assert "PostgreSQL backend" in holder
+    second.add_seen([("b", "u2", "s1")])
+    second.commit()
+    second.mark_attempted()
+    assert list(second.iter_pending_users()) == [("u2", [("b", "add")])]
+    assert second.pending_counts() == {"b": {"pending": 1}}
+    assert second.pending_breakdown() == (1, {("b", "add", "pending"): 1})
+    second.commit()
+    # The other run's delta was not flagged as attempted by this run.
+    assert ("u1", "a", "add", "pending", False, None) in first.pending_rows()
+    assert second.claim_leftovers() == {"a": holder}  # busy: left to its holder
+    # Leftovers of an audience nobody holds are taken (a single runner always did this).
     first.close()
+    third = MembershipStore(pg_store_url)
+    busy = third.claim_leftovers()
+    assert list(busy) == ["b"]
+    assert list(third.iter_pending_users()) == [("u1", [("a", "add")])]
+    third.close()
+    second.close()
+
+
+def test_postgres_exclusive_run_has_the_store_to_itself(pg_store_url: str) -> None:
+    normal = MembershipStore(pg_store_url)
+    normal.commit()
+    with pytest.raises(StoreBusyError, match=r"needs the store to itself \(exclusive\)") as exc:
+        MembershipStore(pg_store_url, exclusive=True)
+    assert f"pid={os.getpid()} " in str(exc.value)
+    MembershipStore(pg_store_url, dry_run=True).close()  # a dry run takes no lock
+    normal.close()
+    exclusive = MembershipStore(pg_store_url, exclusive=True)
+    exclusive.commit()
+    with pytest.raises(
+        StoreBusyError, match=r"Another run is using the membership store .* exclusively"
+    ):
+        MembershipStore(pg_store_url)
+    with pytest.raises(StoreBusyError, match="exclusive"):
+        MembershipStore(pg_store_url, exclusive=True)
+    MembershipStore(pg_store_url, dry_run=True).close()
+    assert exclusive.claim("a") is None  # the whole store is its own: no per-audience lock
+    assert exclusive.claim_leftovers() == {}
+    exclusive.close()
     MembershipStore(pg_store_url).close()
+
+
+def test_audience_lock_key_is_stable() -> None:
+    # The key must be the same in every process (unlike Python's salted hash()).
+    assert audience_lock_key("vip") == audience_lock_key("vip")
+    assert audience_lock_key("vip") != audience_lock_key("vip2")
+    assert 0 <= audience_lock_key("x" * 10_000) < 2**31
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from target_braze_audience.store import audience_lock_key as k;print(k('vip'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(out.stdout) == audience_lock_key("vip")
 
 
 def test_url_resolution(tmp_path: Path) -> None:
