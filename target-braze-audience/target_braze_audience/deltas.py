@@ -487,6 +487,9 @@ class DeltaEngine:
         holder = self.store.claim(audience)
         if holder is None:
             self._claimed.add(audience)
+            if self.store.shares_store and self.store.is_initialized(audience):
+                # Initialized by another run since this one started: no silent baseline.
+                self._initialized.add(audience)
             return True
         if audience not in self.refused:
             self.refused[audience] = holder

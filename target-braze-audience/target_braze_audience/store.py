@@ -606,10 +606,34 @@ class MembershipStore:
         ).scalar()
         if got:
             self._held.add(audience)
+            self._refresh_audience(audience)
             return None
         holder = self._lock_holders(AUDIENCE_LOCK_CLASS, key, 2)
         self._refused[audience] = holder
         return holder
+
+    def _refresh_audience(self, audience: str) -> None:
+        """Update the run-level facts about `audience` read when the store opened.
+
+        Another run may have held the audience since (and left pending adds or removes):
+        the hot path's shortcuts (no remove to cancel, no stale add to drop) must not rely
+        on what the store held before this run got the audience.
+        """
+        p = pending.c
+        mine = p.audience == audience
+        any_delta, any_remove = self.conn.execute(
+            sa.select(sa.exists().where(mine), sa.exists().where(mine, p.op == REMOVE))
+        ).one()
+        if any_delta:
+            self._stale_add_audiences.add(audience)
+        if any_remove:
+            self._may_have_removes = True
+        self._audience_has_members.pop(audience, None)
+
+    def is_initialized(self, audience: str) -> bool:
+        """Whether `audience` has had a complete snapshot (read now, not cached)."""
+        q = sa.select(audience_tbl.c.initialized).where(audience_tbl.c.audience == audience)
+        return bool(self.conn.execute(q).scalar())
 
     def claim_leftovers(self) -> dict[str, str]:
         """Try to hold every audience with deltas left in the store; return the busy ones.

@@ -258,6 +258,31 @@ def test_postgres_runs_share_the_store_and_hold_audiences(pg_store_url: str) -> 
     second.close()
 
 
+def test_postgres_audience_taken_over_sees_what_the_other_run_left(pg_store_url: str) -> None:
+    # A run opened before another run queued a remove in an audience, and that takes the
+    # audience afterwards, must still cancel that remove when the member is seen again.
+    seed = MembershipStore(pg_store_url)
+    assert seed.claim("a") is None
+    seed.add_seen([("a", "u1", "s1"), ("a", "u2", "s1")])
+    seed.complete_snapshot("a", "s1", baseline=False)
+    _deliver_all(seed)
+    seed.commit()
+    seed.close()
+    late = MembershipStore(pg_store_url)  # opens while nothing is pending
+    other = MembershipStore(pg_store_url)
+    assert other.claim("a") is None
+    other.add_seen([("a", "u1", "s2")])
+    other.complete_snapshot("a", "s2", baseline=False)  # u2 left: a remove is queued
+    other.commit()
+    other.close()
+    assert late.claim("a") is None
+    assert [(u, o) for u, _a, o, *_ in late.pending_rows()] == [("u2", "remove")]
+    late.add_seen([("a", "u1", "s3"), ("a", "u2", "s3")])  # u2 is back
+    assert late.pending_rows() == []
+    assert late.is_initialized("a")
+    late.close()
+
+
 def test_postgres_exclusive_run_has_the_store_to_itself(pg_store_url: str) -> None:
     normal = MembershipStore(pg_store_url)
     normal.commit()
