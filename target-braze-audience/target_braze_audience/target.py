@@ -362,7 +362,11 @@ class TargetBrazeAudience(Target):
                 raise ValueError(msg)
             check_store_url(cfg, self.logger, dry_run=settings.dry_run)
             store = MembershipStore(
-                cfg.get("store_url"), dry_run=settings.dry_run, logger=self.logger
+                cfg.get("store_url"),
+                dry_run=settings.dry_run,
+                logger=self.logger,
+                # A complete array overwrites what runners of other audiences delivered.
+                exclusive=settings.array_write_mode == "set_when_cheaper",
             )
             self.logger.info(
                 "Membership store: %s%s",

@@ -313,8 +313,8 @@ def test_set_mode_and_another_run_never_share_a_postgres_store(
             check=False,
         )
         assert refused.returncode != 0
-        # Today's PostgreSQL lock is store-wide for every run, so set_when_cheaper needs no
-        # option of its own yet.
+        # set_when_cheaper opens the store `exclusive`: refused while a normal run holds it
+        # shared, and a normal run is refused while it holds it exclusively.
         assert b"Another run is using the membership store" in refused.stderr, (
             refused.stderr.decode()[-2000:]
         )
