@@ -35,6 +35,7 @@ file is never created.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import hashlib
@@ -45,6 +46,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 import typing as t
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -514,14 +516,14 @@ class MembershipStore:
         )
         if not self.is_sqlite:
             fn = "pg_try_advisory_lock" if self.exclusive else "pg_try_advisory_lock_shared"
-            got = self.conn.exec_driver_sql(f"SELECT {fn}({STORE_LOCK_KEY})").scalar()
-            if not got:
-                holders = self._lock_holders(
-                    STORE_LOCK_KEY >> 32,
-                    STORE_LOCK_KEY & 0xFFFFFFFF,
-                    1,
-                    exclusive_only=not self.exclusive,
-                )
+            holders = self._try_lock(
+                f"{fn}({STORE_LOCK_KEY})",
+                STORE_LOCK_KEY >> 32,
+                STORE_LOCK_KEY & 0xFFFFFFFF,
+                1,
+                exclusive_only=not self.exclusive,
+            )
+            if holders is not None:
                 self.close()
                 if self.exclusive:
                     msg = (
@@ -555,7 +557,7 @@ class MembershipStore:
 
     def _lock_holders(
         self, classid: int, objid: int, objsubid: int, *, exclusive_only: bool = False
-    ) -> str:
+    ) -> str | None:
         """Describe the other sessions holding an advisory lock (pg_locks x pg_stat_activity)."""
         rows = self.conn.exec_driver_sql(
             "SELECT a.application_name, l.pid, a.client_addr, a.backend_start "
@@ -567,7 +569,7 @@ class MembershipStore:
             (classid, objid, objsubid, exclusive_only),
         ).all()
         if not rows:
-            return "a run that has just ended, or that this database user cannot see"
+            return None
         return "; ".join(
             f"{app or 'another session'} (PostgreSQL backend {pid}"
             + (f" from {addr}" if addr else "")
@@ -601,16 +603,33 @@ class MembershipStore:
         if audience in self._refused:
             return self._refused[audience]
         key = audience_lock_key(audience)
-        got = self.conn.exec_driver_sql(
-            f"SELECT pg_try_advisory_lock({AUDIENCE_LOCK_CLASS}, {key})"
-        ).scalar()
-        if got:
+        holder = self._try_lock(
+            f"pg_try_advisory_lock({AUDIENCE_LOCK_CLASS}, {key})", AUDIENCE_LOCK_CLASS, key, 2
+        )
+        if holder is None:
             self._held.add(audience)
             self._refresh_audience(audience)
             return None
-        holder = self._lock_holders(AUDIENCE_LOCK_CLASS, key, 2)
         self._refused[audience] = holder
         return holder
+
+    def _try_lock(
+        self, call: str, classid: int, objid: int, objsubid: int, *, exclusive_only: bool = False
+    ) -> str | None:
+        """Try an advisory lock without waiting: None when taken, else who holds it.
+
+        A lock whose holder cannot be found belongs to a session that is ending (its
+        backend releases locks when it exits, a moment after its client left): tried again
+        for up to a second before giving up.
+        """
+        for _ in range(10):
+            if self.conn.exec_driver_sql(f"SELECT {call}").scalar():
+                return None
+            holder = self._lock_holders(classid, objid, objsubid, exclusive_only=exclusive_only)
+            if holder is not None:
+                return holder
+            time.sleep(0.1)
+        return "a run that has just ended"
 
     def _refresh_audience(self, audience: str) -> None:
         """Update the run-level facts about `audience` read when the store opened.
@@ -707,6 +726,12 @@ class MembershipStore:
         self._closed = True
         try:
             self.conn.rollback()
+            if not self.is_sqlite and not self.dry_run:
+                # Released now, not when the server notices the session ended: the next
+                # run of these audiences may start at once.
+                with contextlib.suppress(sa.exc.DBAPIError):
+                    self.conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+                    self.conn.rollback()
             self.conn.close()
         finally:
             self.engine.dispose()
