@@ -47,6 +47,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -553,6 +554,8 @@ def main() -> None:
     ap.add_argument("--pg-url", help="an existing PostgreSQL (its braze_* tables are dropped)")
     ap.add_argument("--json", type=Path, help="append the rows to this JSON-lines file")
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the throwaway PostgreSQL server and files are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     global JSON_OUT
     JSON_OUT = args.json
     os.environ.setdefault("TARGET_BRAZE_AUDIENCE_LOG_LEVEL", "INFO")
