@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -423,4 +424,67 @@ def test_postgres_plans_snapshot_with_statistics_of_the_seen_marks(pg_store_url:
     out = st.complete_snapshot("a", "s2", baseline=False, member_count=n)
     assert (out.removes, out.held) == (0, 0)
     assert st.pending_rows() == []
+    st.close()
+
+
+def test_results_of_many_deltas_applied_in_batches(store_url: str) -> None:
+    """Answers spanning several VALUES statements all land; a delta named twice takes its last."""
+    n = 2 * MembershipStore.VALUES_ROWS + 7
+    st = MembershipStore(store_url)
+    st.add_seen([("a", f"u{i}", "s1") for i in range(n)] + [("b", "u0", "s1")])
+    st.mark_attempted()
+    accepted = [(f"u{i}", "a", "add") for i in range(n - 5)] + [("u0", "a", "remove")]
+    rejected = [(f"u{i}", "a", "bad") for i in range(n - 5, n)] + [
+        ("u0", "b", "x"),
+        ("u0", "b", "y"),
+    ]
+    st.record_results(accepted, rejected)
+    now = dt.datetime(2026, 1, 1)
+    pairs = [(f"u{i}", "a") for i in range(1, n - 5)]
+    assert st.record_update_only(pairs, max_reoffers=1, now=now) == 0
+    assert st.record_update_only(pairs[:3], max_reoffers=1, now=now) == 3  # bound reached
+    st.commit()
+    held = st.memberships("a")
+    assert len(held) == n - 5
+    assert held[("a", "u0")] is False  # the later answer (remove) wins
+    assert all(held[("a", f"u{i}")] for i in range(1, n - 5))
+    assert sorted(st.pending_rows()) == sorted(
+        [(f"u{i}", "a", "add", "rejected", True, "bad") for i in range(n - 5, n)]
+        + [("u0", "b", "add", "rejected", True, "y")]
+    )
+    left = st.conn.exec_driver_sql("SELECT count(*) FROM braze_update_only").scalar()
+    assert left == len(pairs) - 3
+    due = st.queue_reoffers(
+        now + dt.timedelta(days=1), enabled=True, max_reoffers=1, first_delay=dt.timedelta(hours=1)
+    )
+    assert due == {"a": len(pairs) - 3}
+    st.close()
+
+
+def test_postgres_probes_each_chunk_row_instead_of_scanning_the_store(pg_store_url: str) -> None:
+    """A chunk is matched to what Braze holds by primary-key probes, never a scan of it all.
+
+    Joined, the planner chose a hash join over a sequential scan of braze_membership for every
+    chunk of 10,000 rows: a run's cost grew with the store times the number of chunks.
+    """
+    st = MembershipStore(pg_store_url)
+    rows = [("a", f"u{i}", "s1") for i in range(3000)]
+    st.add_seen(rows, silent_audiences={"a"})
+    st.complete_snapshot("a", "s1", baseline=True, member_count=len(rows))
+    st.commit()
+    st.close()
+    st = MembershipStore(pg_store_url)
+    st.conn.exec_driver_sql("LOAD 'auto_explain'")
+    st.conn.exec_driver_sql("SET auto_explain.log_min_duration = 0")
+    st.conn.exec_driver_sql("SET auto_explain.log_level = NOTICE")
+    st.conn.exec_driver_sql("SET client_min_messages = NOTICE")
+    plans: list[str] = []
+    raw = st.conn.connection.dbapi_connection
+    raw.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    assert st.add_seen([(a, u, "s2") for a, u, _ in rows[:200]]) == {"a": 200}
+    st.add_seen([("a", "new1", "s2")])  # a row Braze lacks: the INSERT of adds runs too
+    chunk_plans = [p for p in plans if "braze_seen_tmp" in p and "braze_membership" in p]
+    assert chunk_plans
+    assert not [p for p in chunk_plans if "Seq Scan on braze_membership" in p]
+    assert [u for u, _a, _o, *_ in st.pending_rows()] == ["new1"]
     st.close()
