@@ -34,9 +34,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from e2e_helpers import pipe  # noqa: E402
 from packaging.specifiers import SpecifierSet  # noqa: E402
+from sync_common import expected as common_copies  # noqa: E402
 from tap_braze_csv.sample import generate_export  # noqa: E402
 
 try:
@@ -115,6 +117,12 @@ def build() -> None:
             (lic,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
             check(whl.read(lic).decode() == licence, f"{directory}: wheel LICENSE differs")
             check(not [n for n in names if n.startswith("tests/")], f"{directory}: tests in wheel")
+            # The shared modules copied from common/ (scripts/sync_common.py) ship, as generated.
+            for path, copy in common_copies(ROOT).items():
+                if path.is_relative_to(ROOT / directory):
+                    name = path.relative_to(ROOT / directory).as_posix()
+                    check(name in names, f"{directory}: wheel misses {name}")
+                    check(whl.read(name).decode() == copy, f"{directory}: {name} is not generated")
         declared = re.search(r"^Requires-Python: (.+)$", text, re.MULTILINE)
         check(
             declared is not None
@@ -128,7 +136,10 @@ def build() -> None:
             {"LICENSE", "README.md", "pyproject.toml"} <= members,
             f"{directory}: sdist misses files",
         )
-    say("every wheel and sdist carries LICENSE (Apache-2.0), README and Requires-Python")
+    say(
+        "every wheel and sdist carries LICENSE (Apache-2.0), README and Requires-Python; "
+        "every wheel its copies of common/"
+    )
 
 
 def venv(python: str, work: Path, name: str, *requirements: str) -> Path:

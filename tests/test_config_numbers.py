@@ -3,9 +3,7 @@ are parsed by each plugin at config load; a non-number fails naming the setting.
 
 from __future__ import annotations
 
-import filecmp
 import typing as t
-from pathlib import Path
 
 import pytest
 from singer_sdk.exceptions import ConfigValidationError
@@ -14,7 +12,6 @@ from tap_lytics_audience.tap import TapLyticsAudience
 from target_braze_audience.target import TargetBrazeAudience
 from target_lytics_users.target import TargetLyticsUsers
 
-ROOT = Path(__file__).resolve().parent.parent
 BASE: dict[type, dict[str, t.Any]] = {
     TapBrazeCsv: {"paths": ["/nonexistent/export.csv"]},
     TapLyticsAudience: {"api_token": "t", "audiences": ["vip"]},
@@ -82,13 +79,3 @@ def test_number_settings_given_as_strings_are_numbers_in_the_plugin(plugin: type
             with pytest.raises(ConfigValidationError) as exc:
                 plugin(config=with_value(BASE[plugin], path, bad))
             assert f"Setting `{name}` must be a number (got {bad!r})." in str(exc.value)
-
-
-@pytest.mark.parametrize("module", ["config_numbers.py", "secrets.py"])
-def test_each_plugin_carries_the_same_config_loading_module(module: str) -> None:
-    # Each plugin installs on its own, so these config-loading helpers are copied per package;
-    # the copies must not drift apart (one rule for every plugin).
-    copies = sorted(ROOT.glob(f"*/*/{module}"))
-    assert len(copies) == len(BASE)
-    for other in copies[1:]:
-        assert filecmp.cmp(copies[0], other, shallow=False), other

@@ -12,9 +12,9 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import EMIT_ACTIVATE_VERSION_CONFIG, TapCapabilities
 
 from tap_lytics_audience.client import AudienceScanFailed
-from tap_lytics_audience.config_numbers import coerce_number_strings
+from tap_lytics_audience.common.config_numbers import coerce_number_strings
+from tap_lytics_audience.common.secrets import header_secret_errors, strip_secrets
 from tap_lytics_audience.scan import ScanLedger
-from tap_lytics_audience.secrets import header_secret_errors, strip_secrets
 from tap_lytics_audience.streams import (
     MEMBER_BASE_FIELDS,
     AudienceMembersStream,

@@ -13,7 +13,8 @@ from singer_sdk.target_base import Target
 
 from target_braze_audience.batch_files import BatchFileError, iter_batch_records
 from target_braze_audience.client import BrazeClient, BrazeSettingError
-from target_braze_audience.config_numbers import coerce_number_strings
+from target_braze_audience.common.config_numbers import coerce_number_strings
+from target_braze_audience.common.secrets import header_secret_errors, strip_secrets
 from target_braze_audience.deltas import (
     ARRAY_WRITE_MODES,
     DeliveryIncompleteError,
@@ -23,7 +24,6 @@ from target_braze_audience.deltas import (
     RunSummary,
     TargetTerminatedError,
 )
-from target_braze_audience.secrets import header_secret_errors, strip_secrets
 from target_braze_audience.sinks import (
     BrazeAudienceSink,
     OrjsonSingerReader,

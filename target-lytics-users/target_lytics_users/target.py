@@ -21,8 +21,8 @@ from target_lytics_users.client import (
     LyticsError,
     LyticsRejectedError,
 )
-from target_lytics_users.config_numbers import coerce_number_strings
-from target_lytics_users.secrets import header_secret_errors, strip_secrets
+from target_lytics_users.common.config_numbers import coerce_number_strings
+from target_lytics_users.common.secrets import header_secret_errors, strip_secrets
 from target_lytics_users.serialize import LineCountingOrjsonReader, UnsupportedMessageError
 from target_lytics_users.sinks import LyticsSink
 

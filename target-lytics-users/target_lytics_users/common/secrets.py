@@ -1,6 +1,7 @@
+# generated from common/secrets.py by scripts/sync_common.py: edit the original
 """Secret settings as they come from files: surrounding whitespace removed, never echoed.
 
-Every plugin installs on its own, so each carries this small module (same code).
+Every plugin installs on its own, so each carries a copy of this module (scripts/sync_common.py).
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# generated from common/config_numbers.py by scripts/sync_common.py: edit the original
 """Number settings given as strings (Meltano env vars): parsed into numbers at config load.
 
 Meltano's `kind: decimal` casts an environment variable to `Decimal`, which it then cannot

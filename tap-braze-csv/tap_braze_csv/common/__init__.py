@@ -1,0 +1,1 @@
+"""Shared modules, generated from common/ by scripts/sync_common.py: edit the originals."""
