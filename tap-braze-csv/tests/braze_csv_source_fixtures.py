@@ -1,22 +1,18 @@
 """Pytest fixtures for the file layer: a loopback SFTP server, SSH client keys, PGP keys.
 
-Test modules use them with `from braze_csv_source_fixtures import *` after putting this
-directory on sys.path (pytest runs with --import-mode=importlib); conftest.py re-exports them.
+Test modules import them by module name (pytest's `pythonpath` setting puts this directory on
+sys.path); conftest.py re-exports them.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 import pgp_keys
+import pytest
 import s3_server
 import sftp_server
 

@@ -8,18 +8,14 @@ import logging
 import os
 import shutil
 import stat
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 import pgp_keys
+import pytest
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.openers import iter_csv_members
 from tap_braze_csv.sources import LocalSource

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 import pgp_keys
-from conftest import run_tap
+import pytest
+from braze_csv_testkit import run_tap
 from s3_server import S3TestServer
 from tap_braze_csv.cloud import braze_segment_id, object_source
 from tap_braze_csv.errors import BrazeCsvError

@@ -7,17 +7,13 @@ import hashlib
 import io
 import logging
 import os
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import paramiko
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 import pgp_keys
+import pytest
 import sftp_server
 from braze_csv_source_fixtures import (
     KEY_PASSPHRASE,

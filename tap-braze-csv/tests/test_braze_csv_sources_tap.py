@@ -5,15 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
 import pgp_keys
+import pytest
 from braze_csv_source_fixtures import KEY_PASSPHRASE, SFTP_PASSWORD, SftpTestServer
 
 DATA = Path(__file__).parent / "data" / "VIP Users-2024-05-01.csv"

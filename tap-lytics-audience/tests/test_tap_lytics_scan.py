@@ -1,36 +1,15 @@
-"""Behaviour of tap-lytics-audience against the Lytics sandbox."""
+"""Audience scans against the Lytics sandbox: paging, snapshots, ids, cursor expiry and restarts,
+concurrent scans, profile fields."""
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections import Counter
 
 import pytest
-from singer_sdk.exceptions import ConfigValidationError, FatalAPIError, RetriableAPIError
-from tap_lytics_audience.client import LyticsAuthError, LyticsCursorPaginator
-from tap_lytics_audience.streams import AudienceMembersStream
-from tap_lytics_audience.tap import TapLyticsAudience
-
-from sandbox import LyticsSandbox
-
-
-def parse(ts: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-
-
-def scan_requests(sandbox, audience_id: str | None = None):
-    reqs = [r for r in sandbox.requests_snapshot() if r.path.endswith("/scan")]
-    if audience_id:
-        reqs = [r for r in reqs if r.path == f"/api/segment/{audience_id}/scan"]
-    return reqs
-
-
-def members(n: int, prefix: str = "u") -> list[dict]:
-    return [
-        {"_uid": f"lu{i}", "braze_id": f"{prefix}{i}", "email": f"{prefix}{i}@x.io"}
-        for i in range(n)
-    ]
+from singer_sdk.exceptions import FatalAPIError
+from tap_lytics_audience.client import LyticsCursorPaginator
+from tap_lytics_testkit import members, scan_requests
 
 
 @pytest.mark.parametrize("prefetch", [0, 3])
@@ -154,24 +133,6 @@ def test_custom_external_id_field(lytics_sandbox, tap_runner, make_config):
     assert run.records["audience_snapshots"][0]["members_without_id"] == 1
 
 
-def test_unknown_audience_is_a_configuration_error_listing_slugs(
-    lytics_sandbox, tap_runner, make_config
-):
-    lytics_sandbox.add_audience("high_value", members=members(3))
-    lytics_sandbox.add_audience("churn_risk", members=[])
-    run = tap_runner(
-        make_config(lytics_sandbox.url, audiences=["high_value", "nope"]), expect_error=True
-    )
-    assert isinstance(run.error, ConfigValidationError)
-    text = str(run.error)
-    assert "'nope'" in text
-    assert "`audiences`" in text
-    assert "churn_risk" in text
-    assert "high_value" in text
-    assert scan_requests(lytics_sandbox) == []
-    assert run.records["audience_snapshots"] == []
-
-
 def test_audiences_accepts_ids_and_merges_duplicates(lytics_sandbox, tap_runner, make_config):
     aid = lytics_sandbox.add_audience("by_id", members=members(5))
     run = tap_runner(make_config(lytics_sandbox.url, audiences=[aid, "by_id"]))
@@ -196,72 +157,6 @@ def test_no_configured_audiences_scans_nothing(lytics_sandbox, tap_runner, make_
     assert run.records["audience_members"] == []
     assert run.records["audience_snapshots"] == []
     assert scan_requests(lytics_sandbox) == []
-
-
-@pytest.mark.parametrize("status", [429, 500, 502, 503])
-def test_transient_errors_are_retried(lytics_sandbox, tap_runner, make_config, status):
-    aid = lytics_sandbox.generate_members("r", 120)
-    lytics_sandbox.fail_next(2, status=status, path_prefix=f"/api/segment/{aid}/scan")
-    lytics_sandbox.fail_next(1, status=status, path_prefix="/api/segment")
-    run = tap_runner(make_config(lytics_sandbox.url, audiences=["r"], max_retries=3))
-    assert len(run.records["audience_members"]) == 120
-    assert run.records["audience_snapshots"][0]["member_count"] == 120
-    statuses = [r.status for r in lytics_sandbox.requests_snapshot()]
-    assert statuses.count(status) == 3
-    assert lytics_sandbox.stats_snapshot()["faults"] == 3
-
-
-def test_rate_limit_429_from_the_server_is_retried(lytics_sandbox, tap_runner, make_config):
-    lytics_sandbox.generate_members("rl", 500)
-    lytics_sandbox.rate_limit = 2
-    lytics_sandbox.rate_limit_window = 0.2
-    run = tap_runner(
-        make_config(
-            lytics_sandbox.url,
-            audiences=["rl"],
-            max_retries=8,
-            retry_backoff_base=0.05,
-            retry_backoff_max=0.3,
-        )
-    )
-    assert len(run.records["audience_members"]) == 500
-    assert lytics_sandbox.stats_snapshot()["rate_limited"] > 0
-    assert run.records["audience_snapshots"][0]["member_count"] == 500
-
-
-def test_retries_are_bounded_and_a_crash_emits_no_snapshot(lytics_sandbox, tap_runner, make_config):
-    lytics_sandbox.add_audience("done_first", members=members(3))
-    aid = lytics_sandbox.generate_members("crash", 500)
-    config = make_config(
-        lytics_sandbox.url,
-        audiences=["done_first", "crash"],
-        page_size=100,
-        max_retries=2,
-        prefetch_pages=2,
-    )
-    calls = {"n": 0}
-    original = LyticsCursorPaginator.get_next
-
-    def failing_after_two_pages(self, response):
-        token = original(self, response)
-        if response.url.split("?")[0].endswith(f"{aid}/scan"):
-            calls["n"] += 1
-            if calls["n"] == 2:  # every later request of this scan fails with 500
-                lytics_sandbox.fail_next(1000, status=500, path_prefix=f"/api/segment/{aid}/scan")
-        return token
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(LyticsCursorPaginator, "get_next", failing_after_two_pages)
-        run = tap_runner(config, expect_error=True)
-    assert isinstance(run.error, RetriableAPIError)
-    crash_reqs = scan_requests(lytics_sandbox, aid)
-    assert len(crash_reqs) == 2 + 3  # two pages, then 1 + max_retries attempts
-    crashed = [r for r in run.records["audience_members"] if r["audience_id"] == aid]
-    assert len(crashed) == 200
-    done_first = [r for r in run.records["audience_members"] if r["audience_slug"] == "done_first"]
-    assert len(done_first) == 3  # scanned to the end, yet the failed run emits no snapshot
-    assert run.records["audience_snapshots"] == []
-    assert "sandbox-lytics-token" not in str(run.error)
 
 
 @pytest.mark.parametrize("prefetch", [0, 4])
@@ -382,127 +277,6 @@ def test_membership_change_mid_scan_invalidates_cursor_and_restarts(
     assert snap["member_count"] == 25
 
 
-@pytest.mark.parametrize("status", [401, 403])
-def test_auth_errors_fail_fast_without_leaking_the_token(
-    lytics_sandbox, tap_runner, make_config, caplog, status
-):
-    lytics_sandbox.add_audience("a", members=members(3))
-    if status == 401:
-        config = make_config(
-            lytics_sandbox.url, audiences=["a"], api_token="wrong-SECRET-token-xyz"
-        )
-    else:
-        config = make_config(lytics_sandbox.url, audiences=["a"])
-        lytics_sandbox.fail_next(1, status=403, path_prefix="/api/segment")
-    with caplog.at_level(logging.DEBUG):
-        run = tap_runner(config, expect_error=True)
-    assert isinstance(run.error, LyticsAuthError)
-    assert "`api_token`" in str(run.error)
-    assert f"HTTP {status}" in str(run.error)
-    assert len(lytics_sandbox.requests_snapshot()) == 1  # no retry
-    secret = config["api_token"]
-    assert secret not in str(run.error)
-    assert secret not in run.stdout
-    assert secret not in caplog.text
-
-
-def test_audiences_stream_is_incremental_on_updated(lytics_sandbox, tap_runner, make_config):
-    lytics_sandbox.add_audience("one", members=members(2))
-    lytics_sandbox.add_audience("two", members=members(2))
-    lytics_sandbox.add_audience("three", members=members(2))
-    run1 = tap_runner(make_config(lytics_sandbox.url))
-    assert sorted(r["slug_name"] for r in run1.records["audiences"]) == ["one", "three", "two"]
-    final = run1.states[-1]
-    bookmark = final["bookmarks"]["audiences"]
-    newest = max(r["updated"] for r in run1.records["audiences"])
-    assert bookmark["replication_key"] == "updated"
-    assert parse(bookmark["replication_key_value"]) == parse(newest)
-    assert "progress_markers" not in bookmark
-
-    run2 = tap_runner(make_config(lytics_sandbox.url), state=final)
-    assert run2.records["audiences"] == []
-    assert parse(run2.states[-1]["bookmarks"]["audiences"]["replication_key_value"]) == parse(
-        newest
-    )
-
-    lytics_sandbox.set_members("two", members(4))  # bumps `updated`
-    run3 = tap_runner(make_config(lytics_sandbox.url), state=run2.states[-1])
-    assert [r["slug_name"] for r in run3.records["audiences"]] == ["two"]
-    assert parse(run3.states[-1]["bookmarks"]["audiences"]["replication_key_value"]) > parse(newest)
-
-    # configured audiences are scanned on every run, whatever the audiences bookmark
-    run4 = tap_runner(make_config(lytics_sandbox.url, audiences=["one"]), state=run3.states[-1])
-    assert run4.records["audiences"] == []
-    assert len(run4.records["audience_members"]) == 2
-    assert run4.records["audience_snapshots"][0]["member_count"] == 2
-
-
-def test_audience_records_carry_the_segment_definition(lytics_sandbox, tap_runner, make_config):
-    aid = lytics_sandbox.add_audience(
-        "hv", name="High value", description="big spenders", members=[]
-    )
-    run = tap_runner(make_config(lytics_sandbox.url))
-    (rec,) = run.records["audiences"]
-    assert rec["id"] == aid
-    assert (rec["slug_name"], rec["name"], rec["description"], rec["table"]) == (
-        "hv",
-        "High value",
-        "big spenders",
-        "user",
-    )
-    assert rec["segment_ql"]
-    assert rec["created"]
-    assert rec["updated"]
-
-
-@pytest.mark.parametrize(
-    ("override", "fragment"),
-    [
-        ({"page_size": 500}, "page_size"),
-        ({"page_size": 0}, "page_size"),
-        ({"fields": ["email", "external_id"]}, "fields"),
-        ({"external_id_field": " "}, "external_id_field"),
-    ],
-)
-def test_bad_settings_are_clear_errors(make_config, override, fragment):
-    with pytest.raises(ConfigValidationError) as err:
-        TapLyticsAudience(config=make_config("http://127.0.0.1:9", **override))
-    assert fragment in str(err.value)
-
-
-def test_retry_after_is_honoured_by_the_wait_generator(make_config):
-    import requests as rq
-
-    tap = TapLyticsAudience(
-        config=make_config("http://127.0.0.1:9", retry_backoff_base=0.5, retry_backoff_max=4)
-    )
-    stream = tap.streams["audience_members"]
-    assert isinstance(stream, AudienceMembersStream)
-    gen = stream.backoff_wait_generator()
-    gen.send(None)
-
-    def exc_with(headers):
-        resp = rq.Response()
-        resp.status_code = 429
-        resp.headers.update(headers)
-        return RetriableAPIError("429", resp)
-
-    assert gen.send(exc_with({})) == 0.5
-    assert gen.send(exc_with({"Retry-After": "3"})) == 3.0
-    assert gen.send(exc_with({})) == 2.0
-    assert gen.send(exc_with({})) == 4.0
-    assert gen.send(exc_with({})) == 4.0  # capped
-    for value in (1.0, 3.0):
-        jittered = [stream.backoff_jitter(value) for _ in range(50)]
-        assert all(value <= j <= value * 1.25 for j in jittered)
-    assert stream.backoff_max_tries() == 6
-
-
-def test_request_timeout_accepts_fractional_seconds(make_config):
-    tap = TapLyticsAudience(config=make_config("http://127.0.0.1:9", request_timeout=2.5))
-    assert tap.streams["audience_members"].timeout == 2.5
-
-
 def test_profile_fields_are_rendered_as_nullable_strings(lytics_sandbox, tap_runner, make_config):
     lytics_sandbox.add_audience(
         "f",
@@ -554,112 +328,3 @@ def test_concurrent_scans_emit_every_audience_completely(
         paths = [r.path for r in scan_requests(lytics_sandbox)]
         assert list(dict.fromkeys(paths)) == [f"/api/segment/{ids[s]}/scan" for s in sizes]
         assert paths == sorted(paths, key=list(dict.fromkeys(paths)).index)
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.mark.parametrize(
-    ("url", "why"),
-    [
-        (f"http://127.0.0.1:{_closed_port()}", "the connection was refused"),
-        ("http://lytics-api.invalid", "the host name does not resolve"),
-    ],
-    ids=["refused", "dns"],
-)
-def test_unreachable_api_url_fails_at_once_naming_the_setting(tap_runner, make_config, url, why):
-    import time
-
-    # with the default retries (5, from 1 s doubling) this used to take about a minute
-    config = make_config(url, audiences=["a"], retry_backoff_base=1.0, retry_backoff_max=60)
-    started = time.monotonic()
-    run = tap_runner(config, expect_error=True)
-    assert time.monotonic() - started < 10
-    assert "`api_url`" in str(run.error)
-    assert why in str(run.error)
-
-
-def test_wrong_base_path_404_names_api_url(lytics_sandbox, tap_runner, make_config):
-    lytics_sandbox.add_audience("a", members=members(3))
-    run = tap_runner(make_config(lytics_sandbox.url + "/v2", audiences=["a"]), expect_error=True)
-    assert "`api_url`" in str(run.error)
-    assert "/v2/api/segment" in str(run.error)
-    assert len(lytics_sandbox.requests_snapshot()) == 1  # not retried
-
-
-def test_network_errors_after_first_contact_are_still_retried(
-    lytics_sandbox, tap_runner, make_config, monkeypatch
-):
-    """A refused connection once Lytics answered is transient (e.g. a restart): retried."""
-    import requests
-    from tap_lytics_audience.client import LyticsStream
-
-    lytics_sandbox.add_audience("a", members=members(3))
-    real_send = LyticsStream.send_on
-    calls = {"n": 0}
-
-    def flaky(self, session, prepared, context):  # first scan request: refused once
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise requests.exceptions.ConnectionError(ConnectionRefusedError(111, "refused"))
-        return real_send(self, session, prepared, context)
-
-    monkeypatch.setattr(LyticsStream, "send_on", flaky)
-    run = tap_runner(make_config(lytics_sandbox.url, audiences=["a"]))
-    assert calls["n"] >= 2
-    assert run.records["audience_snapshots"][0]["member_count"] == 3
-
-
-class TruncatingLyticsSandbox(LyticsSandbox):
-    """Lytics emulator whose next `truncate` answers under `prefix` lose half their body.
-
-    A transport fault (proxy, load balancer, dropped connection): Lytics documents nothing
-    about it, so the tap must treat it as transient.
-    """
-
-    truncate = 0
-    prefix = "/api/segment"
-
-    def decorate(self, req, resp):
-        status, body, headers = super().decorate(req, resp)
-        if self.truncate and status == 200 and req.path.startswith(self.prefix):
-            self.truncate -= 1
-            body = body[: len(body) // 2]
-        return status, body, headers
-
-
-@pytest.mark.parametrize("where", ["list", "scan"])
-def test_truncated_json_body_is_retried(tap_runner, make_config, where):
-    with TruncatingLyticsSandbox() as sandbox:
-        aid = sandbox.generate_members("t", 150)
-        sandbox.prefix = f"/api/segment/{aid}/scan" if where == "scan" else "/api/segment"
-        sandbox.truncate = 2
-        run = tap_runner(make_config(sandbox.url, audiences=["t"], max_retries=3))
-        assert sandbox.truncate == 0, "both truncated answers were served"
-    assert len(run.records["audience_members"]) == 150
-    assert run.records["audience_snapshots"][0]["member_count"] == 150
-
-
-def test_truncated_json_body_fails_naming_the_path_after_bounded_retries(tap_runner, make_config):
-    with TruncatingLyticsSandbox() as sandbox:
-        aid = sandbox.generate_members("t", 150)
-        sandbox.prefix = f"/api/segment/{aid}/scan"
-        sandbox.truncate = 1000
-        run = tap_runner(
-            make_config(sandbox.url, audiences=["t"], max_retries=2), expect_error=True
-        )
-        scans = [r for r in sandbox.requests_snapshot() if r.path.endswith("/scan")]
-    assert isinstance(run.error, RetriableAPIError)
-    message = str(run.error)
-    assert message.startswith(
-        f"Lytics answered HTTP 200 on /api/segment/{aid}/scan with a truncated"
-    )
-    assert "`max_retries` (2)" in message
-    assert len(scans) == 3  # 1 + max_retries attempts, then the run fails
-    assert run.records["audience_snapshots"] == []  # a failed scan never completes
-    assert "sandbox-lytics-token" not in message

@@ -89,3 +89,22 @@ def test_no_state_before_braze_confirmed_across_the_drain_age(
     assert [s for s, _ in out.seen] == [{"bookmarks": {"audience_members": {"run": 3}}}]
     # At the moment the STATE line was written, Braze already held everything before it.
     assert out.seen[0][1] == {u: ["a"] for u in users}
+
+
+def test_state_only_after_confirmation(braze_sandbox: Any, tmp_path: Path, h: Any) -> None:
+    b = braze_sandbox
+    cfg = h.braze_config(b, str(tmp_path / "s.sqlite"))
+    seen_at_state: list[int] = []
+
+    class Spy(io.StringIO):
+        def write(self, s: str) -> int:
+            if s.strip():
+                seen_at_state.append(len(b.users()))
+            return super().write(s)
+
+    msgs = [*h.schema_msgs(), h.member("a", "u1"), h.state(1), h.member("a", "u2"), h.state(2)]
+    spy = Spy()
+    with contextlib.redirect_stdout(spy):
+        TargetBrazeAudience(config=cfg).listen(io.StringIO(h.to_lines(msgs)))
+    assert spy.getvalue().strip() == '{"bookmarks": {"audience_members": {"run": 2}}}'
+    assert seen_at_state == [2]

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import typing as t
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from target_lytics_testkit import TOKEN, PoisonLyticsSandbox, RejectingLyticsSandbox
 
 from sandbox import LyticsSandbox
-
-# --import-mode=importlib keeps test dirs off sys.path; the kit has a unique module name.
-sys.path.insert(0, str(Path(__file__).parent))
-
-from target_lytics_testkit import TOKEN, PoisonLyticsSandbox, RejectingLyticsSandbox
 
 
 @pytest.fixture

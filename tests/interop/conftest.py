@@ -9,15 +9,11 @@ anything; later ones run offline.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from e2e_helpers import ROOT, Meltano, meltano_install
 
 HERE = Path(__file__).resolve().parent

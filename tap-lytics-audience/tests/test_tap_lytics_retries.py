@@ -1,0 +1,180 @@
+"""Retries against the Lytics sandbox: transient statuses, 429, bounded retries, Retry-After,
+network errors after first contact, truncated JSON bodies."""
+
+from __future__ import annotations
+
+import pytest
+from singer_sdk.exceptions import RetriableAPIError
+from tap_lytics_audience.client import LyticsCursorPaginator
+from tap_lytics_audience.streams import AudienceMembersStream
+from tap_lytics_audience.tap import TapLyticsAudience
+from tap_lytics_testkit import members, scan_requests
+
+from sandbox import LyticsSandbox
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_transient_errors_are_retried(lytics_sandbox, tap_runner, make_config, status):
+    aid = lytics_sandbox.generate_members("r", 120)
+    lytics_sandbox.fail_next(2, status=status, path_prefix=f"/api/segment/{aid}/scan")
+    lytics_sandbox.fail_next(1, status=status, path_prefix="/api/segment")
+    run = tap_runner(make_config(lytics_sandbox.url, audiences=["r"], max_retries=3))
+    assert len(run.records["audience_members"]) == 120
+    assert run.records["audience_snapshots"][0]["member_count"] == 120
+    statuses = [r.status for r in lytics_sandbox.requests_snapshot()]
+    assert statuses.count(status) == 3
+    assert lytics_sandbox.stats_snapshot()["faults"] == 3
+
+
+def test_rate_limit_429_from_the_server_is_retried(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.generate_members("rl", 500)
+    lytics_sandbox.rate_limit = 2
+    lytics_sandbox.rate_limit_window = 0.2
+    run = tap_runner(
+        make_config(
+            lytics_sandbox.url,
+            audiences=["rl"],
+            max_retries=8,
+            retry_backoff_base=0.05,
+            retry_backoff_max=0.3,
+        )
+    )
+    assert len(run.records["audience_members"]) == 500
+    assert lytics_sandbox.stats_snapshot()["rate_limited"] > 0
+    assert run.records["audience_snapshots"][0]["member_count"] == 500
+
+
+def test_retries_are_bounded_and_a_crash_emits_no_snapshot(lytics_sandbox, tap_runner, make_config):
+    lytics_sandbox.add_audience("done_first", members=members(3))
+    aid = lytics_sandbox.generate_members("crash", 500)
+    config = make_config(
+        lytics_sandbox.url,
+        audiences=["done_first", "crash"],
+        page_size=100,
+        max_retries=2,
+        prefetch_pages=2,
+    )
+    calls = {"n": 0}
+    original = LyticsCursorPaginator.get_next
+
+    def failing_after_two_pages(self, response):
+        token = original(self, response)
+        if response.url.split("?")[0].endswith(f"{aid}/scan"):
+            calls["n"] += 1
+            if calls["n"] == 2:  # every later request of this scan fails with 500
+                lytics_sandbox.fail_next(1000, status=500, path_prefix=f"/api/segment/{aid}/scan")
+        return token
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LyticsCursorPaginator, "get_next", failing_after_two_pages)
+        run = tap_runner(config, expect_error=True)
+    assert isinstance(run.error, RetriableAPIError)
+    crash_reqs = scan_requests(lytics_sandbox, aid)
+    assert len(crash_reqs) == 2 + 3  # two pages, then 1 + max_retries attempts
+    crashed = [r for r in run.records["audience_members"] if r["audience_id"] == aid]
+    assert len(crashed) == 200
+    done_first = [r for r in run.records["audience_members"] if r["audience_slug"] == "done_first"]
+    assert len(done_first) == 3  # scanned to the end, yet the failed run emits no snapshot
+    assert run.records["audience_snapshots"] == []
+    assert "sandbox-lytics-token" not in str(run.error)
+
+
+def test_retry_after_is_honoured_by_the_wait_generator(make_config):
+    import requests as rq
+
+    tap = TapLyticsAudience(
+        config=make_config("http://127.0.0.1:9", retry_backoff_base=0.5, retry_backoff_max=4)
+    )
+    stream = tap.streams["audience_members"]
+    assert isinstance(stream, AudienceMembersStream)
+    gen = stream.backoff_wait_generator()
+    gen.send(None)
+
+    def exc_with(headers):
+        resp = rq.Response()
+        resp.status_code = 429
+        resp.headers.update(headers)
+        return RetriableAPIError("429", resp)
+
+    assert gen.send(exc_with({})) == 0.5
+    assert gen.send(exc_with({"Retry-After": "3"})) == 3.0
+    assert gen.send(exc_with({})) == 2.0
+    assert gen.send(exc_with({})) == 4.0
+    assert gen.send(exc_with({})) == 4.0  # capped
+    for value in (1.0, 3.0):
+        jittered = [stream.backoff_jitter(value) for _ in range(50)]
+        assert all(value <= j <= value * 1.25 for j in jittered)
+    assert stream.backoff_max_tries() == 6
+
+
+def test_network_errors_after_first_contact_are_still_retried(
+    lytics_sandbox, tap_runner, make_config, monkeypatch
+):
+    """A refused connection once Lytics answered is transient (e.g. a restart): retried."""
+    import requests
+    from tap_lytics_audience.client import LyticsStream
+
+    lytics_sandbox.add_audience("a", members=members(3))
+    real_send = LyticsStream.send_on
+    calls = {"n": 0}
+
+    def flaky(self, session, prepared, context):  # first scan request: refused once
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise requests.exceptions.ConnectionError(ConnectionRefusedError(111, "refused"))
+        return real_send(self, session, prepared, context)
+
+    monkeypatch.setattr(LyticsStream, "send_on", flaky)
+    run = tap_runner(make_config(lytics_sandbox.url, audiences=["a"]))
+    assert calls["n"] >= 2
+    assert run.records["audience_snapshots"][0]["member_count"] == 3
+
+
+class TruncatingLyticsSandbox(LyticsSandbox):
+    """Lytics emulator whose next `truncate` answers under `prefix` lose half their body.
+
+    A transport fault (proxy, load balancer, dropped connection): Lytics documents nothing
+    about it, so the tap must treat it as transient.
+    """
+
+    truncate = 0
+    prefix = "/api/segment"
+
+    def decorate(self, req, resp):
+        status, body, headers = super().decorate(req, resp)
+        if self.truncate and status == 200 and req.path.startswith(self.prefix):
+            self.truncate -= 1
+            body = body[: len(body) // 2]
+        return status, body, headers
+
+
+@pytest.mark.parametrize("where", ["list", "scan"])
+def test_truncated_json_body_is_retried(tap_runner, make_config, where):
+    with TruncatingLyticsSandbox() as sandbox:
+        aid = sandbox.generate_members("t", 150)
+        sandbox.prefix = f"/api/segment/{aid}/scan" if where == "scan" else "/api/segment"
+        sandbox.truncate = 2
+        run = tap_runner(make_config(sandbox.url, audiences=["t"], max_retries=3))
+        assert sandbox.truncate == 0, "both truncated answers were served"
+    assert len(run.records["audience_members"]) == 150
+    assert run.records["audience_snapshots"][0]["member_count"] == 150
+
+
+def test_truncated_json_body_fails_naming_the_path_after_bounded_retries(tap_runner, make_config):
+    with TruncatingLyticsSandbox() as sandbox:
+        aid = sandbox.generate_members("t", 150)
+        sandbox.prefix = f"/api/segment/{aid}/scan"
+        sandbox.truncate = 1000
+        run = tap_runner(
+            make_config(sandbox.url, audiences=["t"], max_retries=2), expect_error=True
+        )
+        scans = [r for r in sandbox.requests_snapshot() if r.path.endswith("/scan")]
+    assert isinstance(run.error, RetriableAPIError)
+    message = str(run.error)
+    assert message.startswith(
+        f"Lytics answered HTTP 200 on /api/segment/{aid}/scan with a truncated"
+    )
+    assert "`max_retries` (2)" in message
+    assert len(scans) == 3  # 1 + max_retries attempts, then the run fails
+    assert run.records["audience_snapshots"] == []  # a failed scan never completes
+    assert "sandbox-lytics-token" not in message
