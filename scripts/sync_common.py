@@ -20,8 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ("tap-lytics-audience", "tap-braze-csv", "target-braze-audience", "target-lytics-users")
 # common/<module>.py -> the plugins that carry a copy.
+TARGETS = ("target-braze-audience", "target-lytics-users")
 COPIES: dict[str, tuple[str, ...]] = {
+    "batch_files.py": TARGETS,
     "config_numbers.py": PLUGINS,
+    "input_lines.py": TARGETS,
     "secrets.py": PLUGINS,
 }
 HEADER = "# generated from common/{module} by scripts/sync_common.py: edit the original\n"

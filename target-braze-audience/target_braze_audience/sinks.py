@@ -20,6 +20,8 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 from singer_sdk.sinks import RecordSink
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
+from target_braze_audience.common.input_lines import decode_line, is_blank, not_json
+
 if t.TYPE_CHECKING:
     from singer_sdk.target_base import Target
 
@@ -206,14 +208,16 @@ class OrjsonSingerReader(SimpleSingerReader):
         on_record = callbacks.get(SingerMessageType.RECORD)
         loads = orjson.loads
         records = 0
-        for line in file_input or self.default_input:
+        for number, line in enumerate(file_input or self.default_input, 1):
             try:
-                message = loads(line)
-            except orjson.JSONDecodeError as exc:
-                if not line.strip():
+                message = loads(line)  # the common case, without a call (decode_line's first step)
+            except orjson.JSONDecodeError:
+                if is_blank(line):  # common/input_lines.py: the rule of every reader
                     continue
-                msg = f"Unable to parse input line as JSON: {line[:200]!r}"
-                raise InvalidInputLine(msg) from exc
+                try:
+                    message = decode_line(line)
+                except ValueError as exc:
+                    raise not_json(number, exc) from exc
             kind = message.get("type") if message.__class__ is dict else None
             if kind == "RECORD" and on_record is not None:
                 on_record(message)
@@ -241,9 +245,8 @@ class OrjsonSingerReader(SimpleSingerReader):
         raise UnsupportedMessageError(msg)
 
     def deserialize_json(self, line: str) -> dict:
-        """Decode one message line."""
+        """Decode one message line (common/input_lines.py: the rule of every reader)."""
         try:
-            return orjson.loads(line)  # type: ignore[no-any-return]
-        except orjson.JSONDecodeError as exc:
-            msg = f"Unable to parse input line as JSON: {line[:200]!r}"
-            raise InvalidInputLine(msg) from exc
+            return decode_line(line)  # type: ignore[no-any-return]
+        except ValueError as exc:
+            raise InvalidInputLine(f"Input line is not JSON ({exc})") from exc

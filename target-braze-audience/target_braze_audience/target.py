@@ -11,9 +11,10 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError, InvalidRecord
 from singer_sdk.target_base import Target
 
-from target_braze_audience.batch_files import BatchFileError, iter_batch_records
 from target_braze_audience.client import BrazeClient, BrazeSettingError
+from target_braze_audience.common.batch_files import BatchFileError, iter_batch_records
 from target_braze_audience.common.config_numbers import coerce_number_strings
+from target_braze_audience.common.input_lines import InputLineError
 from target_braze_audience.common.secrets import header_secret_errors, strip_secrets
 from target_braze_audience.deltas import (
     ARRAY_WRITE_MODES,
@@ -606,6 +607,7 @@ class TargetBrazeAudience(Target):
             StoreBusyError,
             StoreUnusableError,
             BatchFileError,
+            InputLineError,
             UnsupportedMessageError,
         ) as exc:
             cls.logger.error("%s", exc)

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from target_braze_audience.batch_files import BatchFileError
+from target_braze_audience.common.batch_files import BatchFileError
 from target_braze_audience.sinks import UnsupportedMessageError
 from target_braze_audience.store import MembershipStore
 from target_braze_audience.target import TargetBrazeAudience

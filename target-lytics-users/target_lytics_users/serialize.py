@@ -12,8 +12,9 @@ import fastjsonschema
 import orjson
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.io_base import SingerReader
-from singer_sdk.singerlib.json import deserialize_json as sdk_deserialize_json
 from singer_sdk.sinks.core import BaseJSONSchemaValidator, JSONSchemaValidator
+
+from target_lytics_users.common.input_lines import decode_line, is_blank, not_json
 
 _FRAGMENT_NULL = orjson.Fragment(b"null")
 
@@ -51,7 +52,8 @@ class LineCountingOrjsonReader(SingerReader):
     The SDK's reader uses `json.loads(parse_float=Decimal)`, the largest cost of a target
     once validation is cheap. orjson is ~5x faster; floats arrive as `float` (which orjson
     writes back with the shortest round-tripping digits). A line orjson refuses (e.g. NaN)
-    falls back to the SDK parser, so exactly the same inputs are accepted. `line_number`
+    falls back to the SDK parser, so exactly the same inputs are accepted (the rule of every
+    reader: common/input_lines.py; blank lines are skipped). `line_number`
     lets the target name the input line of a record it must reject.
     """
 
@@ -71,7 +73,12 @@ class LineCountingOrjsonReader(SingerReader):
         stats: dict[str, int] = defaultdict(int)
         for line in file_input or self.default_input:
             self._current_message = line
-            message = self.deserialize_json(line)
+            try:
+                message = self.deserialize_json(line)
+            except ValueError as exc:
+                if is_blank(line):  # common/input_lines.py: the rule of every reader
+                    continue
+                raise not_json(self.line_number, exc) from exc
             self.assert_line_requires(message, requires={"type"})
             kind = message["type"]
             callback = callbacks.get(kind)
@@ -102,12 +109,7 @@ class LineCountingOrjsonReader(SingerReader):
     def deserialize_json(self, line: str) -> dict:
         """Parse one input line."""
         self.line_number += 1
-        try:
-            return orjson.loads(line)  # type: ignore[no-any-return]
-        except orjson.JSONDecodeError:
-            if not line.strip():
-                raise
-            return sdk_deserialize_json(line)  # NaN/Infinity, or raise the SDK's error
+        return decode_line(line)  # type: ignore[no-any-return]
 
 
 class FastJSONSchemaValidator(BaseJSONSchemaValidator):

@@ -13,7 +13,6 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.target_base import Target
 
-from target_lytics_users.batch_files import BatchFileError, iter_batch_records
 from target_lytics_users.client import (
     CollectResult,
     LyticsAbortedError,
@@ -21,7 +20,9 @@ from target_lytics_users.client import (
     LyticsError,
     LyticsRejectedError,
 )
+from target_lytics_users.common.batch_files import BatchFileError, iter_batch_records
 from target_lytics_users.common.config_numbers import coerce_number_strings
+from target_lytics_users.common.input_lines import InputLineError
 from target_lytics_users.common.secrets import header_secret_errors, strip_secrets
 from target_lytics_users.serialize import LineCountingOrjsonReader, UnsupportedMessageError
 from target_lytics_users.sinks import LyticsSink
@@ -617,7 +618,7 @@ class TargetLyticsUsers(Target):
             super().invoke(
                 about=about, about_format=about_format, config=config, file_input=file_input
             )
-        except (BatchFileError, UnsupportedMessageError) as exc:
+        except (BatchFileError, InputLineError, UnsupportedMessageError) as exc:
             cls.logger.error("%s", exc)
             sys.exit(1)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from target_lytics_testkit import braze_user, run_target, singer_lines
-from target_lytics_users.batch_files import BatchFileError
+from target_lytics_users.common.batch_files import BatchFileError
 from target_lytics_users.serialize import UnsupportedMessageError
 
 EXE = Path(sys.executable).parent / "target-lytics-users"

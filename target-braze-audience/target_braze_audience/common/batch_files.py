@@ -1,12 +1,16 @@
+# generated from common/batch_files.py by scripts/sync_common.py: edit the original
 """SDK BATCH messages read as a stream of records.
 
 The reference is the SDK's ``Sink.process_batch_files`` (same manifest URLs, encodings,
 ``StorageTarget``), replaced here because it loads a whole file into one list (memory grows
 with the file) and hands that list to ``process_batch``, which bypasses schema validation
-and stream maps, and which this target's sink (it serializes records as they arrive and
-only sends bodies in ``process_batch``) never looked into: every record was dropped. Here
-each record is yielded one at a time and the target gives it the same path as a RECORD
-message.
+and stream maps and, for sinks like these targets' (they handle each record as it arrives),
+drops every record. Here each record is yielded one at a time and the target gives it the
+same path as a RECORD message. Lines follow the input-line rule of the message reader
+(input_lines.py).
+
+Every plugin installs on its own, so each target carries a copy of this module
+(scripts/sync_common.py).
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from __future__ import annotations
 import gzip
 import typing as t
 
-import orjson
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
-from singer_sdk.singerlib.json import deserialize_json as sdk_deserialize_json
+
+from .input_lines import decode_line, is_blank
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,12 +57,13 @@ def iter_batch_records(message: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
                     continue
                 lines = gzip.GzipFile(fileobj=raw) if encoding.compression == "gzip" else raw
                 for number, line in enumerate(lines, 1):
-                    if not line.strip():
+                    if is_blank(line):
                         continue
                     try:
-                        record = orjson.loads(line)
-                    except orjson.JSONDecodeError:
-                        record = _sdk_loads(line, where, number)  # NaN/Infinity, like the reader
+                        record = decode_line(line)
+                    except ValueError as exc:
+                        msg = f"{where} line {number} is not JSON: {exc}"
+                        raise BatchFileError(msg) from exc
                     if not isinstance(record, dict):
                         msg = f"{where} line {number} is not a JSON object"
                         raise BatchFileError(msg)
@@ -66,14 +71,6 @@ def iter_batch_records(message: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
         except (OSError, EOFError) as exc:
             msg = f"{where} cannot be read: {type(exc).__name__}: {exc}"
             raise BatchFileError(msg) from exc
-
-
-def _sdk_loads(line: bytes, where: str, number: int) -> t.Any:
-    try:
-        return sdk_deserialize_json(line.decode("utf-8"))
-    except ValueError as exc:
-        msg = f"{where} line {number} is not JSON: {exc}"
-        raise BatchFileError(msg) from exc
 
 
 def _parquet_records(raw: t.IO[bytes], where: str) -> Iterator[dict[str, t.Any]]:

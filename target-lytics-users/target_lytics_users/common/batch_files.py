@@ -1,11 +1,16 @@
+# generated from common/batch_files.py by scripts/sync_common.py: edit the original
 """SDK BATCH messages read as a stream of records.
 
 The reference is the SDK's ``Sink.process_batch_files`` (same manifest URLs, encodings,
 ``StorageTarget``), replaced here because it loads a whole file into one list (memory grows
 with the file) and hands that list to ``process_batch``, which bypasses schema validation
-and stream maps and, for a ``RecordSink`` like this target's, drops every record (its
-``process_batch`` does nothing). Here each record is yielded one at a time and the target
-gives it the same path as a RECORD message.
+and stream maps and, for sinks like these targets' (they handle each record as it arrives),
+drops every record. Here each record is yielded one at a time and the target gives it the
+same path as a RECORD message. Lines follow the input-line rule of the message reader
+(input_lines.py).
+
+Every plugin installs on its own, so each target carries a copy of this module
+(scripts/sync_common.py).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from __future__ import annotations
 import gzip
 import typing as t
 
-import orjson
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
+
+from .input_lines import decode_line, is_blank
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,11 +57,11 @@ def iter_batch_records(message: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
                     continue
                 lines = gzip.GzipFile(fileobj=raw) if encoding.compression == "gzip" else raw
                 for number, line in enumerate(lines, 1):
-                    if not line.strip():
+                    if is_blank(line):
                         continue
                     try:
-                        record = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
+                        record = decode_line(line)
+                    except ValueError as exc:
                         msg = f"{where} line {number} is not JSON: {exc}"
                         raise BatchFileError(msg) from exc
                     if not isinstance(record, dict):
