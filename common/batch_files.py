@@ -55,21 +55,26 @@ def iter_batch_records(message: dict[str, t.Any]) -> Iterator[dict[str, t.Any]]:
                     yield from _parquet_records(raw, where)
                     continue
                 lines = gzip.GzipFile(fileobj=raw) if encoding.compression == "gzip" else raw
-                for number, line in enumerate(lines, 1):
-                    if is_blank(line):
-                        continue
-                    try:
-                        record = decode_line(line)
-                    except ValueError as exc:
-                        msg = f"{where} line {number} is not JSON: {exc}"
-                        raise BatchFileError(msg) from exc
-                    if not isinstance(record, dict):
-                        msg = f"{where} line {number} is not a JSON object"
-                        raise BatchFileError(msg)
-                    yield record
+                yield from _jsonl_records(lines, where)
         except (OSError, EOFError) as exc:
             msg = f"{where} cannot be read: {type(exc).__name__}: {exc}"
             raise BatchFileError(msg) from exc
+
+
+def _jsonl_records(lines: t.Iterable[bytes], where: str) -> Iterator[dict[str, t.Any]]:
+    """Yield the records of a JSONL file's lines, under the input-line rule (input_lines.py)."""
+    for number, line in enumerate(lines, 1):
+        if is_blank(line):
+            continue
+        try:
+            record = decode_line(line)
+        except ValueError as exc:
+            msg = f"{where} line {number} is not JSON: {exc}"
+            raise BatchFileError(msg) from exc
+        if not isinstance(record, dict):
+            msg = f"{where} line {number} is not a JSON object"
+            raise BatchFileError(msg)
+        yield record
 
 
 def _parquet_records(raw: t.IO[bytes], where: str) -> Iterator[dict[str, t.Any]]:

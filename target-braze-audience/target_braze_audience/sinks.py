@@ -212,12 +212,9 @@ class OrjsonSingerReader(SimpleSingerReader):
             try:
                 message = loads(line)  # the common case, without a call (decode_line's first step)
             except orjson.JSONDecodeError:
-                if is_blank(line):  # common/input_lines.py: the rule of every reader
+                message = self._decode_refused(line, number)
+                if message is None:
                     continue
-                try:
-                    message = decode_line(line)
-                except ValueError as exc:
-                    raise not_json(number, exc) from exc
             kind = message.get("type") if message.__class__ is dict else None
             if kind == "RECORD" and on_record is not None:
                 on_record(message)
@@ -243,6 +240,20 @@ class OrjsonSingerReader(SimpleSingerReader):
             "ACTIVATE_VERSION; stopping without delivering or emitting STATE"
         )
         raise UnsupportedMessageError(msg)
+
+    @staticmethod
+    def _decode_refused(line: bytes | str, number: int) -> t.Any:
+        """Decode a line orjson refused, under the rule of every reader (common/input_lines.py).
+
+        None for a blank line (skipped); the SDK parser's value (NaN, Infinity); else
+        InputLineError naming the line number.
+        """
+        if is_blank(line):
+            return None
+        try:
+            return decode_line(line)
+        except ValueError as exc:
+            raise not_json(number, exc) from exc
 
     def deserialize_json(self, line: str) -> dict:
         """Decode one message line (common/input_lines.py: the rule of every reader)."""
