@@ -11,12 +11,6 @@ import requests
 
 _POLL_SECONDS = 0.2
 
-#: One scan event: ("page", audience, scan_id, profiles) | ("restart", audience, scan_id, why)
-#: | ("done", audience, scan_id, PassCheck) | ("failed", audience, scan_id, message).
-#: `audience` is {"audience_id", "audience_slug"}.
-ScanEvent = tuple[str, dict, str, t.Any]
-ScanSource = t.Callable[[requests.Session], t.Iterator[ScanEvent]]
-
 
 @dataclass(frozen=True)
 class CompletedScan:
@@ -93,8 +87,7 @@ class PassCheck:
     def page(self, profiles: list[dict], total: int | None, id_field: str) -> list[dict]:
         """Record one page; return its profiles not served before in this pass."""
         self.pages += 1
-        if total is not None and (not self.totals or self.totals[-1] != total):
-            self.totals.append(total)
+        self._note_total(total)
         keys = self._keys
         out = []
         for profile in profiles:
@@ -109,6 +102,11 @@ class PassCheck:
             self.distinct += 1
             out.append(profile)
         return out
+
+    def _note_total(self, total: int | None) -> None:
+        """Keep Lytics' `total` of this page when it differs from the previous one."""
+        if total is not None and (not self.totals or self.totals[-1] != total):
+            self.totals.append(total)
 
     def problem(self) -> str | None:
         """Why this pass is not a verifiable snapshot, or None.
@@ -134,6 +132,49 @@ class PassCheck:
     def total(self) -> int | None:
         """The total Lytics reported (None when it sent none)."""
         return self.totals[-1] if self.totals else None
+
+
+@dataclass(frozen=True)
+class ScanPage:
+    """One page of a scan pass: its profiles not served before in the pass."""
+
+    #: {"audience_id", "audience_slug"}
+    audience: dict
+    scan_id: str
+    profiles: list[dict]
+
+
+@dataclass(frozen=True)
+class ScanRestart:
+    """The pass `scan_id` is abandoned (`reason`); a new pass starts with a new scan_id."""
+
+    audience: dict
+    scan_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScanFailed:
+    """The audience's scan cannot be trusted (`message`): no snapshot for it."""
+
+    audience: dict
+    scan_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ScanDone:
+    """The pass `scan_id` reached its last page and agrees with Lytics (`check`)."""
+
+    audience: dict
+    scan_id: str
+    check: PassCheck
+
+
+#: What a scan reports to the emitting thread, in order per audience: pages, then restarts
+#: (each followed by the pages of the new pass), then one `ScanDone` or `ScanFailed`.
+ScanEvent = ScanPage | ScanRestart | ScanFailed | ScanDone
+ScanSource = t.Callable[[requests.Session], t.Iterator[ScanEvent]]
 
 
 class _Stop(Exception):

@@ -31,8 +31,12 @@ from tap_lytics_audience.scan import (
     CompletedScan,
     ConcurrentScans,
     PassCheck,
+    ScanDone,
     ScanEvent,
+    ScanFailed,
     ScanLedger,
+    ScanPage,
+    ScanRestart,
     ScanSource,
     sequential_scans,
 )
@@ -50,6 +54,10 @@ MEMBER_BASE_FIELDS = (
     "lytics_uid",
     "scan_id",
 )
+#: `_uid` values that are no uid.
+_NO_UID = (None, "")
+#: Profile field values emitted as they are (others as text, see `_text`).
+_AS_IS = (str, type(None))
 #: `member_key` of a member without an id: its Lytics uid, prefixed.
 UID_KEY_PREFIX = "lytics_uid:"
 AUDIENCE_FIELDS = (
@@ -152,20 +160,10 @@ class AudiencesStream(LyticsStream):
 def resolve_audiences(config: t.Mapping[str, t.Any], segments: list[dict]) -> list[dict]:
     """Map the `audiences` setting (slugs or ids) to scan contexts; unknown ones are an error."""
     wanted = [str(a).strip() for a in config.get("audiences") or [] if str(a).strip()]
-    by_key: dict[str, dict] = {}
-    for seg in segments:
-        by_key.setdefault(str(seg.get("id")), seg)
-        if seg.get("slug_name"):
-            by_key.setdefault(str(seg["slug_name"]), seg)
+    by_key = _segments_by_key(segments)
     unknown = [a for a in wanted if a not in by_key]
     if unknown:
-        slugs = sorted(str(s.get("slug_name") or s.get("id")) for s in segments)
-        msg = (
-            f"Setting `audiences`: unknown audience(s) {', '.join(map(repr, unknown))} "
-            "(slugs or ids of user audiences). Available slugs: "
-            f"{', '.join(slugs) if slugs else '(none)'}"
-        )
-        raise ConfigValidationError(msg, errors=[msg])
+        raise _unknown_audiences(unknown, segments)
     chosen: dict[str, dict] = {}
     for key in wanted:  # config order; the slug and the id of one audience are merged
         seg = by_key[key]
@@ -175,6 +173,27 @@ def resolve_audiences(config: t.Mapping[str, t.Any], segments: list[dict]) -> li
             {"audience_id": audience_id, "audience_slug": str(seg.get("slug_name") or "") or None},
         )
     return list(chosen.values())
+
+
+def _unknown_audiences(unknown: list[str], segments: list[dict]) -> ConfigValidationError:
+    """Build the error naming audiences of the setting that Lytics does not have."""
+    slugs = sorted(str(s.get("slug_name") or s.get("id")) for s in segments)
+    msg = (
+        f"Setting `audiences`: unknown audience(s) {', '.join(map(repr, unknown))} "
+        "(slugs or ids of user audiences). Available slugs: "
+        f"{', '.join(slugs) if slugs else '(none)'}"
+    )
+    return ConfigValidationError(msg, errors=[msg])
+
+
+def _segments_by_key(segments: list[dict]) -> dict[str, dict]:
+    """Index segments by id and by slug (the first segment holding a key wins)."""
+    by_key: dict[str, dict] = {}
+    for seg in segments:
+        by_key.setdefault(str(seg.get("id")), seg)
+        if seg.get("slug_name"):
+            by_key.setdefault(str(seg["slug_name"]), seg)
+    return by_key
 
 
 def member_schema(fields: list[str]) -> dict:
@@ -223,11 +242,7 @@ def normalize_id(raw: t.Any) -> str | None:
     `lytics_uid`.
     """
     if isinstance(raw, list):
-        for value in raw:
-            found = normalize_id(value) if not isinstance(value, list) else None
-            if found is not None:
-                return found
-        return None
+        return _first_id(raw)
     if isinstance(raw, str):
         return raw.strip() or None
     if isinstance(raw, bool):
@@ -236,6 +251,15 @@ def normalize_id(raw: t.Any) -> str | None:
         return str(raw)
     if isinstance(raw, float) and math.isfinite(raw):
         return str(int(raw)) if raw.is_integer() else repr(raw)
+    return None
+
+
+def _first_id(values: list) -> str | None:
+    """Return the first usable id of a merged profile's list (nested lists are no id)."""
+    for value in values:
+        found = normalize_id(value) if not isinstance(value, list) else None
+        if found is not None:
+            return found
     return None
 
 
@@ -358,7 +382,7 @@ class AudienceMembersStream(LyticsStream):
 
         An expired cursor or a pass that disagrees with `total` restarts the scan with a new
         scan_id (at most `max_scan_restarts` times); a page still malformed after retries, or
-        a pass that never agrees, ends this audience with a "failed" event (no snapshot).
+        a pass that never agrees, ends this audience with a `ScanFailed` event (no snapshot).
         """
         max_restarts = int(self.config.get("max_scan_restarts", 3))
         id_field = str(self.config.get("external_id_field", "braze_id"))
@@ -368,7 +392,7 @@ class AudienceMembersStream(LyticsStream):
             check = PassCheck(utc_now())
             try:
                 for page, total in self.fetch_pages(audience, session):
-                    yield ("page", audience, scan_id, check.page(page, total, id_field))
+                    yield ScanPage(audience, scan_id, check.page(page, total, id_field))
             except ScanCursorExpired:
                 if attempt >= max_restarts:
                     msg = (
@@ -376,18 +400,18 @@ class AudienceMembersStream(LyticsStream):
                         f"`max_scan_restarts`={max_restarts}); no snapshot emitted for it"
                     )
                     raise FatalAPIError(msg) from None
-                yield ("restart", audience, scan_id, f"cursor expired after {check.pages} pages")
+                yield ScanRestart(audience, scan_id, f"cursor expired after {check.pages} pages")
                 continue
             except MalformedScanPage as exc:
                 msg = (
                     f"Audience {label}: {exc} after {self.backoff_max_tries()} attempts (setting "
                     "`max_retries`); no snapshot emitted for it, nobody is removed"
                 )
-                yield ("failed", audience, scan_id, msg)
+                yield ScanFailed(audience, scan_id, msg)
                 return
             problem = check.problem()
             if problem is None:
-                yield ("done", audience, scan_id, check)
+                yield ScanDone(audience, scan_id, check)
                 return
             if attempt >= max_restarts:
                 msg = (
@@ -395,9 +419,9 @@ class AudienceMembersStream(LyticsStream):
                     f"`max_scan_restarts`={max_restarts}); no snapshot emitted for it, nobody "
                     "is removed"
                 )
-                yield ("failed", audience, scan_id, msg)
+                yield ScanFailed(audience, scan_id, msg)
                 return
-            yield ("restart", audience, scan_id, problem)
+            yield ScanRestart(audience, scan_id, problem)
 
     def _events(self, audiences: list[dict]) -> t.Iterator[ScanEvent]:
         sources: list[ScanSource] = [functools.partial(self.scan_events, a) for a in audiences]
@@ -431,6 +455,11 @@ class AudienceMembersStream(LyticsStream):
 
     # --- emitting (main thread) ---------------------------------------------------------
 
+    @functools.cached_property
+    def id_field(self) -> str:
+        """The profile field holding the Braze id (setting `external_id_field`)."""
+        return str(self.config.get("external_id_field", "braze_id"))
+
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """Emit the members of every configured audience; record finished scans.
 
@@ -441,12 +470,38 @@ class AudienceMembersStream(LyticsStream):
         by): it is counted and logged, not emitted (so not in the snapshot's member_count;
         the completeness check against Lytics' `total` still counts it as served).
         """
-        tap = self._tap_obj
-        audiences_stream = t.cast("AudiencesStream", tap.streams[AudiencesStream.name])
+        audiences = self._audiences_to_scan()
+        if not audiences:
+            return
+        ledger: ScanLedger = self._tap_obj.ledger
+        every = max(1, int(self.config.get("progress_every_pages", 100)))
+        progress: dict[str, _ScanProgress] = {}
+        for event in self._events(audiences):
+            prog = progress.get(event.scan_id)
+            if prog is None:
+                prog = progress[event.scan_id] = _ScanProgress()
+            if isinstance(event, ScanPage):
+                yield from self._page_records(event, prog)
+                if prog.pages % every == 0:
+                    self._log_progress(event.audience, prog)
+                continue
+            del progress[event.scan_id]  # the pass ended: every record of it was emitted
+            if isinstance(event, ScanRestart):
+                self._restarted(ledger, event)
+            elif isinstance(event, ScanFailed):
+                ledger.fail(event.message)
+                self.logger.error("%s", event.message)
+            else:
+                self._finish(ledger, event, prog)
+        self._log_run_summary(ledger)
+
+    def _audiences_to_scan(self) -> list[dict]:
+        """Resolve the configured audiences to scan contexts and announce them in the log."""
+        audiences_stream = t.cast("AudiencesStream", self._tap_obj.streams[AudiencesStream.name])
         audiences = resolve_audiences(self.config, audiences_stream.list_segments())
         if not audiences:
             self.logger.info("Setting `audiences` is empty: no member scan this run.")
-            return
+            return audiences
         self.logger.info(
             "Scanning %d audiences: %s",
             len(audiences),
@@ -459,82 +514,72 @@ class AudienceMembersStream(LyticsStream):
                     "(target-braze-audience skips them; give the audience a slug to sync it)",
                     audience["audience_id"],
                 )
-        id_field = str(self.config.get("external_id_field", "braze_id"))
-        extra = self.extra_fields
-        every = max(1, int(self.config.get("progress_every_pages", 100)))
-        ledger: ScanLedger = tap.ledger
-        progress: dict[str, _ScanProgress] = {}
+        return audiences
 
-        for kind, audience, scan_id, payload in self._events(audiences):
-            audience_id = audience["audience_id"]
-            slug = audience["audience_slug"]
-            label = slug or audience_id
-            prog = progress.get(scan_id)
-            if prog is None:
-                prog = progress[scan_id] = _ScanProgress()
-            if kind == "page":
-                prog.pages += 1
-                for profile in payload:
-                    raw = profile.get(id_field)
-                    external_id = normalize_id(raw)
-                    uid = profile.get("_uid")
-                    lytics_uid = None if uid is None or uid == "" else str(uid)
-                    if external_id is not None:
-                        member_key = external_id
-                        prog.members += 1
-                        if isinstance(raw, list):
-                            prog.multi += 1
-                    elif lytics_uid is not None:
-                        member_key = UID_KEY_PREFIX + lytics_uid
-                        prog.skipped += 1
-                    else:
-                        prog.unusable += 1
-                        continue
-                    record = {
-                        "audience_id": audience_id,
-                        "audience_slug": slug,
-                        "member_key": member_key,
-                        "external_id": external_id,
-                        "lytics_uid": lytics_uid,
-                        "scan_id": scan_id,
-                    }
-                    for name in extra:
-                        value = profile.get(name)
-                        record[name] = (
-                            value if value is None or isinstance(value, str) else _text(value)
-                        )
-                    yield record
-                if prog.pages % every == 0:
-                    self.logger.info(
-                        "Scanning audience %s: %d pages, %d members, %d without `%s`, %d without "
-                        "`%s` or `_uid` (not emitted) (%.0f/s)",
-                        label,
-                        prog.pages,
-                        prog.members,
-                        prog.skipped,
-                        id_field,
-                        prog.unusable,
-                        id_field,
-                        (prog.members + prog.skipped + prog.unusable)
-                        / max(time.monotonic() - prog.t0, 1e-9),
-                    )
-            elif kind == "restart":
-                del progress[scan_id]
-                ledger.restarts += 1
-                self.logger.warning(
-                    "Scan of audience %s (scan_id %s): %s; restarting the scan from the start "
-                    "with a new scan_id",
-                    label,
-                    scan_id,
-                    payload,
-                )
-            elif kind == "failed":
-                del progress[scan_id]
-                ledger.fail(payload)
-                self.logger.error("%s", payload)
-            else:  # done: every record of this pass has been emitted
-                del progress[scan_id]
-                self._finish(ledger, audience, scan_id, payload, prog, id_field)
+    def _page_records(self, event: ScanPage, prog: _ScanProgress) -> t.Iterator[dict[str, t.Any]]:
+        """Build the member records of one page, counted in `prog` (the per-record hot path)."""
+        audience_id = event.audience["audience_id"]
+        slug = event.audience["audience_slug"]
+        scan_id = event.scan_id
+        id_field = self.id_field
+        extra = self.extra_fields
+        prog.pages += 1
+        for profile in event.profiles:
+            raw = profile.get(id_field)
+            external_id = normalize_id(raw)
+            uid = profile.get("_uid")
+            lytics_uid = None if uid in _NO_UID else str(uid)
+            if external_id is not None:
+                member_key = external_id
+                prog.members += 1
+                if isinstance(raw, list):
+                    prog.multi += 1
+            elif lytics_uid is not None:
+                member_key = UID_KEY_PREFIX + lytics_uid
+                prog.skipped += 1
+            else:
+                prog.unusable += 1
+                continue
+            record = {
+                "audience_id": audience_id,
+                "audience_slug": slug,
+                "member_key": member_key,
+                "external_id": external_id,
+                "lytics_uid": lytics_uid,
+                "scan_id": scan_id,
+            }
+            for name in extra:
+                value = profile.get(name)
+                record[name] = value if isinstance(value, _AS_IS) else _text(value)
+            yield record
+
+    def _log_progress(self, audience: dict, prog: _ScanProgress) -> None:
+        id_field = self.id_field
+        self.logger.info(
+            "Scanning audience %s: %d pages, %d members, %d without `%s`, %d without "
+            "`%s` or `_uid` (not emitted) (%.0f/s)",
+            audience["audience_slug"] or audience["audience_id"],
+            prog.pages,
+            prog.members,
+            prog.skipped,
+            id_field,
+            prog.unusable,
+            id_field,
+            (prog.members + prog.skipped + prog.unusable) / max(time.monotonic() - prog.t0, 1e-9),
+        )
+
+    def _restarted(self, ledger: ScanLedger, event: ScanRestart) -> None:
+        ledger.restarts += 1
+        self.logger.warning(
+            "Scan of audience %s (scan_id %s): %s; restarting the scan from the start "
+            "with a new scan_id",
+            event.audience["audience_slug"] or event.audience["audience_id"],
+            event.scan_id,
+            event.reason,
+        )
+
+    def _log_run_summary(self, ledger: ScanLedger) -> None:
+        id_field = self.id_field
         self.logger.info(
             "Run summary: %d audiences scanned, %d members emitted, %d of them without `%s` "
             "(kept), %d profiles without `%s` or `_uid` not emitted, %d scan restarts, "
@@ -549,18 +594,45 @@ class AudienceMembersStream(LyticsStream):
             len(ledger.failures),
         )
 
-    def _finish(
-        self,
-        ledger: ScanLedger,
-        audience: dict,
-        scan_id: str,
-        check: PassCheck,
-        prog: _ScanProgress,
-        id_field: str,
-    ) -> None:
+    def _finish(self, ledger: ScanLedger, event: ScanDone, prog: _ScanProgress) -> None:
+        """Record a finished pass in the ledger, unless none of its members has an id."""
+        audience, check = event.audience, event.check
         label = audience["audience_slug"] or audience["audience_id"]
-        emitted = prog.members + prog.skipped
-        scanned = emitted + prog.unusable
+        if not self._ids_usable(ledger, audience, prog):
+            return
+        if prog.multi:
+            self.logger.info(
+                "Audience %s: %d members have several `%s` values (merged profiles): the "
+                "first is sent, memberships of the others are kept through `lytics_uid`",
+                label,
+                prog.multi,
+                self.id_field,
+            )
+        if check.total is None:
+            self.logger.info(
+                "Audience %s: Lytics sent no `total`, so the scan's completeness is not "
+                "checked against it",
+                label,
+            )
+        self._log_scanned(label, event, prog)
+        ledger.complete(
+            CompletedScan(
+                audience_id=audience["audience_id"],
+                audience_slug=audience["audience_slug"],
+                scan_id=event.scan_id,
+                member_count=prog.members + prog.skipped,
+                members_without_id=prog.skipped,
+                members_unusable=prog.unusable,
+                started_at=check.started_at,
+                completed_at=utc_now(),
+            )
+        )
+
+    def _ids_usable(self, ledger: ScanLedger, audience: dict, prog: _ScanProgress) -> bool:
+        """Return False (the audience failed) when none of its members has the id field."""
+        label = audience["audience_slug"] or audience["audience_id"]
+        id_field = self.id_field
+        scanned = prog.members + prog.skipped + prog.unusable
         no_id = prog.skipped + prog.unusable
         if no_id and not prog.members:
             msg = (
@@ -570,7 +642,7 @@ class AudienceMembersStream(LyticsStream):
             )
             ledger.fail(msg)
             self.logger.error("%s", msg)
-            return
+            return False
         if no_id * 2 > scanned:
             self.logger.warning(
                 "Audience %s: %d of its %d members have no `%s` (setting `external_id_field`); "
@@ -581,48 +653,26 @@ class AudienceMembersStream(LyticsStream):
                 id_field,
                 self.profile_fields(audience),
             )
-        if prog.multi:
-            self.logger.info(
-                "Audience %s: %d members have several `%s` values (merged profiles): the "
-                "first is sent, memberships of the others are kept through `lytics_uid`",
-                label,
-                prog.multi,
-                id_field,
-            )
-        if check.total is None:
-            self.logger.info(
-                "Audience %s: Lytics sent no `total`, so the scan's completeness is not "
-                "checked against it",
-                label,
-            )
+        return True
+
+    def _log_scanned(self, label: str, event: ScanDone, prog: _ScanProgress) -> None:
         elapsed = time.monotonic() - prog.t0
+        scanned = prog.members + prog.skipped + prog.unusable
         self.logger.info(
             "Audience %s scanned: %d members, kept: %d members without `%s`, %d duplicates "
             "skipped, %d without `%s` or `_uid` not emitted, %d pages, %.1fs (%.0f members/s), "
             "scan_id %s",
             label,
-            emitted,
+            prog.members + prog.skipped,
             prog.skipped,
-            id_field,
-            check.duplicates,
+            self.id_field,
+            event.check.duplicates,
             prog.unusable,
-            id_field,
+            self.id_field,
             prog.pages,
             elapsed,
             scanned / max(elapsed, 1e-9),
-            scan_id,
-        )
-        ledger.complete(
-            CompletedScan(
-                audience_id=audience["audience_id"],
-                audience_slug=audience["audience_slug"],
-                scan_id=scan_id,
-                member_count=emitted,
-                members_without_id=prog.skipped,
-                members_unusable=prog.unusable,
-                started_at=check.started_at,
-                completed_at=utc_now(),
-            )
+            event.scan_id,
         )
 
 
