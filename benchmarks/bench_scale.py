@@ -61,7 +61,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_target_braze_audience import MEMBER_SCHEMA, SNAPSHOT_SCHEMA  # noqa: E402
-from measure import Measured, _wait, run_measured  # noqa: E402
+from measure import Measured, run_measured  # noqa: E402
 
 BIN = Path(sys.executable).parent
 API_KEY = "bench-key"
@@ -476,14 +476,26 @@ def bench_concurrent(
                     )
                     running.append((j, proc, stdin, log))
                 results = []
-                for j, proc, stdin, log in running:
-                    res = _wait(proc, started)
+                by_pid = {proc.pid: (j, proc, stdin, log) for j, proc, stdin, log in running}
+                while by_pid:  # in the order they exit, so each runner's own time is right
+                    pid, status, usage = os.wait4(-1, 0)
+                    if pid not in by_pid:
+                        continue
+                    j, proc, stdin, log = by_pid.pop(pid)
+                    proc.returncode = os.waitstatus_to_exitcode(status)
                     stdin.close()
                     log.close()
-                    if res.returncode:
+                    if proc.returncode:
                         tail = (work / f"log-runner-{j}.txt").read_text().splitlines()[-5:]
-                        raise SystemExit(f"runner {j} of {n_run} exited {res.returncode}: {tail}")
-                    results.append(res)
+                        raise SystemExit(f"runner {j} of {n_run} exited {proc.returncode}: {tail}")
+                    results.append(
+                        Measured(
+                            proc.returncode,
+                            time.perf_counter() - started,
+                            usage.ru_maxrss / 1024,
+                            usage.ru_utime + usage.ru_stime,
+                        )
+                    )
                 wall = time.perf_counter() - started
                 after = braze.stats_snapshot()
                 users, changed = pop.changed(members, previous)
