@@ -25,6 +25,7 @@ COPIES: dict[str, tuple[str, ...]] = {
     "batch_files.py": TARGETS,
     "config_numbers.py": PLUGINS,
     "input_lines.py": TARGETS,
+    "retry_headers.py": PLUGINS,
     "secrets.py": PLUGINS,
 }
 HEADER = "# generated from common/{module} by scripts/sync_common.py: edit the original\n"

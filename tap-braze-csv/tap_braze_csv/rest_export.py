@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from tap_braze_csv.common.retry_headers import rate_limit_reset_seconds, retry_after_seconds
 from tap_braze_csv.errors import BrazeCsvError
 
 #: Fields asked for when ``rest_export.fields_to_export`` is not set: the webhook's profile
@@ -314,13 +315,12 @@ class ExportClient:
         s = self.settings
         wait = s.retry_backoff_base * (2**attempt)
         if response is not None:
-            retry_after = response.headers.get("Retry-After")
-            reset = response.headers.get("X-RateLimit-Reset")
-            with contextlib.suppress(ValueError):
-                if retry_after is not None:
-                    wait = float(retry_after)
-                elif response.status_code == 429 and reset is not None:
-                    wait = max(float(reset) - time.time(), s.retry_backoff_base)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            reset = rate_limit_reset_seconds(response.headers.get("X-RateLimit-Reset"))
+            if retry_after is not None:
+                wait = retry_after
+            elif response.status_code == 429 and reset is not None:
+                wait = max(reset, s.retry_backoff_base)
         return max(0.0, min(wait, s.retry_backoff_max))
 
     def trigger(self, segment_id: str) -> dict[str, Any]:

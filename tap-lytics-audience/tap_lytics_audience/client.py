@@ -18,6 +18,8 @@ from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
+from tap_lytics_audience.common.retry_headers import retry_after_seconds
+
 if t.TYPE_CHECKING:
     from backoff.types import Details
     from singer_sdk.helpers.types import Context
@@ -328,18 +330,4 @@ def _retry_after_seconds(exc: t.Any) -> float | None:
     response = getattr(exc, "response", None)
     if response is None:
         return None
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime  # HTTP-date form
-
-        try:
-            import datetime as dt
-
-            when = parsedate_to_datetime(value)
-            return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
-        except (TypeError, ValueError):
-            return None
+    return retry_after_seconds(response.headers.get("Retry-After"))

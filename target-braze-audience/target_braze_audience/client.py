@@ -25,6 +25,8 @@ import orjson
 import requests
 from singer_sdk import metrics
 
+from target_braze_audience.common.retry_headers import rate_limit_reset_seconds
+
 TRACK_PATH = "/users/track"
 
 
@@ -86,15 +88,11 @@ class RateLimiter:
 
 def _reset_delay(headers: t.Mapping[str, str], default: float) -> float:
     """Seconds until `X-RateLimit-Reset` (UTC epoch seconds), or `default`."""
-    raw = headers.get("X-RateLimit-Reset")
-    try:
-        reset = float(raw) if raw is not None else None
-    except ValueError:
-        reset = None
-    if reset is None:
+    seconds = rate_limit_reset_seconds(headers.get("X-RateLimit-Reset"))
+    if seconds is None:
         return default
     # Reset has one-second resolution: add a little slack so we land in the new window.
-    return min(max(reset - time.time(), 0.0) + 0.05, 300.0)
+    return min(seconds + 0.05, 300.0)
 
 
 def unreachable_reason(exc: BaseException) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import socket
@@ -15,6 +14,8 @@ from urllib.parse import quote
 import orjson
 import requests
 from singer_sdk import metrics
+
+from target_lytics_users.common.retry_headers import retry_after_seconds
 
 USER_AGENT = "target-lytics-users"
 
@@ -67,21 +68,8 @@ class ClientStats:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    """Seconds to wait from a `Retry-After` header (common/retry_headers.py), or None."""
+    return retry_after_seconds(value, now)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:

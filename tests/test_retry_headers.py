@@ -1,0 +1,80 @@
+"""The waits a server asks for (`Retry-After`, Braze's `X-RateLimit-Reset`) are read the same
+way by every plugin that honours them (common/retry_headers.py), through each plugin's own
+code path: seconds (or an HTTP-date) from now, never negative, and a value that is not a finite
+number falls back to the plugin's own backoff instead of a wait of forever or of nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from types import SimpleNamespace
+
+import pytest
+import requests
+from tap_braze_csv.rest_export import ExportClient
+from tap_lytics_audience import client as tap_lytics_client
+from target_braze_audience import client as braze_client
+from target_lytics_users import client as lytics_client
+
+FALLBACK = 0.125  # the plugin's own backoff in these probes: "the header was not used"
+
+
+def _response(status: int, headers: dict[str, str]) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+def _braze_csv_wait(status: int, headers: dict[str, str]) -> float | None:
+    settings = SimpleNamespace(retry_backoff_base=FALLBACK, retry_backoff_max=10_000.0)
+    wait = ExportClient._backoff(SimpleNamespace(settings=settings), 0, _response(status, headers))  # type: ignore[arg-type]
+    return None if wait == FALLBACK else wait
+
+
+RETRY_AFTER: dict[str, Callable[[str], float | None]] = {
+    "tap-lytics-audience": lambda v: tap_lytics_client._retry_after_seconds(
+        SimpleNamespace(response=_response(429, {"Retry-After": v}))
+    ),
+    "target-lytics-users": lambda v: lytics_client.parse_retry_after(v),
+    "tap-braze-csv": lambda v: _braze_csv_wait(503, {"Retry-After": v}),
+}
+
+
+def _braze_reset(v: str) -> float | None:
+    wait = braze_client._reset_delay({"X-RateLimit-Reset": v}, FALLBACK)
+    return None if wait == FALLBACK else wait - 0.05  # Braze's one-second resolution slack
+
+
+RESET: dict[str, Callable[[str], float | None]] = {
+    "target-braze-audience": _braze_reset,
+    "tap-braze-csv": lambda v: _braze_csv_wait(429, {"X-RateLimit-Reset": v}),
+}
+
+
+@pytest.mark.parametrize("plugin", list(RETRY_AFTER))
+def test_retry_after_is_read_the_same_everywhere(plugin: str) -> None:
+    read = RETRY_AFTER[plugin]
+    assert read("12") == 12.0
+    assert read(" 3.5 ") == 3.5
+    assert read("-4") == 0.0
+    ahead = read(formatdate(time.time() + 30, usegmt=True))  # the HTTP-date form
+    assert ahead is not None
+    assert 27 <= ahead <= 31
+    assert read(formatdate(time.time() - 30, usegmt=True)) == 0.0
+    for bad in ("inf", "Infinity", "nan", "soon", ""):
+        assert read(bad) is None, bad
+
+
+@pytest.mark.parametrize("plugin", list(RESET))
+def test_rate_limit_reset_is_read_the_same_everywhere(plugin: str) -> None:
+    read = RESET[plugin]
+    ahead = read(str(int(time.time()) + 20))
+    assert ahead is not None
+    assert 18 <= ahead <= 20.5
+    # A reset already past: no wait from the header (tap-braze-csv then waits its own backoff
+    # floor after a 429, a schedule rule of its own).
+    assert read(str(int(time.time()) - 20)) in {0.0, None}
+    for bad in ("inf", "nan", "soon"):
+        assert read(bad) is None, bad
