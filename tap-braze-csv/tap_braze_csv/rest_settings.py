@@ -87,7 +87,9 @@ REST_EXPORT_PROPERTY = th.Property(
             "request_timeout",
             th.IntegerType,
             default=60,
-            description="Seconds allowed for one HTTP request.",
+            description=(
+                "Seconds to wait for the server to accept a connection, then for each part of its answer (a timeout per wait, not a limit on the whole request)."
+            ),
         ),
         th.Property(
             "max_retries",

@@ -120,7 +120,9 @@ class TapLyticsAudience(Tap):
             "request_timeout",
             th.NumberType(minimum=0),
             default=60,
-            description="Seconds to wait for one HTTP response.",
+            description=(
+                "Seconds to wait for the server to accept a connection, then for each part of its answer (a timeout per wait, not a limit on the whole request)."
+            ),
         ),
         th.Property(
             "max_scan_restarts",

@@ -290,7 +290,9 @@ class TargetBrazeAudience(Target):
             "request_timeout",
             th.NumberType(minimum=0),
             default=30,
-            description="Seconds before an HTTP request times out (then retried).",
+            description=(
+                "Seconds to wait for the server to accept a connection, then for each part of its answer (a timeout per wait, not a limit on the whole request)."
+            ),
         ),
         th.Property(
             "retry_backoff_base",

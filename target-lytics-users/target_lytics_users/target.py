@@ -166,7 +166,9 @@ class TargetLyticsUsers(Target):
             "request_timeout",
             th.NumberType(minimum=1),
             default=120.0,
-            description="Seconds to wait for Lytics to answer one request.",
+            description=(
+                "Seconds to wait for the server to accept a connection, then for each part of its answer (a timeout per wait, not a limit on the whole request)."
+            ),
         ),
         th.Property(
             "max_concurrency",
