@@ -18,7 +18,19 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from target_braze_audience.client import BrazeClient, BrazeSettingError, TrackResult
-from target_braze_audience.store import ADD, REMOVE, AudienceBusyError, MembershipStore
+from target_braze_audience.store import (
+    ADD,
+    REMOVE,
+    AudienceBusyError,
+    AudienceOp,
+    Delta,
+    DeltaKind,
+    KeptMark,
+    Membership,
+    MembershipStore,
+    Rejection,
+    SeenMark,
+)
 
 CHUNK_ROWS = 10_000
 PROGRESS_EVERY = 100_000
@@ -28,7 +40,7 @@ MAX_REFUSED_IN_A_ROW = 20
 Braze is then refusing everything (a systemic cause), and splitting every request down to
 single objects would cost two requests per user."""
 
-Ops = list[tuple[str, str]]
+Ops = list[AudienceOp]
 Batch = list[tuple[str, Ops, list[str] | None]]
 """Objects of one request: (user, [(audience, op), ...], complete array or None).
 
@@ -324,12 +336,12 @@ class DeltaEngine:
         self._initialized = store.initialized_audiences()
         self._kinds: dict[str, int] = {}
         self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
-        self._dry_breakdown: dict[tuple[str, str, str], int] | None = None
-        self._members: list[tuple[str, str, str, str | None]] = []
-        self._kept: list[tuple[str, str, str]] = []
+        self._dry_breakdown: dict[DeltaKind, int] | None = None
+        self._members: list[SeenMark] = []
+        self._kept: list[KeptMark] = []
         self._snapshotted: set[str] = set()
         self.held: list[str] = []
-        self._explicit: list[tuple[str, str, str]] = []
+        self._explicit: list[Delta] = []
         self._received_scan: dict[tuple[str, str], int] = defaultdict(int)
         self._records = 0
         self._id_field = settings.external_id_field
@@ -425,7 +437,7 @@ class DeltaEngine:
             if not user:
                 if uid:
                     # Still a member, without an id: keep what Braze has for this person.
-                    kept_rows.append((aud, scan, str(uid)))
+                    kept_rows.append(KeptMark(aud, scan, str(uid)))
                     if len(kept_rows) >= CHUNK_ROWS:
                         flush()
                     return
@@ -434,14 +446,14 @@ class DeltaEngine:
             if (len(user) > short or user.isspace()) and (why := id_problem(user)):
                 invalid(stream, why)  # never sent to Braze
                 if uid:  # like a member without an id: keep what Braze has for this person
-                    kept_rows.append((aud, scan, str(uid)))
+                    kept_rows.append(KeptMark(aud, scan, str(uid)))
                     if len(kept_rows) >= CHUNK_ROWS:
                         flush()
                 return
             if self._explicit:
                 flush()
             members = self._members
-            members.append((aud, user, scan, uid if uid is None else str(uid)))
+            members.append(SeenMark(aud, user, scan, uid if uid is None else str(uid)))
             if len(members) >= CHUNK_ROWS:
                 flush()
 
@@ -470,7 +482,7 @@ class DeltaEngine:
                 if not v:
                     continue
                 if self._mine(str(v)):
-                    self._explicit.append((user, str(v), op))
+                    self._explicit.append(Delta(user, str(v), op))
                 else:
                     self._refused_records[str(v)] += 1
         if len(self._explicit) >= CHUNK_ROWS:
@@ -884,9 +896,9 @@ class DeltaEngine:
     def _record(self, batch: Batch, rejected: t.Mapping[int, str]) -> None:
         """Record Braze's answer to the objects of one request in the store and summary."""
         summary = self.summary
-        accepted: list[tuple[str, str, str]] = []
-        rejects: list[tuple[str, str, str]] = []
-        update_only: list[tuple[str, str]] = []
+        accepted: list[Delta] = []
+        rejects: list[Rejection] = []
+        update_only: list[Membership] = []
         uo = self.s.update_existing_only
         for idx, (user, ops, full) in enumerate(batch):
             reason = rejected.get(idx)
@@ -904,18 +916,18 @@ class DeltaEngine:
                     st = summary.audiences[aud]
                     if op == REMOVE:
                         st.removed += 1
-                        accepted.append((user, aud, REMOVE))
+                        accepted.append(Delta(user, aud, REMOVE))
                         continue
-                    accepted.append((user, aud, ADD))
+                    accepted.append(Delta(user, aud, ADD))
                     if op == ADD:
                         st.added += 1
                     if uo:
                         st.update_only += 1
-                        update_only.append((user, aud))
+                        update_only.append(Membership(user, aud))
             else:
                 summary.rejected_objects += 1
                 for aud, _op in ops:
-                    rejects.append((user, aud, reason))
+                    rejects.append(Rejection(user, aud, reason))
                     summary.audiences[aud].rejected += 1
                 self._name_rejection(user, ops, reason)
         self.store.record_results(accepted, rejects)
@@ -926,7 +938,7 @@ class DeltaEngine:
                 now=_utcnow(),
             )
 
-    def _name_rejection(self, user: str, ops: list[tuple[str, str]], reason: str) -> None:
+    def _name_rejection(self, user: str, ops: Ops, reason: str) -> None:
         """Log a rejected user with Braze's reason (the first MAX_NAMED of a run)."""
         self._named += 1
         if self._named > MAX_NAMED_REJECTIONS:

@@ -21,10 +21,11 @@ file is never created.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import typing as t
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -70,7 +71,17 @@ __all__ = [
     "REOFFER",
     "STORE_LOCK_KEY",
     "AudienceBusyError",
+    "AudienceOp",
+    "Delta",
+    "DeltaKind",
+    "KeptMark",
+    "Membership",
     "MembershipStore",
+    "OverLimit",
+    "PendingRow",
+    "PendingUser",
+    "Rejection",
+    "SeenMark",
     "SnapshotOutcome",
     "StoreBusyError",
     "StoreMismatchError",
@@ -99,6 +110,86 @@ class SnapshotOutcome:
     kept: int = 0  # stored members not seen with an id, kept because their uid was seen
     held: int = 0  # removals held back by max_removal_fraction (not queued)
     stored: int = 0  # members the store held for the audience (when removals were computed)
+
+
+class SeenMark(t.NamedTuple):
+    """A membership seen in this run's input (:meth:`MembershipStore.add_seen`)."""
+
+    audience: str
+    user_id: str
+    scan_id: str  # "" when the record names no scan
+    lytics_uid: str | None = None
+
+
+class KeptMark(t.NamedTuple):
+    """A profile seen without a usable identifier, kept by its Lytics uid (add_kept)."""
+
+    audience: str
+    scan_id: str  # "" when the record names no scan
+    lytics_uid: str
+
+
+class Delta(t.NamedTuple):
+    """One (user, audience) change: an explicit delta, or one Braze accepted."""
+
+    user_id: str
+    audience: str
+    op: str  # ADD or REMOVE (REOFFER is recorded as ADD)
+
+
+class Rejection(t.NamedTuple):
+    """A delta Braze refused, with its reason."""
+
+    user_id: str
+    audience: str
+    reason: str
+
+
+class Membership(t.NamedTuple):
+    """A (user, audience) pair (update-only adds: :meth:`MembershipStore.record_update_only`)."""
+
+    user_id: str
+    audience: str
+
+
+class AudienceOp(t.NamedTuple):
+    """A pending delta of one user: the audience and its op (ADD, REMOVE or REOFFER)."""
+
+    audience: str
+    op: str
+
+
+class PendingUser(t.NamedTuple):
+    """A user with pending or rejected deltas (:meth:`MembershipStore.iter_pending_users`)."""
+
+    user_id: str
+    ops: list[AudienceOp]
+
+
+class PendingRow(t.NamedTuple):
+    """A row of braze_pending (:meth:`MembershipStore.pending_rows`)."""
+
+    user_id: str
+    audience: str
+    op: str
+    status: str  # PENDING or REJECTED
+    attempted: bool
+    reason: str | None
+
+
+class DeltaKind(t.NamedTuple):
+    """A key of :meth:`MembershipStore.pending_breakdown`."""
+
+    audience: str
+    op: str
+    status: str
+
+
+class OverLimit(t.NamedTuple):
+    """Users whose array would exceed the limit (users_over_array_length)."""
+
+    total: int
+    sample: list[str]  # the first few, by user id
 
 
 class MembershipStore:
@@ -317,15 +408,15 @@ class MembershipStore:
             q = q.where(membership.c.audience == audience)
         return {(a, u): bool(p) for a, u, p in self.conn.execute(q)}
 
-    def pending_rows(self) -> list[tuple[str, str, str, str, bool, str | None]]:
-        """All pending/rejected deltas (user, audience, op, status, attempted, reason)."""
+    def pending_rows(self) -> list[PendingRow]:
+        """All pending/rejected deltas, by user then audience."""
         p = pending.c
         q = sa.select(p.user_id, p.audience, p.op, p.status, p.attempted, p.reason).order_by(
             p.user_id, p.audience
         )
-        return [(u, a, o, s, bool(at), r) for u, a, o, s, at, r in self.conn.execute(q)]
+        return [PendingRow(u, a, o, s, bool(at), r) for u, a, o, s, at, r in self.conn.execute(q)]
 
-    def pending_breakdown(self) -> tuple[int, dict[tuple[str, str, str], int]]:
+    def pending_breakdown(self) -> tuple[int, dict[DeltaKind, int]]:
         """Users with deltas, and deltas per (audience, op, status): two aggregate scans."""
         p = pending.c
         mine = self._scope(p.audience)
@@ -337,7 +428,7 @@ class MembershipStore:
             .where(*mine)
             .group_by(p.audience, p.op, p.status)
         )
-        return int(users or 0), {(a, o, s): int(n) for a, o, s, n in self.conn.execute(q)}
+        return int(users or 0), {DeltaKind(a, o, s): int(n) for a, o, s, n in self.conn.execute(q)}
 
     def pending_counts(self) -> dict[str, dict[str, int]]:
         """Count deltas per audience: {"pending": n, "rejected": n}."""
@@ -396,8 +487,8 @@ class MembershipStore:
             self.conn.exec_driver_sql("ANALYZE braze_seen_tmp")
             self._seen_analyzed = self._seen_seq
 
-    def add_kept(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        """Record profiles seen without an identifier: (audience, scan_id or "", lytics_uid)."""
+    def add_kept(self, rows: Sequence[KeptMark]) -> None:
+        """Record profiles seen without an identifier (kept by their Lytics uid)."""
         if not rows:
             return
         self._kept_audiences.update(r[0] for r in rows)
@@ -409,13 +500,12 @@ class MembershipStore:
         )
 
     def add_seen(
-        self, rows: Sequence[tuple[t.Any, ...]], silent_audiences: Iterable[str] = ()
+        self, rows: Sequence[SeenMark], silent_audiences: Iterable[str] = ()
     ) -> dict[str, int]:
         """Record memberships seen this run and queue `add` for those Braze lacks.
 
         Args:
-            rows: (audience, user_id, scan_id or "", lytics_uid or None) tuples in input
-                order (the uid may be left out).
+            rows: the marks in input order (a row may leave out the uid).
             silent_audiences: audiences still in their silent baseline (no adds queued).
 
         Returns:
@@ -424,69 +514,96 @@ class MembershipStore:
         """
         if not rows:
             return {}
+        last = self._mark_seen(rows)
+        n = seen.alias("new").c
+        fresh = n.seq > last
+        present = self._stored_presence(n)
+        silent = list(silent_audiences)
+        unchanged: dict[str, int] = {}
+        unchanged_possible = any(self._has_members(a) for a in {r[0] for r in rows})
+        if unchanged_possible:
+            unchanged, lacking = self._count_chunk(n, fresh, present, last)
+            if not lacking.difference(silent):
+                self._cancel_removes(n, fresh)
+                return unchanged
+        self._queue_adds(n, fresh, present, silent, probe=unchanged_possible)
+        self._cancel_removes(n, fresh)
+        return unchanged
+
+    def _mark_seen(self, rows: Sequence[SeenMark]) -> int:
+        """Append the chunk's marks; return the last seq before them."""
         if len(rows[0]) == 3:
-            rows = [(*r, None) for r in rows]
+            rows = [SeenMark(*r) for r in rows]
         last = self._seen_seq
         self._append_seen(rows)
         self._seen_seq = int(self.conn.execute(sa.select(sa.func.max(seen.c.seq))).scalar() or 0)
-        new = seen.alias("new")
-        n, m, s, p = new.c, membership.c, seen.c, pending.c
-        # What Braze holds for each of the chunk's rows, as a correlated scalar subquery: one
-        # primary-key probe per row on both backends. As a join, PostgreSQL planned a hash
-        # join over a sequential scan of the whole braze_membership for every chunk of
-        # 10,000 rows (auto_explain: "Seq Scan on braze_membership rows=300000" per chunk),
-        # work that grows with the store: quadratic over a run.
-        present = (
+        for aud, scan in {(r[0], r[2]) for r in rows}:
+            self._seen_scans.setdefault(aud, set()).add(scan)
+        return last
+
+    @staticmethod
+    def _stored_presence(n: t.Any) -> t.Any:
+        """Select what Braze holds for a chunk row (`n`: columns of the chunk's seen marks)."""
+        m = membership.c
+        # A correlated scalar subquery: one primary-key probe per row on both backends. As
+        # a join, PostgreSQL planned a hash join over a sequential scan of the whole
+        # braze_membership for every chunk of 10,000 rows (auto_explain: "Seq Scan on
+        # braze_membership rows=300000" per chunk), work that grows with the store:
+        # quadratic over a run.
+        return (
             sa.select(m.present)
             .where(m.audience == n.audience, m.user_id == n.user_id)
             .scalar_subquery()
         )
-        fresh = n.seq > last
+
+    def _count_chunk(
+        self, n: t.Any, fresh: t.Any, present: t.Any, last: int
+    ) -> tuple[dict[str, int], set[str]]:
+        """Newly seen members Braze already has, and audiences with a row Braze may lack.
+
+        One pass over the chunk answers both questions: in the steady state (nothing
+        changed) the INSERT of adds, a second probe per row, is then skipped.
+        """
+        s = seen.c
+        self._index_seen()
+        self._analyze_seen()
+        # OFFSET 0 keeps PostgreSQL from flattening the subquery, which would
+        # evaluate the probe once per reference to `present` (twice per row).
+        chunk = (
+            sa.select(n.audience, n.user_id, present.label("present"))
+            .where(fresh)
+            .offset(0)
+            .subquery()
+        )
+        c = chunk.c
+        seen_before = sa.exists().where(
+            s.audience == c.audience, s.user_id == c.user_id, s.seq <= last
+        )
+        held = c.present.is_(True)
+        counts = sa.select(
+            c.audience,
+            sa.func.count(sa.case((sa.and_(held, ~seen_before), c.user_id)).distinct()),
+            sa.func.count(sa.case((held, None), else_=1)),
+        ).group_by(c.audience)
         unchanged: dict[str, int] = {}
-        scans = self._seen_scans
-        for aud, scan in {(r[0], r[2]) for r in rows}:
-            scans.setdefault(aud, set()).add(scan)
-        unchanged_possible = any(self._has_members(a) for a in {r[0] for r in rows})
-        silent = list(silent_audiences)
-        # Audiences of this chunk with a row Braze may lack (not stored as present).
         lacking: set[str] = set()
-        if unchanged_possible:
-            self._index_seen()
-            self._analyze_seen()
-            # OFFSET 0 keeps PostgreSQL from flattening the subquery, which would
-            # evaluate the probe once per reference to `present` (twice per row).
-            chunk = (
-                sa.select(n.audience, n.user_id, present.label("present"))
-                .where(fresh)
-                .offset(0)
-                .subquery()
-            )
-            c = chunk.c
-            seen_before = sa.exists().where(
-                s.audience == c.audience, s.user_id == c.user_id, s.seq <= last
-            )
-            # One pass over the chunk answers both questions: how many newly seen members are
-            # unchanged, and whether any row needs an add. In the steady state (nothing
-            # changed) the INSERT of adds below, a second probe per row, is then skipped.
-            held = c.present.is_(True)
-            counts = sa.select(
-                c.audience,
-                sa.func.count(sa.case((sa.and_(held, ~seen_before), c.user_id)).distinct()),
-                sa.func.count(sa.case((held, None), else_=1)),
-            ).group_by(c.audience)
-            for a, u, k in self.conn.execute(counts):
-                if u:
-                    unchanged[a] = int(u)
-                if k:
-                    lacking.add(a)
-            if not lacking.difference(silent):
-                self._cancel_removes(n, fresh)
-                return unchanged
+        for a, u, k in self.conn.execute(counts):
+            if u:
+                unchanged[a] = int(u)
+            if k:
+                lacking.add(a)
+        return unchanged, lacking
+
+    def _queue_adds(
+        self, n: t.Any, fresh: t.Any, present: t.Any, silent: list[str], *, probe: bool
+    ) -> None:
+        """Queue `add` for the chunk's rows Braze lacks (all of them unless `probe`)."""
+        p = pending.c
         cols = (n.user_id, n.audience, sa.literal(ADD), sa.literal(PENDING), sa.false())
         cond = [fresh]
         if silent:
             cond.append(n.audience.not_in(silent))
-        if unchanged_possible:  # else the store has nobody in these audiences yet
+        if probe:  # else the store has nobody in these audiences yet
             cond.append(sa.not_(present.is_(True)))
         adds = sa.select(*cols).distinct().where(*cond)
         ins = self._insert(pending).from_select(
@@ -503,8 +620,6 @@ class MembershipStore:
                 },
             )
         )
-        self._cancel_removes(n, fresh)
-        return unchanged
 
     def _cancel_removes(self, n: t.Any, fresh: t.Any) -> None:
         """Cancel the removes pending for members seen again in this chunk."""
@@ -548,8 +663,8 @@ class MembershipStore:
 
     # -- explicit deltas -------------------------------------------------------------------
 
-    def apply_explicit(self, rows: Sequence[tuple[str, str, str]]) -> dict[str, dict[str, int]]:
-        """Queue explicit deltas (user_id, audience, op) from a delta-shaped stream.
+    def apply_explicit(self, rows: Sequence[Delta]) -> dict[str, dict[str, int]]:
+        """Queue explicit deltas from a delta-shaped stream.
 
         Latest intent wins per (user, audience). An `add` Braze already has and a
         `remove` of a membership Braze is known not to hold are skipped.
@@ -560,6 +675,20 @@ class MembershipStore:
         """
         if not rows:
             return {}
+        intents = self._explicit_intents(rows)
+        counts: dict[str, dict[str, int]] = {}
+        for (_u, a), op in intents.items():
+            c = counts.setdefault(a, {ADD: 0, REMOVE: 0, "skipped": 0})
+            c[op or "skipped"] += 1
+        self._write_explicit(intents)
+        return counts
+
+    def _explicit_intents(self, rows: Sequence[Delta]) -> dict[tuple[str, str], str | None]:
+        """(user, audience) -> the op to queue (None: nothing to send), latest intent last.
+
+        Each row is judged against what Braze holds (per the store) and the delta pending,
+        both as the earlier rows of the chunk left them.
+        """
         self._load_incoming(
             [(n, a, u, o) for n, (u, a, o) in enumerate(rows)], "seq, audience, user_id, op"
         )
@@ -580,29 +709,22 @@ class MembershipStore:
             if key not in state:
                 state[key] = (present, p_op, bool(p_att))
             present, p_op, p_att = state[key]
-            if op == ADD:
-                maybe_gone = present is not True or (p_op == REMOVE and p_att)
-                new_op = ADD if maybe_gone else None
-            else:
-                maybe_held = present is not False or (p_op == ADD and p_att)
-                new_op = REMOVE if maybe_held else None
-            state[key] = (present, new_op, p_att)
+            state[key] = (present, _explicit_op(op, present, p_op, p_att), p_att)
         self.conn.execute(incoming.delete())
+        return {key: op for key, (_pr, op, _at) in state.items()}
+
+    def _write_explicit(self, intents: dict[tuple[str, str], str | None]) -> None:
+        """Upsert the explicit deltas to queue, delete those with nothing to send."""
+        p = pending.c
         upserts = [
             {"user_id": u, "audience": a, "op": o, "status": PENDING, "attempted": False}
-            for (u, a), (_pr, o, _at) in state.items()
+            for (u, a), o in intents.items()
             if o is not None
         ]
-        deletes = [{"u": u, "a": a} for (u, a), (_pr, o, _at) in state.items() if o is None]
-        counts: dict[str, dict[str, int]] = {}
-        for (_u, a), (_pr, o, _at) in state.items():
-            c = counts.setdefault(a, {ADD: 0, REMOVE: 0, "skipped": 0})
-            c[o or "skipped"] += 1
+        deletes = [{"u": u, "a": a} for (u, a), o in intents.items() if o is None]
         if upserts:
             self._may_have_removes = True
-            self._stale_add_audiences.update(
-                a for (_u, a), (_pr, o, _at) in state.items() if o == ADD
-            )
+            self._stale_add_audiences.update(a for (_u, a), o in intents.items() if o == ADD)
             ins = self._insert(pending)
             self.conn.execute(
                 ins.on_conflict_do_update(
@@ -623,7 +745,6 @@ class MembershipStore:
                 ),
                 deletes,
             )
-        return counts
 
     # -- snapshots ---------------------------------------------------------------------
 
@@ -652,145 +773,159 @@ class MembershipStore:
         memberships stay, so the next snapshot decides again.
         """
         out = SnapshotOutcome()
-        s, m, p, u, k = seen.c, membership.c, pending.c, member_uid.c, kept.c
         self._index_seen()
         self._analyze_seen(force=True)
         self._remember_uids(audience, scan_id)
-
-        def seen_where(aud_col: t.Any, user_col: t.Any) -> t.Any:
-            cond = [s.audience == aud_col, s.user_id == user_col]
-            if scan_id is not None:
-                cond.append(s.scan_id == scan_id)
-            return sa.exists().where(*cond)
-
         if baseline:
-            sel = (
-                sa.select(s.audience, s.user_id, sa.true()).distinct().where(s.audience == audience)
-            )
-            if scan_id is not None:
-                sel = sel.where(s.scan_id == scan_id)
-            # Counted separately: rowcount of INSERT ... SELECT is unreliable across drivers.
-            out.baseline = int(
-                self.conn.execute(sa.select(sa.func.count()).select_from(sel.subquery())).scalar()
-                or 0
-            )
-            self._audience_has_members[audience] = True
-            ins = self._insert(membership).from_select(["audience", "user_id", "present"], sel)
-            self.conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=[m.audience, m.user_id],
-                    set_={"present": True, "updated_at": sa.func.current_timestamp()},
-                )
-            )
-            if not self.is_sqlite and out.baseline >= 1000:
-                # Rows of this still-open transaction: autovacuum cannot see them yet, and the
-                # removal queries below would be planned for an empty audience.
-                # SKIP_LOCKED: ANALYZE holds its lock to the end of the transaction, so a
-                # concurrent run analyzing too would wait for this whole run (and vice versa).
-                self.conn.exec_driver_sql("ANALYZE (SKIP_LOCKED) braze_membership")
+            out.baseline = self._record_baseline(audience, scan_id)
         if self._has_members(audience):
-            self._index_seen()
-            not_seen = sa.and_(
-                m.audience == audience, m.present.is_(True), ~seen_where(m.audience, m.user_id)
-            )
-            # A stored member is still in when its uid was seen: without an id (kept marks)
-            # or under another id (a merged profile's other value, a changed id).
-            u2 = member_uid.alias("u2")
-            uid_seen = sa.or_(
-                sa.exists().where(
-                    k.audience == audience,
-                    k.lytics_uid == u.lytics_uid,
-                    *([k.scan_id == scan_id] if scan_id is not None else []),
-                ),
-                sa.exists().where(
-                    u2.c.audience == audience,
-                    u2.c.lytics_uid == u.lytics_uid,
-                    u2.c.user_id != u.user_id,
-                    seen_where(u2.c.audience, u2.c.user_id),
-                ),
-            )
-            still_in = sa.exists().where(u.audience == m.audience, u.user_id == m.user_id, uid_seen)
-            gone = sa.select(
-                m.user_id, m.audience, sa.literal(REMOVE), sa.literal(PENDING), sa.false()
-            ).where(not_seen, ~still_in)
-            missing = int(
-                self.conn.execute(
-                    sa.select(sa.func.count()).select_from(membership).where(not_seen)
-                ).scalar()
-                or 0
-            )
-            out.removes = (
-                int(
-                    self.conn.execute(
-                        sa.select(sa.func.count()).select_from(gone.subquery())
-                    ).scalar()
-                    or 0
-                )
-                if missing
-                else 0
-            )
-            out.kept = missing - out.removes
-            if out.removes:
-                out.stored = int(
-                    self.conn.execute(
-                        sa.select(sa.func.count())
-                        .select_from(membership)
-                        .where(m.audience == audience, m.present.is_(True))
-                    ).scalar()
-                    or 0
-                )
-                if (
-                    out.stored >= MIN_MEMBERS_FOR_REMOVAL_GUARD
-                    and out.removes > max_removal_fraction * out.stored
-                ):
-                    out.held, out.removes = out.removes, 0
-            if out.removes:
-                self._may_have_removes = True
-                ins = self._insert(pending).from_select(
-                    ["user_id", "audience", "op", "status", "attempted"], gone
-                )
-                self.conn.execute(
-                    ins.on_conflict_do_update(
-                        index_elements=[p.user_id, p.audience],
-                        set_={
-                            "op": REMOVE,
-                            "status": PENDING,
-                            "reason": None,
-                            "updated_at": sa.func.current_timestamp(),
-                        },
-                    )
-                )
-        if out.held:
+            self._queue_removes(audience, scan_id, max_removal_fraction, out)
+        if not out.held:
             # Held: the snapshot may be truncated, so it decides nothing else either (no
             # pending add is dropped or undone on its word).
-            self._mark_initialized(audience, scan_id, member_count)
-            return out
-        # Pending adds of users not in this snapshot. Every add queued from this run's
-        # marks of this scan is seen by definition, so the scan of braze_pending is only
-        # needed when adds can come from elsewhere: earlier runs, explicit deltas, or
-        # marks of another scan of the audience.
+            out.dropped_adds = self._drop_stale_adds(audience, scan_id)
+        self._mark_initialized(audience, scan_id, member_count)
+        return out
+
+    @staticmethod
+    def _seen_in(scan_id: str | None, aud_col: t.Any, user_col: t.Any) -> t.Any:
+        """EXISTS: (aud_col, user_col) was seen with `scan_id` (any scan of the run: None)."""
+        s = seen.c
+        cond = [s.audience == aud_col, s.user_id == user_col]
+        if scan_id is not None:
+            cond.append(s.scan_id == scan_id)
+        return sa.exists().where(*cond)
+
+    def _record_baseline(self, audience: str, scan_id: str | None) -> int:
+        """Record the members seen in the scan as what Braze holds (silently); their count."""
+        s, m = seen.c, membership.c
+        sel = sa.select(s.audience, s.user_id, sa.true()).distinct().where(s.audience == audience)
+        if scan_id is not None:
+            sel = sel.where(s.scan_id == scan_id)
+        # Counted separately: rowcount of INSERT ... SELECT is unreliable across drivers.
+        count = self._count(sel)
+        self._audience_has_members[audience] = True
+        ins = self._insert(membership).from_select(["audience", "user_id", "present"], sel)
+        self.conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[m.audience, m.user_id],
+                set_={"present": True, "updated_at": sa.func.current_timestamp()},
+            )
+        )
+        if not self.is_sqlite and count >= 1000:
+            # Rows of this still-open transaction: autovacuum cannot see them yet, and the
+            # removal queries below would be planned for an empty audience.
+            # SKIP_LOCKED: ANALYZE holds its lock to the end of the transaction, so a
+            # concurrent run analyzing too would wait for this whole run (and vice versa).
+            self.conn.exec_driver_sql("ANALYZE (SKIP_LOCKED) braze_membership")
+        return count
+
+    def _removal_queries(self, audience: str, scan_id: str | None) -> tuple[t.Any, t.Any]:
+        """Build the snapshot's WHERE of stored members not seen, and SELECT of removes."""
+        m, u, k = membership.c, member_uid.c, kept.c
+        not_seen = sa.and_(
+            m.audience == audience,
+            m.present.is_(True),
+            ~self._seen_in(scan_id, m.audience, m.user_id),
+        )
+        # A stored member is still in when its uid was seen: without an id (kept marks)
+        # or under another id (a merged profile's other value, a changed id).
+        u2 = member_uid.alias("u2")
+        uid_seen = sa.or_(
+            sa.exists().where(
+                k.audience == audience,
+                k.lytics_uid == u.lytics_uid,
+                *([k.scan_id == scan_id] if scan_id is not None else []),
+            ),
+            sa.exists().where(
+                u2.c.audience == audience,
+                u2.c.lytics_uid == u.lytics_uid,
+                u2.c.user_id != u.user_id,
+                self._seen_in(scan_id, u2.c.audience, u2.c.user_id),
+            ),
+        )
+        still_in = sa.exists().where(u.audience == m.audience, u.user_id == m.user_id, uid_seen)
+        gone = sa.select(
+            m.user_id, m.audience, sa.literal(REMOVE), sa.literal(PENDING), sa.false()
+        ).where(not_seen, ~still_in)
+        return not_seen, gone
+
+    def _count(self, query: t.Any) -> int:
+        """Rows of a SELECT, or of braze_membership matching a WHERE clause."""
+        if isinstance(query, sa.Select):
+            q = sa.select(sa.func.count()).select_from(query.subquery())
+        else:
+            q = sa.select(sa.func.count()).select_from(membership).where(query)
+        return int(self.conn.execute(q).scalar() or 0)
+
+    def _queue_removes(
+        self, audience: str, scan_id: str | None, max_removal_fraction: float, out: SnapshotOutcome
+    ) -> None:
+        """Queue `remove` for the stored members the snapshot lacks, unless held back."""
+        m, p = membership.c, pending.c
+        self._index_seen()
+        not_seen, gone = self._removal_queries(audience, scan_id)
+        missing = self._count(not_seen)
+        out.removes = self._count(gone) if missing else 0
+        out.kept = missing - out.removes
+        if not out.removes:
+            return
+        out.stored = self._count(sa.and_(m.audience == audience, m.present.is_(True)))
+        if (
+            out.stored >= MIN_MEMBERS_FOR_REMOVAL_GUARD
+            and out.removes > max_removal_fraction * out.stored
+        ):
+            out.held, out.removes = out.removes, 0
+            return
+        self._may_have_removes = True
+        ins = self._insert(pending).from_select(
+            ["user_id", "audience", "op", "status", "attempted"], gone
+        )
+        self.conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[p.user_id, p.audience],
+                set_={
+                    "op": REMOVE,
+                    "status": PENDING,
+                    "reason": None,
+                    "updated_at": sa.func.current_timestamp(),
+                },
+            )
+        )
+
+    def _drop_stale_adds(self, audience: str, scan_id: str | None) -> int:
+        """Drop (or undo) pending adds of users not in the snapshot; how many were dropped.
+
+        Every add queued from this run's marks of this scan is seen by definition, so the
+        scan of braze_pending is only needed when adds can come from elsewhere: earlier
+        runs, explicit deltas, or marks of another scan of the audience.
+        """
         other_scans = scan_id is not None and bool(
             self._seen_scans.get(audience, set()) - {scan_id}
         )
-        if audience in self._stale_add_audiences or other_scans:
-            self._index_seen()
-            stale = [p.audience == audience, p.op == ADD, ~seen_where(p.audience, p.user_id)]
-            res = self.conn.execute(
-                pending.delete().where(*stale, sa.or_(p.status == REJECTED, p.attempted.is_(False)))
-            )
-            out.dropped_adds = max(res.rowcount or 0, 0)
-            # An add that may have reached Braze (attempted, outcome unknown) is undone.
-            undone = self.conn.execute(
-                pending.update()
-                .where(*stale, p.attempted.is_(True), p.status != REJECTED)
-                .values(op=REMOVE, status=PENDING, reason=None)
-            )
-            # UPDATE rowcounts are reliable on both drivers (unlike INSERT ... SELECT): only
-            # a real remove makes every later chunk pay for the remove-cancelling statements.
-            if undone.rowcount is None or undone.rowcount != 0:
-                self._may_have_removes = True
-        self._mark_initialized(audience, scan_id, member_count)
-        return out
+        if audience not in self._stale_add_audiences and not other_scans:
+            return 0
+        p = pending.c
+        self._index_seen()
+        stale = [
+            p.audience == audience,
+            p.op == ADD,
+            ~self._seen_in(scan_id, p.audience, p.user_id),
+        ]
+        res = self.conn.execute(
+            pending.delete().where(*stale, sa.or_(p.status == REJECTED, p.attempted.is_(False)))
+        )
+        # An add that may have reached Braze (attempted, outcome unknown) is undone.
+        undone = self.conn.execute(
+            pending.update()
+            .where(*stale, p.attempted.is_(True), p.status != REJECTED)
+            .values(op=REMOVE, status=PENDING, reason=None)
+        )
+        # UPDATE rowcounts are reliable on both drivers (unlike INSERT ... SELECT): only
+        # a real remove makes every later chunk pay for the remove-cancelling statements.
+        if undone.rowcount is None or undone.rowcount != 0:
+            self._may_have_removes = True
+        return max(res.rowcount or 0, 0)
 
     def _mark_initialized(
         self, audience: str, scan_id: str | None, member_count: int | None
@@ -848,15 +983,28 @@ class MembershipStore:
             .values(attempted=True)
         )
 
-    def iter_pending_users(
-        self, page_size: int = 20000
-    ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-        """Yield (user_id, [(audience, op), ...]) for every pending or rejected delta.
+    def iter_pending_users(self, page_size: int = 20000) -> Iterator[PendingUser]:
+        """Yield each user with a pending or rejected delta, with its (audience, op) pairs.
 
         Ordered by user; read in keyset pages so memory stays flat and rows deleted
         behind the cursor (confirmed deltas) do not disturb it. Only audiences this run
         holds (see :meth:`claim`).
         """
+        cur_user: str | None = None
+        cur: list[AudienceOp] = []
+        with contextlib.closing(self._pending_pages(page_size)) as pages:
+            for rows in pages:
+                for user, aud, op in rows:
+                    if user != cur_user:
+                        if cur_user is not None:
+                            yield PendingUser(cur_user, cur)
+                        cur_user, cur = user, []
+                    cur.append(AudienceOp(aud, op))
+        if cur_user is not None:
+            yield PendingUser(cur_user, cur)
+
+    def _pending_pages(self, page_size: int) -> Generator[Sequence[t.Any], None, None]:
+        """Pages of (user_id, audience, op) of held audiences' deltas, keyset-paginated."""
         ph = self._ph
         held: tuple[t.Any, ...] = ()
         mine = ""
@@ -865,40 +1013,28 @@ class MembershipStore:
         first = (
             "SELECT user_id, audience, op FROM braze_pending "  # noqa: S608 (placeholders only)
             f"{'WHERE ' + mine if mine else ''}ORDER BY user_id, audience LIMIT "
+            f"{int(page_size)}"
         )
         after = (
             "SELECT user_id, audience, op FROM braze_pending "  # noqa: S608 (placeholders only)
             f"WHERE {mine + 'AND ' if mine else ''}(user_id, audience) > ({ph}, {ph}) "
-            "ORDER BY user_id, audience LIMIT "
+            f"ORDER BY user_id, audience LIMIT {int(page_size)}"
         )
         # Raw DB-API cursor: plain tuples; SQLAlchemy Row objects cost more than the query.
         cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        last: tuple[str, str] | None = None
-        cur_user: str | None = None
-        cur: list[tuple[str, str]] = []
         try:
+            if held:
+                cursor.execute(first, held)
+            else:
+                cursor.execute(first)
             while True:
-                if last is None:
-                    if held:
-                        cursor.execute(first + str(int(page_size)), held)
-                    else:
-                        cursor.execute(first + str(int(page_size)))
-                else:
-                    cursor.execute(after + str(int(page_size)), (*held, *last))
                 rows = cursor.fetchall()
-                for user, aud, op in rows:
-                    if user != cur_user:
-                        if cur_user is not None:
-                            yield cur_user, cur
-                        cur_user, cur = user, []
-                    cur.append((aud, op))
+                yield rows
                 if len(rows) < page_size:
-                    break
-                last = (rows[-1][0], rows[-1][1])
+                    return
+                cursor.execute(after, (*held, rows[-1][0], rows[-1][1]))
         finally:
             cursor.close()
-        if cur_user is not None:
-            yield cur_user, cur
 
     def member_audiences(self) -> list[str]:
         """Every audience with a stored membership (for :meth:`present_audiences`).
@@ -965,46 +1101,50 @@ class MembershipStore:
                 tuple(params),
             )
 
-    def record_results(
-        self,
-        accepted: Sequence[tuple[str, str, str]],
-        rejected: Sequence[tuple[str, str, str]],
-    ) -> None:
-        """Apply Braze's answer: accepted (user, audience, op); rejected (user, audience, reason).
+    def record_results(self, accepted: Sequence[Delta], rejected: Sequence[Rejection]) -> None:
+        """Apply Braze's answer: the deltas it accepted, and those it rejected (with why).
 
         Set-based: one upsert, one delete and one update per VALUES_ROWS deltas (one
         statement per delta cost a round trip each on PostgreSQL). A delta named twice
         takes its last answer, as row-by-row statements in order would.
         """
         if accepted:
-            present = {(a, u): o == ADD for u, a, o in accepted}
-            for aud, _u in present:
-                self._audience_has_members[aud] = True
-            for values, params in self._values([(a, u, pr) for (a, u), pr in present.items()]):
-                self.conn.exec_driver_sql(
-                    "INSERT INTO braze_membership (audience, user_id, present) "
-                    f"{values} ON CONFLICT (audience, user_id) DO UPDATE SET "
-                    "present = excluded.present, updated_at = CURRENT_TIMESTAMP",
-                    tuple(params),
-                )
-            self._delete_pairs("braze_pending", [(u, a) for a, u in present])
+            self._record_accepted(accepted)
         if rejected:
-            reasons = {(u, a): r for u, a, r in rejected}
-            rows = [(u, a, r) for (u, a), r in reasons.items()]
-            for values, params in self._values(rows):
-                self.conn.exec_driver_sql(
-                    f"UPDATE braze_pending SET status = '{REJECTED}', "  # noqa: S608 (constant)
-                    "reason = v.column3, updated_at = CURRENT_TIMESTAMP "
-                    f"FROM ({values}) AS v "
-                    "WHERE braze_pending.user_id = v.column1 AND braze_pending.audience = v.column2",
-                    tuple(params),
-                )
+            self._record_rejected(rejected)
+
+    def _record_accepted(self, accepted: Sequence[Delta]) -> None:
+        """Store what Braze now holds and forget the accepted deltas."""
+        present = {(a, u): o == ADD for u, a, o in accepted}
+        for aud, _u in present:
+            self._audience_has_members[aud] = True
+        for values, params in self._values([(a, u, pr) for (a, u), pr in present.items()]):
+            self.conn.exec_driver_sql(
+                "INSERT INTO braze_membership (audience, user_id, present) "
+                f"{values} ON CONFLICT (audience, user_id) DO UPDATE SET "
+                "present = excluded.present, updated_at = CURRENT_TIMESTAMP",
+                tuple(params),
+            )
+        self._delete_pairs("braze_pending", [(u, a) for a, u in present])
+
+    def _record_rejected(self, rejected: Sequence[Rejection]) -> None:
+        """Mark the rejected deltas with Braze's reason (kept for a later run)."""
+        reasons = {(u, a): r for u, a, r in rejected}
+        rows = [(u, a, r) for (u, a), r in reasons.items()]
+        for values, params in self._values(rows):
+            self.conn.exec_driver_sql(
+                f"UPDATE braze_pending SET status = '{REJECTED}', "  # noqa: S608 (constant)
+                "reason = v.column3, updated_at = CURRENT_TIMESTAMP "
+                f"FROM ({values}) AS v "
+                "WHERE braze_pending.user_id = v.column1 AND braze_pending.audience = v.column2",
+                tuple(params),
+            )
 
     # -- update-only adds ----------------------------------------------------------------
 
     def record_update_only(
         self,
-        pairs: Sequence[tuple[str, str]],
+        pairs: Sequence[Membership],
         *,
         max_reoffers: int,
         now: dt.datetime,
@@ -1102,7 +1242,7 @@ class MembershipStore:
             )
         return counts
 
-    def users_over_array_length(self, limit: int, sample: int = 5) -> tuple[int, list[str]]:
+    def users_over_array_length(self, limit: int, sample: int = 5) -> OverLimit:
         """Users whose attribute would hold more than `limit` values once deltas apply.
 
         Counts what this store told Braze (present memberships) plus pending adds minus
@@ -1118,7 +1258,7 @@ class MembershipStore:
                 sa.select(sa.func.min(m.audience)).where(m.audience > last)
             ).scalar()
             if last is None:
-                return 0, []
+                return OverLimit(0, [])
             names.add(last)
         weights = sa.union_all(
             sa.select(m.user_id, sa.literal(1).label("w")).where(m.present.is_(True)),
@@ -1140,4 +1280,17 @@ class MembershipStore:
                     sa.select(over.c.user_id).order_by(over.c.user_id).limit(sample)
                 ).scalars()
             )
-        return count, users
+        return OverLimit(count, users)
+
+
+def _explicit_op(op: str, present: bool | None, p_op: str | None, p_att: bool) -> str | None:
+    """Decide the delta an explicit `op` needs (None: Braze already has what it asks).
+
+    `present` is what Braze holds per the store (None: unknown), `p_op`/`p_att` the delta
+    pending for the membership and whether it may have reached Braze.
+    """
+    if op == ADD:
+        maybe_gone = present is not True or (p_op == REMOVE and p_att)
+        return ADD if maybe_gone else None
+    maybe_held = present is not False or (p_op == ADD and p_att)
+    return REMOVE if maybe_held else None
