@@ -411,6 +411,9 @@ class DeltaEngine:
         no_aud = f"empty '{aud_field}' (an audience without a slug is never written to Braze)"
         kept_rows = self._kept
         short = MAX_ID_BYTES // 4
+        # tuple.__new__ builds the typed row without NamedTuple's Python-level __new__
+        # (about 1 us per record on this hot path; the row is the same SeenMark).
+        row = tuple.__new__
         claimed, mine, skipped = self._claimed, self._mine, self._refused_records
 
         def handle_data(record: dict[str, t.Any]) -> None:
@@ -453,7 +456,7 @@ class DeltaEngine:
             if self._explicit:
                 flush()
             members = self._members
-            members.append(SeenMark(aud, user, scan, uid if uid is None else str(uid)))
+            members.append(row(SeenMark, (aud, user, scan, uid if uid is None else str(uid))))
             if len(members) >= CHUNK_ROWS:
                 flush()
 
