@@ -42,9 +42,8 @@ from tap_lytics_audience.scan import (
 )
 
 if t.TYPE_CHECKING:
+    from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
-
-    from tap_lytics_audience.tap import TapLyticsAudience
 
 MEMBER_BASE_FIELDS = (
     "audience_id",
@@ -73,6 +72,21 @@ AUDIENCE_FIELDS = (
     "created",
     "updated",
 )
+
+
+class RunShared(t.Protocol):
+    """What the streams of one run share through the tap (`TapLyticsAudience` sets it up).
+
+    A protocol, so that this module does not import the tap module that imports it.
+    """
+
+    ledger: ScanLedger
+    segments_cache: list[dict] | None
+
+    @property
+    def streams(self) -> dict[str, Stream]:
+        """The tap's streams by name."""
+        ...
 
 
 def utc_now() -> str:
@@ -141,7 +155,7 @@ class AudiencesStream(LyticsStream):
 
     def list_segments(self) -> list[dict]:
         """Every user segment (one request, cached on the tap for the run)."""
-        tap = t.cast("TapLyticsAudience", self._tap)
+        tap = t.cast("RunShared", self._tap)
         if tap.segments_cache is None:
             tap.segments_cache = list(self.request_records(None))
         return tap.segments_cache
@@ -295,7 +309,7 @@ class AudienceMembersStream(LyticsStream):
     # the SDK's conformance pass is a large share of per-record cost and has nothing to fix.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
-    def __init__(self, tap: TapLyticsAudience) -> None:
+    def __init__(self, tap: Tap) -> None:
         # The schema depends on the `fields` setting: built once here (a `schema` property
         # would be rebuilt twice per record by the SDK).
         fields = list(dict.fromkeys(str(f) for f in tap.config.get("fields") or []))
@@ -307,8 +321,8 @@ class AudienceMembersStream(LyticsStream):
         return list(dict.fromkeys(str(f) for f in self.config.get("fields") or []))
 
     @property
-    def _tap_obj(self) -> TapLyticsAudience:
-        return t.cast("TapLyticsAudience", self._tap)
+    def _tap_obj(self) -> RunShared:
+        return t.cast("RunShared", self._tap)
 
     def get_new_paginator(self) -> LyticsCursorPaginator:
         """Opaque cursor from `_next` or `next`."""
@@ -699,9 +713,9 @@ class AudienceSnapshotsStream(Stream):
 
     def get_records(self, context: Context | None) -> t.Iterable[dict[str, t.Any]]:
         """Yield the finished scans recorded by `audience_members` in this run."""
-        tap = t.cast("TapLyticsAudience", self._tap)
+        tap = t.cast("RunShared", self._tap)
         members_stream = tap.streams[AudienceMembersStream.name]
-        if not members_stream.selected and tap.config.get("audiences"):
+        if not members_stream.selected and self.config.get("audiences"):
             self.logger.warning(
                 "audience_snapshots needs audience_members selected (it counts the records "
                 "emitted): no snapshot emitted"
