@@ -31,8 +31,9 @@ if t.TYPE_CHECKING:
     from concurrent.futures import Future
 
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
+    from singer_sdk.target_base import Target
 
-    from target_lytics_users.target import TargetLyticsUsers
+    from target_lytics_users.delivery import Delivery
 
 _SDC_FIELDS = frozenset(
     (
@@ -68,24 +69,35 @@ class LyticsSink(BatchSink):
     """Serializes each record straight into the next request body and posts full bodies.
 
     A body is sealed when it holds `max_batch_records` records or when the next record would
-    take it past `max_batch_bytes`. Sealed bodies are posted by the target's thread pool while
-    reading goes on; the SDK's `drain_all` (end of input, SIGTERM, 5-minute age) waits until
+    take it past `max_batch_bytes`. Sealed bodies are posted by the run's `Delivery` thread pool
+    while reading goes on; the SDK's `drain_all` (end of input, SIGTERM, 5-minute age) waits until
     every body of this sink is accepted, which is what makes STATE safe (see `process_batch`).
     """
 
     def __init__(
         self,
-        target: TargetLyticsUsers,
+        target: Target,
         stream_name: str,
         schema: dict,
         key_properties: t.Sequence[str] | None,
+        *,
+        delivery: Delivery,
+        lytics_stream: str,
     ) -> None:
-        """Set up batching limits, the Lytics stream and the schema-derived fast checks."""
+        """Set up batching limits, the Lytics stream and the schema-derived fast checks.
+
+        `delivery` is the run's coordinator (client, pool, counters, failure); the target
+        passes it with `lytics_stream` (see `TargetLyticsUsers.get_sink_class`).
+        """
         super().__init__(target, stream_name, schema, key_properties)
-        self._target = target
-        self.lytics_stream = target.lytics_stream_for(stream_name)
-        self.max_records = target.max_batch_records
-        self.max_bytes = target.max_batch_bytes
+        self.delivery = delivery
+        self.lytics_stream = lytics_stream
+        self.max_records = delivery.limits.max_batch_records
+        self.max_bytes = delivery.limits.max_batch_bytes
+        self._max_record_bytes = delivery.limits.max_record_bytes
+        # Largest record sent: within Lytics' per-record limit and, with the brackets of
+        # a body, within `max_batch_bytes`.
+        self._max_size = min(self._max_record_bytes, self.max_bytes - 2)
         # The body under construction: b"[" + records joined by b",". Each record is copied
         # in at once (orjson's own result keeps an ~8 KB allocation per record).
         self._buf = bytearray(b"[")
@@ -137,6 +149,14 @@ class LyticsSink(BatchSink):
                 self.logger.exception("Record validation failed")
                 if self.fail_on_record_validation_exception:
                     raise
+        if self._datelike:
+            self._check_datelike(record)
+        if not self._additional_ok and not record.keys() <= self._known_fields:
+            self._warn_unknown_fields(record)
+        return record
+
+    def _check_datelike(self, record: dict) -> None:
+        """Parse the date-like strings with the SDK's parsers; the SDK's treatment on failure."""
         for key, kind in self._datelike:
             value = record.get(key)
             if value is None or not isinstance(value, str):
@@ -147,12 +167,13 @@ class LyticsSink(BatchSink):
                 record[key] = handle_invalid_timestamp_in_record(
                     record, [key], value, kind, ex, self.datetime_error_treatment, self.logger
                 )
-        if not self._additional_ok and not record.keys() <= self._known_fields:
-            for key in record.keys() - self._known_fields:
-                if record[key] is not None and key not in self._warned_missing_fields:
-                    self.logger.warning("No schema for record field '%s'", key)
-                    self._warned_missing_fields.add(key)
-        return record
+
+    def _warn_unknown_fields(self, record: dict) -> None:
+        """Warn once per field the schema does not have (the SDK's own warning)."""
+        for key in record.keys() - self._known_fields:
+            if record[key] is not None and key not in self._warned_missing_fields:
+                self.logger.warning("No schema for record field '%s'", key)
+                self._warned_missing_fields.add(key)
 
     def _remove_sdc_metadata_from_record(self, record: dict) -> None:
         """Drop `_sdc_*` fields like the SDK, without 7 dict pops per record when none is there."""
@@ -168,12 +189,9 @@ class LyticsSink(BatchSink):
         else:
             data = dumps_record(record)
         size = len(data)
-        line = self._target.line_number
-        if size > self._target.max_record_bytes:
-            self._target.reject_too_large(self, record, line, size)
-            return
-        if size + 2 > self.max_bytes:
-            self._target.reject_oversized(self, record, line, size)
+        line = self.delivery.line_number
+        if size > self._max_size:
+            self._reject(record, line, size)
             return
         if self._count and len(self._buf) + size + 2 > self.max_bytes:
             self._seal()
@@ -186,6 +204,13 @@ class LyticsSink(BatchSink):
         self._last_line = line
         if self._count >= self.max_records:
             self._seal()
+
+    def _reject(self, record: dict, line: int, size: int) -> None:
+        """Report a record too large to send (over Lytics' per-record limit, or any body)."""
+        if size > self._max_record_bytes:
+            self.delivery.reject_too_large(self, record, line, size)
+        else:
+            self.delivery.reject_oversized(self, record, line, size)
 
     def _seal(self) -> None:
         if not self._count:
@@ -209,7 +234,7 @@ class LyticsSink(BatchSink):
     @property
     def is_full(self) -> bool:
         """A sealed body is waiting to be sent (or a send failed and must be reported)."""
-        return bool(self._ready) or self._target.failed
+        return bool(self._ready) or self.delivery.failed
 
     # Sending ----------------------------------------------------------------------------
 
@@ -224,13 +249,13 @@ class LyticsSink(BatchSink):
         """Post one body (runs in a pool thread)."""
         label = self._label(batch)
         try:
-            result = self._target.client.collect(self.lytics_stream, batch.body, label=label)
+            result = self.delivery.client.collect(self.lytics_stream, batch.body, label=label)
         except LyticsAbortedError:
             raise
         except Exception as exc:
-            self._target.fail(exc)
+            self.delivery.fail(exc)
             raise
-        self._target.record_batch(self, batch.count, len(batch.body), result)
+        self.delivery.record_batch(self, batch.count, len(batch.body), result)
         if result.rejected_count:
             self.logger.warning(
                 "Lytics rejected %d of %d records of %s (message_count=%d)",
@@ -239,20 +264,20 @@ class LyticsSink(BatchSink):
                 label,
                 result.message_count,
             )
-            if self._target.fail_on_rejected:
+            if self.delivery.limits.fail_on_rejected:
                 msg = (
                     f"Lytics rejected {result.rejected_count} records of {label} and "
                     "`fail_on_rejected` is set"
                 )
                 error = LyticsRejectedError(msg)
-                self._target.fail(error)
+                self.delivery.fail(error)
                 raise error
         else:
             self.logger.info("Lytics accepted %s", label)
         return result
 
     def _submit_ready(self) -> None:
-        executor = self._target.executor
+        executor = self.delivery.executor
         for batch in self._ready:
             self._inflight.append((batch, executor.submit(self._send, batch)))
             self._inflight_records += batch.count
@@ -266,8 +291,8 @@ class LyticsSink(BatchSink):
                 future.result()
             except Exception as exc:
                 # Report the failure that stopped the run, not a batch aborted because of it.
-                error = self._target.fail(exc)
-                self._target.log_summary(failed=True)
+                error = self.delivery.fail(exc)
+                self.delivery.log_summary(failed=True)
                 if isinstance(error, LyticsError):
                     raise error from None
                 msg = f"Sending {self._label(batch)} failed: {type(error).__name__}: {error}"
@@ -287,11 +312,11 @@ class LyticsSink(BatchSink):
         its STATE write past undelivered records.
         """
         _ = context
-        full_drain = self._target.draining_all or not self._ready
+        full_drain = self.delivery.draining_all or not self._ready
         if full_drain:
             self._seal()
         self._submit_ready()
-        self._reap(keep=0 if full_drain else self._target.max_pending_batches)
+        self._reap(keep=0 if full_drain else self.delivery.limits.max_pending_batches)
 
     def mark_drained(self) -> None:
         """Tally only records Lytics confirmed (the SDK would tally everything read)."""

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-import threading
-import time
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.target_base import Target
 
-from target_lytics_users.client import (
-    CollectResult,
-    LyticsAbortedError,
-    LyticsClient,
-    LyticsError,
-    LyticsRejectedError,
-)
+from target_lytics_users.client import LyticsClient, LyticsError
 from target_lytics_users.common.batch_files import BatchFileError, iter_batch_records
 from target_lytics_users.common.config_numbers import coerce_number_strings
 from target_lytics_users.common.input_lines import InputLineError
 from target_lytics_users.common.secrets import header_secret_errors, strip_secrets
+from target_lytics_users.delivery import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_RECORD_BYTES,
+    Delivery,
+    DeliveryLimits,
+)
 from target_lytics_users.serialize import LineCountingOrjsonReader, UnsupportedMessageError
 from target_lytics_users.sinks import LyticsSink
 
@@ -38,30 +35,10 @@ if t.TYPE_CHECKING:
 #: never sent: its SCHEMA triggers a connection check instead (see `check_connection`).
 MELTANO_TEST_STREAM = "meltano_test_stream"
 
-DEFAULT_MAX_BATCH_BYTES = 4_000_000
 #: Singer streams loaded into a Lytics stream of their own unless `lytics_stream_map` says
 #: otherwise (tap-braze-csv's engagement records).
 OWN_STREAMS: dict[str, str] = {"braze_engagement": "braze_engagement"}
 LYTICS_MAX_BYTES = 10 * 1024 * 1024
-#: Lytics' platform limits: "Max size in batch: 16 KB: byte size of a single input record
-#: within a batch". 16,000 is safe whether "KB" means 1,000 or 1,024 bytes.
-DEFAULT_MAX_RECORD_BYTES = 16_000
-#: Fields tried, in order, to name a skipped record by its user.
-ID_FIELDS = ("external_id", "braze_id", "user_id", "id", "_id", "uid")
-
-
-@dataclass
-class RunStats:
-    """Per-run counters for the summary."""
-
-    records_sent: int = 0  # records in bodies Lytics answered 2xx to
-    batches: int = 0
-    rejected: int = 0  # Lytics' data.rejected_count, summed
-    oversized: int = 0  # records never sent: larger than max_batch_bytes on their own
-    too_large: int = 0  # records never sent: over Lytics' per-record limit (max_record_bytes)
-    bytes: int = 0
-    requests: int = 0
-    retries: int = 0
 
 
 class TargetLyticsUsers(Target):
@@ -260,31 +237,20 @@ class TargetLyticsUsers(Target):
             backoff_max=float(cfg.get("retry_backoff_max", 60.0)),
             logger=self.logger,
         )
-        rows = int(cfg.get("max_batch_records") or 5000)
-        if cfg.get("batch_size_rows"):
-            rows = min(rows, int(cfg["batch_size_rows"]))
-        self.max_batch_records = rows
-        self.max_batch_bytes = int(cfg.get("max_batch_bytes") or DEFAULT_MAX_BATCH_BYTES)
-        self.max_concurrency = int(cfg.get("max_concurrency") or 2)
-        self.max_pending_batches = self.max_concurrency * 2
-        self.fail_on_rejected = bool(cfg.get("fail_on_rejected"))
-        self.max_record_bytes = int(cfg.get("max_record_bytes") or DEFAULT_MAX_RECORD_BYTES)
-        self.skip_oversized = bool(cfg.get("skip_oversized_records"))
+        self.delivery = Delivery(
+            self.client,
+            DeliveryLimits.from_config(cfg),
+            dry_run=bool(cfg.get("dry_run")),
+            line_number=lambda: int(getattr(self.message_reader, "line_number", 0)),
+            logger=self.logger,
+        )
         # The SDK's drain age (a class constant of 5 minutes), per run.
         self._MAX_RECORD_AGE_IN_MINUTES = float(cfg.get("max_record_age_seconds") or 300) / 60
-        self.draining_all = False  # inside drain_all: sinks drain completely
         self._terminating = False
         self._in_endofpipe = False
         self._stream_map: dict[str, str] = dict(cfg.get("lytics_stream_map") or {})
         self._default_stream: str = cfg.get("stream") or "braze_users"
-        self.stats = RunStats()
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._error: BaseException | None = None
-        self._state_blocked: str | None = None
-        self._summary_logged = False
         self._versions_ignored: set[str | None] = set()
-        self._started = time.monotonic()
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """Strip secrets read from files (trailing newline) and check the token is a header value.
@@ -302,21 +268,19 @@ class TargetLyticsUsers(Target):
             raise ConfigValidationError(extra[0], errors=extra)
         return [*errors, *extra]
 
-    # Helpers used by the sinks -----------------------------------------------------------
+    # Sinks ------------------------------------------------------------------------------
 
-    @property
-    def line_number(self) -> int:
-        """Input line being processed (1-based), for messages about a record."""
-        return int(getattr(self.message_reader, "line_number", 0))
+    def get_sink_class(self, stream_name: str) -> type[Sink]:
+        """`LyticsSink` bound to this run's delivery coordinator.
 
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        """Thread pool posting request bodies while input is read."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.max_concurrency, thread_name_prefix="lytics-collect"
-            )
-        return self._executor
+        The SDK's `add_sink` (final) builds a sink from the target, stream name, schema and
+        key properties only; the partial also hands it the `Delivery` and its Lytics stream,
+        so the sink never reaches back into the target.
+        """
+        factory = functools.partial(
+            LyticsSink, delivery=self.delivery, lytics_stream=self.lytics_stream_for(stream_name)
+        )
+        return t.cast("type[Sink]", factory)
 
     def lytics_stream_for(self, stream_name: str) -> str:
         """Lytics stream for a Singer stream.
@@ -329,69 +293,6 @@ class TargetLyticsUsers(Target):
         if mapped:
             return mapped
         return OWN_STREAMS.get(stream_name, self._default_stream)
-
-    @property
-    def failed(self) -> bool:
-        """A batch failed: the run must stop."""
-        return self._error is not None
-
-    def fail(self, exc: BaseException) -> BaseException:
-        """Record the failure that stops the run (the first real one) and stop retries."""
-        with self._lock:
-            if self._error is None and not isinstance(exc, LyticsAbortedError):
-                self._error = exc
-            self.client.abort.set()
-            return self._error or exc
-
-    def record_batch(self, sink: LyticsSink, count: int, size: int, result: CollectResult) -> None:
-        """Count a batch Lytics accepted (called from pool threads)."""
-        with self._lock:
-            self.stats.records_sent += count
-            self.stats.batches += 1
-            self.stats.rejected += result.rejected_count
-            self.stats.bytes += size
-            sink.batch_counter.increment()
-
-    def reject_oversized(self, sink: LyticsSink, record: dict, line: int, size: int) -> None:
-        """Report a record too large for any request; block STATE unless tolerated."""
-        key = {k: record.get(k) for k in sink.key_properties}
-        where = f"stream '{sink.stream_name}', input line {line}" + (f", key {key}" if key else "")
-        self.logger.error(
-            "Record REJECTED (%s): it serializes to %d bytes, more than max_batch_bytes=%d "
-            "allows for one record; it is not sent to Lytics.",
-            where,
-            size,
-            self.max_batch_bytes,
-        )
-        with self._lock:
-            self.stats.oversized += 1
-        if not self.skip_oversized and self._state_blocked is None:
-            self._state_blocked = where
-
-    def reject_too_large(self, sink: LyticsSink, record: dict, line: int, size: int) -> None:
-        """Report a record over Lytics' per-record limit; skip it, or stop the run.
-
-        Lytics would refuse it inside a batch; it is named here by its id (and the stream's
-        key) so it can be fixed at the source. With `fail_on_rejected` nothing after it is
-        read and no STATE goes past it.
-        """
-        ident = next((f"{k}={record[k]!r}" for k in ID_FIELDS if record.get(k) is not None), "")
-        key = {k: record.get(k) for k in sink.key_properties}
-        where = f"stream '{sink.stream_name}', input line {line}"
-        where += f", {ident}" if ident else ""
-        where += f", key {key}" if key else ""
-        with self._lock:
-            self.stats.too_large += 1
-        msg = (
-            f"Record REJECTED ({where}): {size} bytes, over Lytics' limit of 16 KB for one "
-            f"record in a batch (max_record_bytes={self.max_record_bytes})"
-        )
-        if self.fail_on_rejected:
-            error = LyticsRejectedError(msg + "; stopping because `fail_on_rejected` is set")
-            self.fail(error)
-            self.log_summary(failed=True)
-            raise error
-        self.logger.error("%s; skipped (not sent to Lytics).", msg)
 
     # BATCH and ACTIVATE_VERSION messages ------------------------------------------------
 
@@ -422,7 +323,7 @@ class TargetLyticsUsers(Target):
         self.logger.info(
             "BATCH of stream '%s' (input line %d): %d records read from %d file(s)",
             stream,
-            self.line_number,
+            self.delivery.line_number,
             count,
             len(message_dict["manifest"]),
         )
@@ -466,11 +367,11 @@ class TargetLyticsUsers(Target):
         The flag tells `LyticsSink.process_batch` to send its partial body and wait for every
         answer, whatever else it holds.
         """
-        self.draining_all = True
+        self.delivery.draining_all = True
         try:
             super()._drain_all(sink_list, parallelism)
         finally:
-            self.draining_all = False
+            self.delivery.draining_all = False
 
     def _unconfirmed_records(self) -> int:
         """Count records read but not yet accepted by Lytics, over every sink."""
@@ -487,18 +388,18 @@ class TargetLyticsUsers(Target):
         the input position in this STATE was not fully delivered, so no STATE is written
         from then on.
         """
-        if self._state_blocked is not None:
+        if self.delivery.state_blocked is not None:
             self.logger.warning(
                 "STATE not emitted: a record too large to send (%s) was not delivered.",
-                self._state_blocked,
+                self.delivery.state_blocked,
             )
             return
         unconfirmed = self._unconfirmed_records()
-        if unconfirmed or self.failed:
+        if unconfirmed or self.delivery.failed:
             self.logger.warning(
                 "STATE not emitted: %d records not yet accepted by Lytics%s.",
                 unconfirmed,
-                " (the run failed)" if self.failed else "",
+                " (the run failed)" if self.delivery.failed else "",
             )
             return
         super()._write_state_message(state)
@@ -553,58 +454,30 @@ class TargetLyticsUsers(Target):
             raise
         self._shutdown()
         unconfirmed = self._unconfirmed_records()  # 0 unless a sink broke its contract
-        self.log_summary(failed=self._state_blocked is not None or unconfirmed > 0)
+        self.log_summary(failed=self.delivery.state_blocked is not None or unconfirmed > 0)
         if unconfirmed:
             msg = f"{unconfirmed} record(s) were not accepted by Lytics; STATE was not emitted"
             raise LyticsError(msg)
-        if self._state_blocked is not None:
+        if self.delivery.state_blocked is not None:
             msg = (
-                f"{self.stats.oversized} record(s) larger than max_batch_bytes="
-                f"{self.max_batch_bytes} were not sent to Lytics (first: {self._state_blocked}); "
+                f"{self.delivery.stats.oversized} record(s) larger than max_batch_bytes="
+                f"{self.delivery.limits.max_batch_bytes} were not sent to Lytics (first: "
+                f"{self.delivery.state_blocked}); "
                 "STATE was not emitted past them. Shrink them at the source, raise "
                 "`max_batch_bytes`, or set `skip_oversized_records` to accept the loss."
             )
             raise LyticsError(msg)
 
     def _shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        self.client.close()
+        self.delivery.shutdown()
 
     def summary(self) -> dict[str, t.Any]:
         """Counters of this run (also logged at the end)."""
-        with self._lock:
-            out = asdict(self.stats)
-        out["requests"] = self.client.stats.requests
-        out["retries"] = self.client.stats.retries
-        out["dry_run"] = bool(self.config.get("dry_run"))
-        out["seconds"] = round(time.monotonic() - self._started, 3)
-        return out
+        return self.delivery.summary()
 
     def log_summary(self, *, failed: bool = False) -> None:
         """Log the per-run summary once."""
-        if self._summary_logged:
-            return
-        self._summary_logged = True
-        s = self.summary()
-        self.logger.info(
-            "Lytics load summary%s: %d records sent in %d batches (%d bytes), %d rejected by "
-            "Lytics, %d skipped over Lytics' 16 KB record limit, %d too large to send, "
-            "%d requests, %d retries%s, %.1fs",
-            " (run FAILED)" if failed else "",
-            s["records_sent"],
-            s["batches"],
-            s["bytes"],
-            s["rejected"],
-            s["too_large"],
-            s["oversized"],
-            s["requests"],
-            s["retries"],
-            " [dry run: nothing stored]" if s["dry_run"] else "",
-            s["seconds"],
-            extra={"summary": s},
-        )
+        self.delivery.log_summary(failed=failed)
 
     @classmethod
     def invoke(  # type: ignore[override]
