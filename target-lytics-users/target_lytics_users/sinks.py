@@ -8,15 +8,6 @@ from dataclasses import dataclass
 
 from singer_sdk import metrics
 from singer_sdk.exceptions import InvalidRecord
-from singer_sdk.helpers._compat import (
-    date_fromisoformat,
-    datetime_fromisoformat,
-    time_fromisoformat,
-)
-from singer_sdk.helpers._typing import (
-    get_datelike_property_type,
-    handle_invalid_timestamp_in_record,
-)
 from singer_sdk.sinks import BatchSink
 
 from target_lytics_users.client import (
@@ -24,6 +15,13 @@ from target_lytics_users.client import (
     LyticsAbortedError,
     LyticsError,
     LyticsRejectedError,
+)
+from target_lytics_users.sdk_compat import (
+    date_fromisoformat,
+    datetime_fromisoformat,
+    get_datelike_property_type,
+    handle_invalid_timestamp_in_record,
+    time_fromisoformat,
 )
 from target_lytics_users.serialize import dumps_record, make_validator
 
