@@ -246,7 +246,7 @@ class TapLyticsAudience(Tap):
             signum,
         )
         try:
-            self._state_writer.write_state(self.state)
+            self.state_writer.write_state(self.state)
             sys.stdout.flush()
         finally:
             sys.exit(128 + signum if signum in (signal.SIGTERM, signal.SIGINT) else 1)
