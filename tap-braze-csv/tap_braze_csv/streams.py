@@ -1,28 +1,9 @@
 """The ``braze_users`` stream: rows of Braze user exports as typed records.
 
-State (under ``bookmarks.<stream>``)::
-
-    {"files": [{"path": uri, "size": n, "mtime_ns": t, "etag": e, "members": ["a.csv", ...],
-                "complete": true, "rows": n}, ...],
-     "current": {"path": uri, "size": n, "mtime_ns": t, "member": "a.csv", "line": 1234}}
-
-The state holds integers, strings and booleans only, never a float: a stock SDK target
-(singer-sdk 0.54.9, e.g. meltanolabs-target-postgres) reads floats in STATE as ``Decimal`` and
-then fails to write that state back with plain ``json.dumps`` (``TypeError: Object of type
-Decimal is not JSON serializable``), so the state would never be saved. Modification times are
-therefore integer nanoseconds (``mtime_ns``); a state written by earlier versions, whose entries
-hold a float ``mtime`` in seconds, is converted when it is read (same files, still skipped).
-
-``etag`` (a string) is present for objects (``s3://``, ``gs://``, ``az://``) only.
-``files`` lists what was fully read: a file whose path, size, mtime and etag match a ``complete``
-entry is skipped without being opened, a zip member listed in ``members`` is skipped. After a
-successful listing, entries (and ``current``) for files no longer matched are dropped, so the
-state stays as large as the set of files ``paths`` matches. A file
-with another size, mtime or etag is a new file and is read again from its start. ``current`` is
-the member being read and the last physical line whose record has been *written to stdout*;
-it is only advanced after the output buffer is flushed, so any STATE message (periodic, at the
-end, or the one the SDK writes on SIGTERM) never claims a row the target has not been sent.
-A run that stops mid-file resumes after that line; rows are never half-skipped.
+The stream lists the files (:mod:`tap_braze_csv.sources`), reads each one's CSV members and
+writes their rows. Its parts live apart: the schema in :mod:`tap_braze_csv.schema`, the
+per-file, per-line state in :mod:`tap_braze_csv.state`, stdout writing and signal handling in
+:mod:`tap_braze_csv.output`.
 """
 
 from __future__ import annotations
@@ -30,30 +11,16 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
-import datetime as dt
 import io
-import logging
-import os
-import signal
-import sys
-import threading
 import time
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import Any
 
-import orjson
 from singer_sdk import Stream
-from singer_sdk.exceptions import MaxRecordsLimitException
 from singer_sdk.mapper import SameRecordTransform
 
 from tap_braze_csv.cloud import braze_segment_id
-from tap_braze_csv.columns import (
-    WEBHOOK_FIELDS,
-    Column,
-    inferred_type,
-    known_fields,
-    map_header,
-)
+from tap_braze_csv.columns import WEBHOOK_FIELDS, Column, map_header
 from tap_braze_csv.convert import (
     compile_row_converter,
     find_bad_cell,
@@ -63,11 +30,12 @@ from tap_braze_csv.convert import (
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.export_sync import sync_rest_exports
 from tap_braze_csv.openers import TextReadError, iter_csv_members
+from tap_braze_csv.output import FastWriter, NullWriter, SignalGuard, Writer
+from tap_braze_csv.schema import type_from_schema
 from tap_braze_csv.segments import segment_for
 from tap_braze_csv.sources import FileRef, FileSource, FileVanishedError, make_source
+from tap_braze_csv.state import Progress
 
-#: Records buffered before one write+flush of stdout in the fast writer.
-FLUSH_ROWS = 2000
 #: Bad rows logged one by one before only counting.
 MAX_BAD_ROW_LOGS = 10
 #: A broken quote makes one "field" run on; cap it (memory stays bounded) but above any real cell.
@@ -91,393 +59,6 @@ class StructureBroken(Exception):
         self.lines_lost = lines_lost
 
 
-_JSON_TYPES: dict[str, dict[str, Any]] = {
-    "string": {"type": ["string", "null"]},
-    "integer": {"type": ["integer", "null"]},
-    "number": {"type": ["number", "null"]},
-    "boolean": {"type": ["boolean", "null"]},
-    "date": {"type": ["string", "null"], "format": "date"},
-    "date-time": {"type": ["string", "null"], "format": "date-time"},
-}
-
-
-def json_schema_for(col_type: str) -> dict[str, Any]:
-    """JSON schema of a column type (always nullable: an empty cell is null)."""
-    return dict(_JSON_TYPES[col_type])
-
-
-def type_from_schema(prop: Mapping[str, Any] | None, fallback: str) -> str:
-    """Return the conversion a (catalog) property asks for, so records match the catalog."""
-    if not prop:
-        return fallback
-    types = prop.get("type", [])
-    types = [types] if isinstance(types, str) else list(types)
-    for candidate in ("integer", "number", "boolean"):
-        if candidate in types:
-            return candidate
-    if "string" in types:
-        fmt = prop.get("format")
-        return fmt if fmt in ("date", "date-time") else "string"
-    return fallback
-
-
-def build_schema(
-    header_columns: Sequence[Column] | None,
-    column_types: Mapping[str, str],
-) -> dict[str, Any]:
-    """Stream schema: known Braze fields, the first file's other columns, metadata fields.
-
-    ``header_columns`` is None when no file could be read at discovery; the schema then
-    allows additional properties so custom attribute columns still flow.
-    """
-    props: dict[str, Any] = {}
-    for name in known_fields():
-        props[name] = json_schema_for(column_types.get(name) or inferred_type(name))
-    for col in header_columns or ():
-        if col.name not in props:
-            props[col.name] = json_schema_for(col.type)
-    props["segment_name"] = json_schema_for("string")
-    props["_braze_segment_id"] = json_schema_for("string")
-    props["_sdc_unparsed"] = {
-        "type": ["object", "null"],
-        "additionalProperties": {"type": "string"},
-        "description": "Raw text of cells that did not convert to their field's type "
-        "(the fields are null), by field name.",
-    }
-    props["_sdc_source_file"] = {"type": "string"}
-    props["_sdc_source_lineno"] = {"type": "integer"}
-    schema: dict[str, Any] = {"type": "object", "properties": props}
-    schema["additionalProperties"] = header_columns is None
-    return schema
-
-
-def write_stdout_bytes(data: bytes) -> None:
-    """Write ``data`` to stdout after whatever the SDK wrote before (SCHEMA, STATE).
-
-    A real file or pipe gets ``os.write`` in a loop: CPython's ``BufferedWriter.write`` can
-    silently drop the rest of a large write when a signal interrupts it (seen with SIGTERM
-    during a 2.7 MB write to a pipe), while ``os.write`` reports partial writes. In-memory
-    stdouts (test harnesses) get an ordinary write.
-    """
-    out = sys.stdout
-    out.flush()
-    try:
-        fd = out.fileno()
-    except (AttributeError, OSError, ValueError):
-        fd = -1
-    if fd >= 0:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        return
-    buffer = getattr(out, "buffer", None)
-    if buffer is not None:
-        buffer.write(data)
-        buffer.flush()
-    else:
-        out.write(data.decode("utf-8"))
-        out.flush()
-
-
-class _SignalGuard:
-    """Defers SIGTERM/SIGINT while a message is being written to stdout.
-
-    The SDK's handler writes a STATE line and exits from wherever the signal lands; landing
-    inside a large buffered write would splice that line into a half-written RECORD. Here a
-    signal that arrives during a write is delivered right after it; one that arrives while
-    reading is delivered at once (nothing is half-written then). Either way the SDK's handler
-    then runs, and the stream's error path flushes buffered records and writes STATE.
-    """
-
-    def __init__(self) -> None:
-        self.writing = False
-        self.pending: int | None = None
-        self.previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.writing:
-            self.pending = signum
-            return
-        self._deliver(signum, frame)
-
-    def _deliver(self, signum: int, frame: Any) -> None:
-        handler = self.previous.get(signum, signal.SIG_DFL)
-        self.restore()
-        if callable(handler):
-            handler(signum, frame)
-        elif handler != signal.SIG_IGN:
-            raise SystemExit(128 + signum)
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        """Hold signals for the duration of one write (re-entrant)."""
-        if self.writing:
-            yield
-            return
-        self.writing = True
-        try:
-            yield
-        finally:
-            self.writing = False
-            if self.pending is not None:
-                signum, self.pending = self.pending, None
-                self._deliver(signum, None)
-
-
-def mtime_ns(mtime: Any) -> int:
-    """Epoch seconds (float, ``Decimal``, int or numeric string) -> integer nanoseconds.
-
-    Deterministic: the same listed mtime always gives the same integer, and an old state's
-    float ``mtime`` (written by ``repr``, read back as float or ``Decimal``) gives the integer
-    its file gets today.
-    """
-    return round(float(mtime) * 1_000_000_000)
-
-
-def _file_key(ref: FileRef) -> tuple[str, int, int, str]:
-    return (ref.uri, int(ref.size), mtime_ns(ref.mtime), ref.etag)
-
-
-def _entry_key(item: Mapping[str, Any]) -> tuple[Any, int, int, str]:
-    return (
-        item.get("path"),
-        int(item.get("size", -1)),
-        int(item.get("mtime_ns", -1)),
-        str(item.get("etag", "")),
-    )
-
-
-def _file_entry(ref: FileRef) -> dict[str, Any]:
-    """Return a file's identity in the state: path, size, mtime and (objects) etag."""
-    item: dict[str, Any] = {"path": ref.uri, "size": int(ref.size), "mtime_ns": mtime_ns(ref.mtime)}
-    if ref.etag:
-        item["etag"] = ref.etag
-    return item
-
-
-def _upgrade_entry(item: Any) -> None:
-    """Replace an old state entry's float ``mtime`` (seconds) by ``mtime_ns`` (see module doc)."""
-    if isinstance(item, dict) and "mtime" in item:
-        old = item.pop("mtime")
-        if "mtime_ns" not in item:
-            try:
-                item["mtime_ns"] = mtime_ns(old)
-            except (TypeError, ValueError):
-                item["mtime_ns"] = -1  # unreadable: the file is read again
-
-
-def upgrade_stream_state(state: Any) -> None:
-    """Convert a stream state written by earlier versions in place (float ``mtime`` entries)."""
-    if not isinstance(state, dict):
-        return
-    files = state.get("files")
-    for item in files if isinstance(files, list) else []:
-        _upgrade_entry(item)
-    _upgrade_entry(state.get("current"))
-
-
-class _Progress:
-    """Per-run bookkeeping of the stream state (see module doc)."""
-
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
-        upgrade_stream_state(state)
-        files = state.get("files")
-        self.files: list[dict[str, Any]] = files if isinstance(files, list) else []
-        state["files"] = self.files
-
-    def prune(self, refs: Sequence[FileRef]) -> list[str]:
-        """Forget files that no longer match `paths`; return their paths.
-
-        Call only with a complete listing (`find` succeeded): the state then holds at most one
-        entry per file currently matched, instead of growing with every file ever read.
-        """
-        listed = {ref.uri for ref in refs}
-        gone = [str(f.get("path")) for f in self.files if f.get("path") not in listed]
-        if gone:
-            self.files[:] = [f for f in self.files if f.get("path") in listed]
-        cur = self.state.get("current")
-        if isinstance(cur, dict) and cur.get("path") not in listed:
-            self.state.pop("current", None)
-        return gone
-
-    def entry(self, ref: FileRef, *, create: bool = False) -> dict[str, Any] | None:
-        key = _file_key(ref)
-        for item in self.files:
-            if _entry_key(item) == key:
-                return item
-        if not create:
-            return None
-        # A changed file (same path, other size/mtime/etag) replaces its old entry.
-        self.files[:] = [f for f in self.files if f.get("path") != ref.uri]
-        item = _file_entry(ref)
-        item.update({"members": [], "complete": False, "rows": 0})
-        self.files.append(item)
-        return item
-
-    def resume_line(self, ref: FileRef, member: str) -> int:
-        cur = self.state.get("current")
-        if not isinstance(cur, dict):
-            cur = {}
-        if cur and _entry_key(cur) == _file_key(ref) and cur.get("member", "") == member:
-            return int(cur.get("line", 0))
-        entry = self.entry(ref)
-        broken = entry.get("broken") if entry else None
-        if isinstance(broken, dict) and broken.get("member", "") == member:
-            return int(broken.get("line", 0))
-        return 0
-
-    def start_member(self, ref: FileRef, member: str, line: int) -> dict[str, Any]:
-        cur = _file_entry(ref)
-        cur.update({"member": member, "line": line})
-        self.state["current"] = cur
-        return cur
-
-    def finish_member(self, ref: FileRef, member: str, rows: int) -> None:
-        item = self.entry(ref, create=True)
-        assert item is not None
-        if member not in item["members"]:
-            item["members"].append(member)
-        item["rows"] = int(item.get("rows", 0)) + rows
-        self.state.pop("current", None)
-
-    def hold_broken(self, ref: FileRef, member: str, line: int) -> None:
-        """Keep where a file's structure broke (its last good line), while other files are read."""
-        item = self.entry(ref, create=True)
-        assert item is not None
-        item["broken"] = {"member": member, "line": int(line)}
-
-    def finish_file(self, ref: FileRef) -> None:
-        item = self.entry(ref, create=True)
-        assert item is not None
-        item["complete"] = True
-        item.pop("broken", None)
-
-
-class _Writer:
-    """Writes records and moves the resume point only once they are out (base: SDK path)."""
-
-    def __init__(self, stream: BrazeUsersStream, counter: Any) -> None:
-        self.stream = stream
-        self.counter = counter
-        self.cursor: dict[str, Any] = {}
-        self.pending_line = 0
-        self.emitted = 0
-        self.limit = stream.ABORT_AT_RECORD_COUNT
-        self.since_state = 0
-
-    def check_limit(self) -> None:
-        if self.limit is not None and self.emitted + self.buffered() >= self.limit:
-            self.flush()
-            self.stream.state_manager.is_flushed = False  # _abort_sync writes the state
-            self.stream._abort_sync(
-                MaxRecordsLimitException(
-                    f"Stream prematurely aborted: dry-run record limit ({self.limit}) reached."
-                )
-            )
-
-    def buffered(self) -> int:
-        """Count records accepted but not written yet."""
-        return 0
-
-    def add(self, record: dict[str, Any], end_line: int) -> None:
-        self.check_limit()
-        with self.stream.signal_guard.write():
-            self.stream._write_record_message(record)
-            self.emitted += 1
-            self.cursor["line"] = end_line
-        self.counter.increment()
-        self._maybe_state(1)
-
-    def _maybe_state(self, count: int) -> None:
-        self.since_state += count
-        if self.since_state >= self.stream.STATE_MSG_FREQUENCY:
-            self.since_state = 0
-            self.stream.emit_state()
-
-    def flush(self) -> None:
-        """Nothing is buffered on the SDK path."""
-
-
-class _NullWriter(_Writer):
-    """``write_messages=False``: records are only yielded; the caller owns output and STATE."""
-
-    def add(self, record: dict[str, Any], end_line: int) -> None:
-        self.check_limit()
-        self.emitted += 1
-        self.cursor["line"] = end_line
-        self.counter.increment()
-
-    def check_limit(self) -> None:
-        if self.limit is not None and self.emitted >= self.limit:
-            self.stream._abort_sync(
-                MaxRecordsLimitException(
-                    f"Stream prematurely aborted: dry-run record limit ({self.limit}) reached."
-                )
-            )
-
-
-class _FastWriter(_Writer):
-    """Serialises records with orjson into one buffer, written and flushed every FLUSH_ROWS.
-
-    Why: the SDK's per-record path (conform 38 %, simplejson 24 %, pruning 10 %, a write and a
-    flush per message) is ~8x the cost of reading the CSV. Records here are already typed to
-    the catalog schema by the compiled converter and hold only selected fields, so conforming
-    and pruning have nothing to do; orjson output is the same JSON the SDK would write.
-    """
-
-    def __init__(self, stream: BrazeUsersStream, counter: Any) -> None:
-        super().__init__(stream, counter)
-        alias = stream.stream_maps[0].stream_alias
-        self.prefix = b'{"type":"RECORD","stream":' + orjson.dumps(alias) + b',"record":'
-        version = stream._stream_version  # set by sync() when ACTIVATE_VERSION is enabled
-        self.version = b"" if version is None else b',"version":' + orjson.dumps(version)
-        self.parts: list[bytes] = []
-        self._stamp()
-
-    def buffered(self) -> int:
-        """Count records accepted but not written yet."""
-        return len(self.parts)
-
-    def _stamp(self) -> None:
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
-        self.suffix = self.version + b',"time_extracted":' + orjson.dumps(now) + b"}\n"
-
-    def add(self, record: dict[str, Any], end_line: int) -> None:
-        if self.limit is not None:
-            self.check_limit()
-        self.parts.append(self.prefix + orjson.dumps(record) + self.suffix)
-        self.pending_line = end_line
-        if len(self.parts) >= FLUSH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.parts:
-            return
-        data = b"".join(self.parts)
-        count = len(self.parts)
-        self.parts.clear()
-        with self.stream.signal_guard.write():
-            write_stdout_bytes(data)
-            self.emitted += count
-            self.cursor["line"] = self.pending_line
-        self.counter.increment(count)
-        self._stamp()
-        self._maybe_state(count)
-
-
 class BrazeUsersStream(Stream):
     """Rows of Braze "CSV Export User Data" files, one record per user row."""
 
@@ -498,7 +79,7 @@ class BrazeUsersStream(Stream):
         self.exports_skipped = 0
         self.files_vanished = 0
         self._writes_messages = True
-        self.signal_guard = _SignalGuard()
+        self.signal_guard = SignalGuard()
 
     # -- SDK idiom ----------------------------------------------------------------------
 
@@ -532,16 +113,16 @@ class BrazeUsersStream(Stream):
         Replaces the SDK loop because state here is per file and per line (the SDK's
         bookmarks are replication-key values) and because the SDK's per-record path is the
         tap's bottleneck: with the default stream map (no stream maps, no flattening) records
-        go through :class:`_FastWriter`; otherwise through the SDK's own
+        go through :class:`FastWriter`; otherwise through the SDK's own
         ``_write_record_message`` so stream maps, flattening and selection behave as usual.
         """
         self._writes_messages = write_messages
         counter = self.get_record_counter()
         timer = self.get_sync_timer()
         state = self.stream_state
-        progress = _Progress(state)
+        progress = Progress(state)
         fast = write_messages and self._fast_writer_allowed()
-        writer_class = _FastWriter if fast else _Writer if write_messages else _NullWriter
+        writer_class = FastWriter if fast else Writer if write_messages else NullWriter
         writer = writer_class(self, counter)
         self.logger.info("Writer: %s", "fast (orjson, buffered)" if fast else "SDK")
         started = time.monotonic()
@@ -580,7 +161,7 @@ class BrazeUsersStream(Stream):
             raise BrazeCsvError(f"{first}{more}; {self.lines_lost} line(s) lost in total")
 
     def _sync_all_files(
-        self, progress: _Progress, writer: _Writer, counter: Any, timer: Any
+        self, progress: Progress, writer: Writer, counter: Any, timer: Any
     ) -> Generator[dict, Any, None]:
         with counter, timer, make_source(self.config) as source:
             refs = source.find(list(self.config.get("paths") or []))
@@ -613,7 +194,7 @@ class BrazeUsersStream(Stream):
                 self._flush_on_error(writer)
                 raise
 
-    def _flush_on_error(self, writer: _Writer) -> None:
+    def _flush_on_error(self, writer: Writer) -> None:
         try:
             writer.flush()
             self.emit_state()
@@ -625,8 +206,8 @@ class BrazeUsersStream(Stream):
         source: FileSource,
         ref: FileRef,
         entry: Mapping[str, Any] | None,
-        progress: _Progress,
-        writer: _Writer,
+        progress: Progress,
+        writer: Writer,
     ) -> Generator[dict, Any, str]:
         """Read one file; return "complete", "vanished" (before opening) or "broken"."""
         done = set(entry.get("members", [])) if entry else set()
@@ -702,7 +283,7 @@ class BrazeUsersStream(Stream):
         ref: FileRef,
         member: str,
         text: io.TextIOBase | Any,
-        writer: _Writer,
+        writer: Writer,
         resume_line: int,
     ) -> Generator[dict, Any, int]:
         label = f"{ref.uri}!{member}" if member else ref.uri
@@ -878,32 +459,3 @@ def _count_lines(text: Any) -> int:
         for _ in text:
             count += 1
     return count
-
-
-def peek_header_columns(config: Mapping[str, Any], logger: logging.Logger) -> list[Column] | None:
-    """Columns of the first matching file's header, or None when no file can be read."""
-    try:
-        with make_source(config) as source:
-            refs = source.find(list(config.get("paths") or []))
-            if not refs:
-                return None
-            ref = refs[0]
-            raw = source.open(ref)
-            try:
-                for member, text in iter_csv_members(ref, raw, config):
-                    reader = csv.reader(text, delimiter=config.get("delimiter") or ",", strict=True)
-                    header = next(reader, [])
-                    label = f"{ref.uri}!{member}" if member else ref.uri
-                    return map_header(
-                        header, file=label, column_types=config.get("column_types") or {}
-                    )
-            finally:
-                raw.close()
-    except Exception as exc:  # discovery must not fail on an unreachable file
-        # A warning, not info: a wrong password or path here would otherwise only show at sync.
-        logger.warning(
-            "Discovery: could not read the first file's header (%s); the schema allows custom "
-            "columns as extra string fields",
-            exc,
-        )
-    return None

@@ -22,12 +22,9 @@ from tap_braze_csv.jsonl import user_json_schema_properties
 from tap_braze_csv.openers import text_encoding
 from tap_braze_csv.rest_export import ExportCoordinator, RestExportSettings
 from tap_braze_csv.rest_settings import REST_EXPORT_PROPERTY
-from tap_braze_csv.streams import (
-    BrazeUsersStream,
-    build_schema,
-    peek_header_columns,
-    upgrade_stream_state,
-)
+from tap_braze_csv.schema import build_schema, peek_header_columns
+from tap_braze_csv.state import upgrade_stream_state
+from tap_braze_csv.streams import BrazeUsersStream
 
 
 class TapBrazeCsv(Tap):
@@ -339,7 +336,7 @@ class TapBrazeCsv(Tap):
         """Load the input state, converting float ``mtime`` entries of older versions.
 
         The SDK writes the loaded state back at the start of the sync, so an old float must be
-        gone before that (a float in STATE breaks stock SDK targets; see streams.py).
+        gone before that (a float in STATE breaks stock SDK targets; see state.py).
         """
         super().load_state(state)
         for stream_state in (self.state.get("bookmarks") or {}).values():

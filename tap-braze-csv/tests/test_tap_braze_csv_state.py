@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import tap_braze_csv.output as output_mod
 import tap_braze_csv.streams as streams_mod
 from braze_csv_testkit import BAD, HAND_MADE, write
 from tap_braze_csv.sample import generate_export
@@ -193,7 +194,7 @@ def test_resume_after_interruption_never_half_skips(
     body = "user_id,email\r\n" + "".join(f"u{i},u{i}@x.com\r\n" for i in range(1, 101))
     write(export_dir / "r.csv", body)
     cfg = {"paths": [str(export_dir / "r.csv")]}
-    monkeypatch.setattr(streams_mod, "FLUSH_ROWS", 7)
+    monkeypatch.setattr(output_mod, "FLUSH_ROWS", 7)
     monkeypatch.setattr(streams_mod.BrazeUsersStream, "STATE_MSG_FREQUENCY", 20)
     monkeypatch.setattr(streams_mod, "iter_csv_members", _cut_after(64))
     first = tap_runner(cfg, expect_error=True)
