@@ -226,6 +226,42 @@ def _describe_exc(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _retry_transient(
+    settings: SftpSettings,
+    op: Callable[[], T],
+    *,
+    warn: Callable[[BaseException, float, int, int], None],
+    give_up: Callable[[Exception, int], BaseException | None] = lambda exc, attempt: None,
+    before_wait: Callable[[], None] = lambda: None,
+    after_wait: Callable[[], None] = lambda: None,
+) -> T:
+    """Run ``op``, again after a transient failure: the one SFTP reconnect-and-retry loop.
+
+    At most ``settings.retries`` retries in a row, waiting ``retry_wait * 2 ** (n - 1)``
+    seconds before the n-th. A failure that is not transient, or the last attempt's, ends the
+    loop: ``give_up(exc, attempt)`` names the error to raise instead (None: ``exc`` itself).
+    Before each wait ``warn(exc, wait, next_attempt, attempts)`` logs and ``before_wait()``
+    drops what broke; ``after_wait()`` may reconnect.
+    """
+    attempts = settings.retries + 1
+    attempt = 1
+    while True:
+        try:
+            return op()
+        except Exception as exc:
+            if not _is_transient(exc) or attempt >= attempts:
+                replacement = give_up(exc, attempt)
+                if replacement is None:
+                    raise
+                raise replacement from None
+            wait = settings.retry_wait * 2 ** (attempt - 1)
+            warn(exc, wait, attempt + 1, attempts)
+            attempt += 1
+            before_wait()
+            time.sleep(wait)
+            after_wait()
+
+
 # --------------------------------------------------------------------------------------------
 # SFTP
 
@@ -291,63 +327,70 @@ class SftpSource(FileSource):
 
     def _connect(self) -> paramiko.SFTPClient:
         s = self.settings
-        attempts = s.retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                self._connect_once()
-                assert self._sftp is not None
-                return self._sftp
-            except _UnknownHostKeyError as exc:
-                key = exc.key
-                raise BrazeCsvError(
-                    f"SFTP host {s.host}:{s.port} presented host key {key.get_name()} "
-                    f"{key.fingerprint}, which is not in sftp.known_hosts. After checking the "
-                    f"fingerprint with the server's administrator, add this line to "
-                    f"sftp.known_hosts: '{exc.hostname} {key.get_name()} {key.get_base64()}' "
-                    f"(or set sftp.allow_unknown_host_key to true to accept any host key)"
-                ) from None
-            except paramiko.BadHostKeyException as exc:
-                raise BrazeCsvError(
-                    f"SFTP host {s.host}:{s.port} presented host key {exc.key.get_name()} "
-                    f"{exc.key.fingerprint}, but sftp.known_hosts holds "
-                    f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint} for it: "
-                    "refusing to connect (the server's key changed, or the connection is "
-                    "being intercepted); update sftp.known_hosts if the change is expected"
-                ) from None
-            except paramiko.AuthenticationException as exc:
-                how = "private key" if self._pkey is not None else "password"
-                if self._pkey is not None and s.password:
-                    how = "private key and password"
-                hint = "check sftp.username and the credentials"
-                if isinstance(exc, paramiko.BadAuthenticationType):
-                    allowed = ", ".join(exc.allowed_types or []) or "none"
-                    hint = f"the server only accepts: {allowed}"
-                raise BrazeCsvError(
-                    f"SFTP authentication failed for user {s.username} on {s.host}:{s.port} "
-                    f"({how} rejected); {hint}"
-                ) from None
-            except socket.gaierror as exc:
-                raise BrazeCsvError(
-                    f"SFTP host {s.host} cannot be resolved ({exc.strerror})"
-                ) from None
-            except Exception as exc:
-                if not _is_transient(exc) or attempt == attempts:
-                    raise BrazeCsvError(
-                        f"SFTP connection to {s.host}:{s.port} as {s.username} failed after "
-                        f"{attempt} attempt(s): {_describe_exc(exc)}"
-                    ) from None
-                wait = s.retry_wait * 2 ** (attempt - 1)
-                logger.warning(
-                    "SFTP connection to %s:%s failed (%s); retrying in %.1fs (attempt %d of %d)",
-                    s.host,
-                    s.port,
-                    _describe_exc(exc),
-                    wait,
-                    attempt + 1,
-                    attempts,
-                )
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+
+        def give_up(exc: Exception, attempt: int) -> BaseException | None:
+            if isinstance(exc, BrazeCsvError):
+                return None
+            return BrazeCsvError(
+                f"SFTP connection to {s.host}:{s.port} as {s.username} failed after "
+                f"{attempt} attempt(s): {_describe_exc(exc)}"
+            )
+
+        def warn(exc: BaseException, wait: float, attempt: int, attempts: int) -> None:
+            logger.warning(
+                "SFTP connection to %s:%s failed (%s); retrying in %.1fs (attempt %d of %d)",
+                s.host,
+                s.port,
+                _describe_exc(exc),
+                wait,
+                attempt,
+                attempts,
+            )
+
+        _retry_transient(s, self._connect_explained, warn=warn, give_up=give_up)
+        assert self._sftp is not None
+        return self._sftp
+
+    def _connect_explained(self) -> None:
+        """Connect once; a refused host key or login, or an unknown host, as a clear error."""
+        s = self.settings
+        try:
+            self._connect_once()
+        except _UnknownHostKeyError as exc:
+            key = exc.key
+            raise BrazeCsvError(
+                f"SFTP host {s.host}:{s.port} presented host key {key.get_name()} "
+                f"{key.fingerprint}, which is not in sftp.known_hosts. After checking the "
+                f"fingerprint with the server's administrator, add this line to "
+                f"sftp.known_hosts: '{exc.hostname} {key.get_name()} {key.get_base64()}' "
+                f"(or set sftp.allow_unknown_host_key to true to accept any host key)"
+            ) from None
+        except paramiko.BadHostKeyException as exc:
+            raise BrazeCsvError(
+                f"SFTP host {s.host}:{s.port} presented host key {exc.key.get_name()} "
+                f"{exc.key.fingerprint}, but sftp.known_hosts holds "
+                f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint} for it: "
+                "refusing to connect (the server's key changed, or the connection is "
+                "being intercepted); update sftp.known_hosts if the change is expected"
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            raise BrazeCsvError(self._auth_failure(exc)) from None
+        except socket.gaierror as exc:
+            raise BrazeCsvError(f"SFTP host {s.host} cannot be resolved ({exc.strerror})") from None
+
+    def _auth_failure(self, exc: paramiko.AuthenticationException) -> str:
+        s = self.settings
+        how = "private key" if self._pkey is not None else "password"
+        if self._pkey is not None and s.password:
+            how = "private key and password"
+        hint = "check sftp.username and the credentials"
+        if isinstance(exc, paramiko.BadAuthenticationType):
+            allowed = ", ".join(exc.allowed_types or []) or "none"
+            hint = f"the server only accepts: {allowed}"
+        return (
+            f"SFTP authentication failed for user {s.username} on {s.host}:{s.port} "
+            f"({how} rejected); {hint}"
+        )
 
     def sftp(self) -> paramiko.SFTPClient:
         """Return the live SFTP session (connecting on first use)."""
@@ -372,28 +415,21 @@ class SftpSource(FileSource):
 
     def call(self, what: str, fn: Callable[[paramiko.SFTPClient], T]) -> T:
         """Run an SFTP operation, reconnecting (bounded) on transient failures."""
-        s = self.settings
-        attempts = s.retries + 1
-        for attempt in range(1, attempts + 1):
-            sftp = self.sftp()
-            try:
-                return fn(sftp)
-            except Exception as exc:
-                if not _is_transient(exc) or attempt == attempts:
-                    raise
-                wait = s.retry_wait * 2 ** (attempt - 1)
-                logger.warning(
-                    "SFTP %s on %s failed (%s); reconnecting in %.1fs (attempt %d of %d)",
-                    what,
-                    self.origin,
-                    _describe_exc(exc),
-                    wait,
-                    attempt + 1,
-                    attempts,
-                )
-                self._drop()
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+
+        def warn(exc: BaseException, wait: float, attempt: int, attempts: int) -> None:
+            logger.warning(
+                "SFTP %s on %s failed (%s); reconnecting in %.1fs (attempt %d of %d)",
+                what,
+                self.origin,
+                _describe_exc(exc),
+                wait,
+                attempt,
+                attempts,
+            )
+
+        return _retry_transient(
+            self.settings, lambda: fn(self.sftp()), warn=warn, before_wait=self._drop
+        )
 
     def _absolute(self, path: str) -> str:
         if not path.startswith("/"):
@@ -583,54 +619,62 @@ class _SftpReader(io.RawIOBase):
         return iter(self._file.readv(chunks))
 
     def _next_chunk(self) -> bytes:
-        s = self._source.settings
-        attempts = s.retries + 1
-        attempt = 1
+        ref = self._ref
+
+        def give_up(exc: Exception, attempt: int) -> BaseException | None:
+            if isinstance(exc, BrazeCsvError):
+                return None
+            return BrazeCsvError(
+                f"{ref.uri}: reading failed at byte {self._fetched} of "
+                f"{ref.size} after {attempt} attempt(s): {_describe_exc(exc)}"
+            )
+
+        def warn(exc: BaseException, wait: float, attempt: int, attempts: int) -> None:
+            logger.warning(
+                "SFTP read of %s failed at byte %d (%s); reconnecting in %.1fs (attempt %d of %d)",
+                ref.uri,
+                self._fetched,
+                _describe_exc(exc),
+                wait,
+                attempt,
+                attempts,
+            )
+
+        return _retry_transient(
+            self._source.settings,
+            self._fetch_chunk,
+            warn=warn,
+            give_up=give_up,
+            before_wait=self._close_handle,
+            after_wait=self._reconnect,
+        )
+
+    def _fetch_chunk(self) -> bytes:
+        """Return the next chunk of the file, (re)opening it after a reconnect."""
         while True:
-            try:
-                if self._file is None or self._generation != self._source.generation:
-                    self._open_handle()
-                if self._chunks is None:
-                    self._chunks = self._window()
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    self._chunks = None
-                    continue
-                if not chunk:
-                    raise BrazeCsvError(
-                        f"{self._ref.uri}: ended at byte {self._fetched} of {self._ref.size} "
-                        "(truncated while being read)"
-                    )
-                return chunk
-            except BrazeCsvError:
-                raise
-            except Exception as exc:
-                if not _is_transient(exc) or attempt >= attempts:
-                    raise BrazeCsvError(
-                        f"{self._ref.uri}: reading failed at byte {self._fetched} of "
-                        f"{self._ref.size} after {attempt} attempt(s): {_describe_exc(exc)}"
-                    ) from None
-                wait = s.retry_wait * 2 ** (attempt - 1)
-                logger.warning(
-                    "SFTP read of %s failed at byte %d (%s); reconnecting in %.1fs "
-                    "(attempt %d of %d)",
-                    self._ref.uri,
-                    self._fetched,
-                    _describe_exc(exc),
-                    wait,
-                    attempt + 1,
-                    attempts,
+            if self._file is None or self._generation != self._source.generation:
+                self._open_handle()
+            if self._chunks is None:
+                self._chunks = self._window()
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._chunks = None
+                continue
+            if not chunk:
+                raise BrazeCsvError(
+                    f"{self._ref.uri}: ended at byte {self._fetched} of {self._ref.size} "
+                    "(truncated while being read)"
                 )
-                attempt += 1
-                self._close_handle()
-                time.sleep(wait)
-                try:
-                    self._source.reconnect()
-                except BrazeCsvError as conn_exc:
-                    raise BrazeCsvError(
-                        f"{self._ref.uri}: connection lost at byte {self._fetched} of "
-                        f"{self._ref.size} and could not be re-established: {conn_exc}"
-                    ) from None
+            return chunk
+
+    def _reconnect(self) -> None:
+        try:
+            self._source.reconnect()
+        except BrazeCsvError as conn_exc:
+            raise BrazeCsvError(
+                f"{self._ref.uri}: connection lost at byte {self._fetched} of "
+                f"{self._ref.size} and could not be re-established: {conn_exc}"
+            ) from None
 
     def readinto(self, buffer: Any) -> int:
         if self.closed:
