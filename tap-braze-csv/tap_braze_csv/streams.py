@@ -9,21 +9,20 @@ per-file, per-line state in :mod:`tap_braze_csv.state`, stdout writing and signa
 from __future__ import annotations
 
 import collections
-import contextlib
 import csv
 import io
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from singer_sdk import Stream
 from singer_sdk.mapper import SameRecordTransform
 
+from tap_braze_csv.bad_rows import BadRowPolicy, StructureBroken
 from tap_braze_csv.cloud import braze_segment_id
 from tap_braze_csv.columns import WEBHOOK_FIELDS, Column, map_header
 from tap_braze_csv.convert import (
     compile_row_converter,
-    find_bad_cell,
     null_unparsable,
     unguard_row,
 )
@@ -36,27 +35,10 @@ from tap_braze_csv.segments import segment_for
 from tap_braze_csv.sources import FileRef, FileSource, FileVanishedError, make_source
 from tap_braze_csv.state import Progress
 
-#: Bad rows logged one by one before only counting.
-MAX_BAD_ROW_LOGS = 10
 #: A broken quote makes one "field" run on; cap it (memory stays bounded) but above any real cell.
 FIELD_SIZE_LIMIT = 16 * 1024 * 1024
 #: Unparsable values logged one by one before only counting.
 MAX_UNPARSED_LOGS = 10
-
-
-class StructureBroken(Exception):
-    """A member's CSV structure broke (quote never closed, cell over the field limit).
-
-    Nothing after the break can be read as rows: the parser would resume inside a cell.
-    """
-
-    def __init__(self, label: str, start: int, end: int, lines_lost: int, reason: str) -> None:
-        super().__init__(
-            f"{label}: line {start}: {reason}; the file's structure breaks here, "
-            f"{lines_lost} line(s) from line {start} on were not read"
-        )
-        self.label = label
-        self.lines_lost = lines_lost
 
 
 class BrazeUsersStream(Stream):
@@ -286,28 +268,29 @@ class BrazeUsersStream(Stream):
         writer: Writer,
         resume_line: int,
     ) -> Generator[dict, Any, int]:
+        """Read one CSV member: its header, then its rows after ``resume_line``; return the count."""
         label = f"{ref.uri}!{member}" if member else ref.uri
-        config = self.config
-        mode = config.get("on_bad_row") or "keep"
-        skip_bad = mode != "fail"
-        keep_raw = mode == "keep"
-        delimiter = config.get("delimiter") or ","
         csv.field_size_limit(FIELD_SIZE_LIMIT)
-        reader = csv.reader(text, delimiter=delimiter, strict=True)
-        try:
-            header: list[str] = []
-            while not header:
-                header = next(reader)
-        except StopIteration:
-            msg = f"{label}: empty file, no header row (not a Braze user export)"
-            raise BrazeCsvError(msg) from None
-        except csv.Error as exc:
-            msg = f"{label}: line 1: unreadable header: {exc}"
-            raise BrazeCsvError(msg) from exc
-        except TextReadError as exc:
-            msg = f"{exc.where}: at or after line {reader.line_num + 1}: {exc.problem}"
-            raise BrazeCsvError(msg) from None
-        columns = map_header(header, file=label, column_types=config.get("column_types") or {})
+        reader = csv.reader(text, delimiter=self.config.get("delimiter") or ",", strict=True)
+        plan = self._row_plan(ref, member, label, _read_header(reader, label))
+        policy = BadRowPolicy(self.config.get("on_bad_row") or "keep", label, writer, self.logger)
+        emitted = yield from self._emit_rows(reader, text, plan, policy, writer, resume_line)
+        writer.flush()
+        self.rows_read += emitted
+        if policy.skipped:
+            self.bad_rows += policy.skipped
+            self.logger.warning(
+                "%s: skipped %d bad row(s) (on_bad_row: skip); %d good row(s) emitted",
+                label,
+                policy.skipped,
+                emitted,
+            )
+        self.logger.info("Finished %s: %d row(s)", label, emitted)
+        return emitted
+
+    def _row_plan(self, ref: FileRef, member: str, label: str, header: list[str]) -> _RowPlan:
+        """Decide from the header which columns are emitted, typed how, with which constants."""
+        columns = map_header(header, file=label, column_types=self.config.get("column_types") or {})
         kept, dropped = self._columns_to_emit(columns)
         if dropped:
             self.logger.warning(
@@ -316,124 +299,102 @@ class BrazeUsersStream(Stream):
                 label,
                 ", ".join(dropped),
             )
-        constants: dict[str, Any] = {}
+        constants = self._constant_fields(ref, member, label)
+        return _RowPlan(
+            label=label,
+            width=len(columns),
+            kept=kept,
+            convert=compile_row_converter(kept, constants, fast=True),
+            convert_tolerant=compile_row_converter(kept, constants),
+            unparsed_field=self._selected("_sdc_unparsed"),
+        )
+
+    def _selected(self, name: str) -> bool:
+        """Whether metadata field ``name`` is in the schema and selected."""
         props = self.effective_schema.get("properties", {})
-        mask = self.mask
-        if "segment_name" in props and mask.get(("properties", "segment_name"), True):
-            constants["segment_name"] = segment_for(
-                ref.uri, member, config.get("segment_name_regex")
-            )
-        if "_braze_segment_id" in props and mask.get(("properties", "_braze_segment_id"), True):
+        return name in props and self.mask.get(("properties", name), True)
+
+    def _constant_fields(self, ref: FileRef, member: str, label: str) -> dict[str, Any]:
+        """Fields with one value for the whole member (segment, source file)."""
+        constants: dict[str, Any] = {}
+        if self._selected("segment_name"):
+            regex = self.config.get("segment_name_regex")
+            constants["segment_name"] = segment_for(ref.uri, member, regex)
+        if self._selected("_braze_segment_id"):
             constants["_braze_segment_id"] = braze_segment_id(ref.uri)
         constants["_sdc_source_file"] = label
-        unparsed_field = "_sdc_unparsed" in props and mask.get(
-            ("properties", "_sdc_unparsed"), True
-        )
-        convert = compile_row_converter(kept, constants, fast=True)
-        convert_tolerant = compile_row_converter(kept, constants)
-        width = len(columns)
-        bad_here = 0
+        return constants
+
+    def _emit_rows(
+        self,
+        reader: Any,
+        text: Any,
+        plan: _RowPlan,
+        policy: BadRowPolicy,
+        writer: Writer,
+        resume_line: int,
+    ) -> Generator[dict, Any, int]:
+        """Convert and emit each row after ``resume_line``; bad rows go to ``policy``.
+
+        The tap's hot loop: kept flat (one converter call per good row, no per-row helpers).
+        """
+        width = plan.width
+        convert = plan.convert
+        add = writer.add
         emitted = 0
         prev = reader.line_num
-        add = writer.add
-
-        def bad_row(line: int, reason: str) -> None:
-            nonlocal bad_here
-            msg = f"{label}: line {line}: {reason}"
-            if not skip_bad:
-                writer.flush()
-                raise BrazeCsvError(msg + " (on_bad_row: fail)")
-            bad_here += 1
-            if bad_here <= MAX_BAD_ROW_LOGS:
-                self.logger.warning("Skipping bad row: %s", msg)
-
-        while True:
-            try:
-                for row in reader:
-                    line = reader.line_num
-                    start = prev + 1
-                    prev = line
-                    if len(row) != width:
-                        if not row or row == [""]:
-                            continue  # blank line
-                        if line <= resume_line:
-                            continue
-                        bad_row(start, f"{len(row)} fields, the header has {width}")
-                        continue
-                    if line <= resume_line:
-                        continue
-                    row = unguard_row(row)
-                    try:
-                        record = convert(row, start)
-                    except (ValueError, TypeError, OverflowError):
-                        try:
-                            record = convert_tolerant(row, start)
-                        except (ValueError, TypeError, OverflowError):
-                            if keep_raw:
-                                cells, raw = null_unparsable(kept, row)
-                                record = convert_tolerant(cells, start)
-                                if unparsed_field:
-                                    record["_sdc_unparsed"] = raw
-                                self._count_unparsed(label, start, raw, kept_raw=unparsed_field)
-                                add(record, line)
-                                emitted += 1
-                                yield record
-                                continue
-                            found = find_bad_cell(kept, row)
-                            if found is None:  # pragma: no cover - defensive
-                                bad_row(start, "a cell could not be converted")
-                            else:
-                                col, value, why = found
-                                shown = value if len(value) <= 40 else value[:37] + "..."
-                                bad_row(
-                                    start,
-                                    f"column {col.header!r} ({col.name}, {col.type}): "
-                                    f"{shown!r} is not a valid {col.type} ({why})",
-                                )
-                            continue
-                    add(record, line)
-                    emitted += 1
-                    yield record
-                break
-            except csv.Error as exc:
-                # Structural damage: the parser cannot tell where the next row starts (after a
-                # cell over the field limit it would go on *inside* that cell and turn its
-                # text into phantom rows). Stop this member here; never resume.
+        try:
+            for row in reader:
                 line = reader.line_num
                 start = prev + 1
-                reason = str(exc)
-                if "field limit" in reason:
-                    reason = f"a quoted cell over {FIELD_SIZE_LIMIT} characters: {reason}"
-                elif "end of data" in reason or line > start:
-                    reason = (
-                        f"unterminated quoted field (from line {start} to line {line}): {reason}"
-                    )
-                else:
-                    reason = f"malformed CSV (broken quote?): {reason}"
-                writer.flush()
-                if not skip_bad:
-                    msg = f"{label}: line {start}: {reason} (on_bad_row: fail)"
-                    raise BrazeCsvError(msg) from None
-                rest = _count_lines(text)
-                raise StructureBroken(label, start, line, line - start + 1 + rest, reason) from None
-            except TextReadError as exc:
-                # Text is decoded in blocks ahead of the CSV parser: the bad bytes are on
-                # this line or a later one.
-                writer.flush()
-                msg = f"{exc.where}: at or after line {prev + 1}: {exc.problem}"
-                raise BrazeCsvError(msg) from None
-        writer.flush()
-        self.rows_read += emitted
-        if bad_here:
-            self.bad_rows += bad_here
-            self.logger.warning(
-                "%s: skipped %d bad row(s) (on_bad_row: skip); %d good row(s) emitted",
-                label,
-                bad_here,
-                emitted,
-            )
-        self.logger.info("Finished %s: %d row(s)", label, emitted)
+                prev = line
+                if len(row) != width:
+                    if line > resume_line:
+                        policy.wrong_width(row, start, width)
+                    continue
+                if line <= resume_line:
+                    continue
+                row = unguard_row(row)
+                try:
+                    record = convert(row, start)
+                except (ValueError, TypeError, OverflowError):
+                    slow = self._convert_slowly(plan, policy, row, start)
+                    if slow is None:
+                        continue
+                    record = slow
+                add(record, line)
+                emitted += 1
+                yield record
+        except csv.Error as exc:
+            raise policy.structure_broken(exc, text, prev + 1, reader.line_num) from None
+        except TextReadError as exc:
+            # Text is decoded in blocks ahead of the CSV parser: the bad bytes are on this
+            # line or a later one.
+            writer.flush()
+            msg = f"{exc.where}: at or after line {prev + 1}: {exc.problem}"
+            raise BrazeCsvError(msg) from None
         return emitted
+
+    def _convert_slowly(
+        self, plan: _RowPlan, policy: BadRowPolicy, row: list[str], line: int
+    ) -> dict[str, Any] | None:
+        """Convert a row the fast converter refused: the tolerant one, else `on_bad_row` decides.
+
+        Returns the record to emit, or None when the row is skipped.
+        """
+        try:
+            return plan.convert_tolerant(row, line)
+        except (ValueError, TypeError, OverflowError):
+            pass
+        if not policy.keep_raw:
+            policy.unconvertible(plan.kept, row, line)
+            return None
+        cells, raw = null_unparsable(plan.kept, row)
+        record = plan.convert_tolerant(cells, line)
+        if plan.unparsed_field:
+            record["_sdc_unparsed"] = raw
+        self._count_unparsed(plan.label, line, raw, kept_raw=plan.unparsed_field)
+        return record
 
     def _count_unparsed(
         self, label: str, line: int, raw: Mapping[str, str], kept_raw: bool
@@ -452,10 +413,30 @@ class BrazeUsersStream(Stream):
                 )
 
 
-def _count_lines(text: Any) -> int:
-    """Count the lines left in a text stream (after a structural break), reading to its end."""
-    count = 0
-    with contextlib.suppress(BrazeCsvError):
-        for _ in text:
-            count += 1
-    return count
+class _RowPlan(NamedTuple):
+    """How one member's rows become records (decided from its header)."""
+
+    label: str
+    width: int
+    kept: list[Column]
+    convert: Callable[[list[str], int], dict[str, Any]]
+    convert_tolerant: Callable[[list[str], int], dict[str, Any]]
+    unparsed_field: bool
+
+
+def _read_header(reader: Any, label: str) -> list[str]:
+    """Return the member's first non-blank row; a clear error when there is none or it is bad."""
+    try:
+        header: list[str] = []
+        while not header:
+            header = next(reader)
+    except StopIteration:
+        msg = f"{label}: empty file, no header row (not a Braze user export)"
+        raise BrazeCsvError(msg) from None
+    except csv.Error as exc:
+        msg = f"{label}: line 1: unreadable header: {exc}"
+        raise BrazeCsvError(msg) from exc
+    except TextReadError as exc:
+        msg = f"{exc.where}: at or after line {reader.line_num + 1}: {exc.problem}"
+        raise BrazeCsvError(msg) from None
+    return header
