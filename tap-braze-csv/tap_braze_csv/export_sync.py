@@ -26,6 +26,7 @@ import orjson
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.jsonl import UserConverter, engagement_records
 from tap_braze_csv.rest_export import READ_ERRORS, BrazeExportError, ReadyExport
+from tap_braze_csv.sdk_compat import stream_tap
 
 MAX_BAD_LINE_LOGS = 10
 
@@ -42,7 +43,7 @@ def _parse_time(value: Any) -> dt.datetime | None:
 
 def sync_rest_exports(stream: Any, kind: str, writer: Any) -> Generator[dict, Any, None]:
     """Read every configured segment's export into ``stream`` (``kind``: users|engagement)."""
-    coordinator = stream._tap.export_coordinator
+    coordinator = stream_tap(stream).export_coordinator
     if coordinator is None:
         return
     settings = coordinator.settings

@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 from singer_sdk.exceptions import MaxRecordsLimitException
 
+from tap_braze_csv.sdk_compat import abort_sync, stream_version, write_record_message
+
 #: Records buffered before one write+flush of stdout in the fast writer.
 FLUSH_ROWS = 2000
 
@@ -129,10 +131,11 @@ class Writer:
         if self.limit is not None and self.emitted + self.buffered() >= self.limit:
             self.flush()
             self.stream.state_manager.is_flushed = False  # _abort_sync writes the state
-            self.stream._abort_sync(
+            abort_sync(
+                self.stream,
                 MaxRecordsLimitException(
                     f"Stream prematurely aborted: dry-run record limit ({self.limit}) reached."
-                )
+                ),
             )
 
     def buffered(self) -> int:
@@ -143,7 +146,7 @@ class Writer:
         """Write one record through the SDK, then move the resume point past ``end_line``."""
         self.check_limit()
         with self.stream.signal_guard.write():
-            self.stream._write_record_message(record)
+            write_record_message(self.stream, record)
             self.emitted += 1
             self.cursor["line"] = end_line
         self.counter.increment()
@@ -172,10 +175,11 @@ class NullWriter(Writer):
     def check_limit(self) -> None:
         """Stop the sync once the record limit is reached."""
         if self.limit is not None and self.emitted >= self.limit:
-            self.stream._abort_sync(
+            abort_sync(
+                self.stream,
                 MaxRecordsLimitException(
                     f"Stream prematurely aborted: dry-run record limit ({self.limit}) reached."
-                )
+                ),
             )
 
 
@@ -192,7 +196,7 @@ class FastWriter(Writer):
         super().__init__(stream, counter)
         alias = stream.stream_maps[0].stream_alias
         self.prefix = b'{"type":"RECORD","stream":' + orjson.dumps(alias) + b',"record":'
-        version = stream._stream_version  # set by sync() when ACTIVATE_VERSION is enabled
+        version = stream_version(stream)  # set by sync() when ACTIVATE_VERSION is enabled
         self.version = b"" if version is None else b',"version":' + orjson.dumps(version)
         self.parts: list[bytes] = []
         self._stamp()

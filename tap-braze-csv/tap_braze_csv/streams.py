@@ -31,6 +31,7 @@ from tap_braze_csv.export_sync import sync_rest_exports
 from tap_braze_csv.openers import TextReadError, iter_csv_members
 from tap_braze_csv.output import FastWriter, NullWriter, SignalGuard, Writer
 from tap_braze_csv.schema import type_from_schema
+from tap_braze_csv.sdk_compat import write_state_message
 from tap_braze_csv.segments import segment_for
 from tap_braze_csv.sources import FileRef, FileSource, FileVanishedError, make_source
 from tap_braze_csv.state import Progress
@@ -74,7 +75,7 @@ class BrazeUsersStream(Stream):
         self.state_manager.is_flushed = False
         if self._writes_messages:
             with self.signal_guard.write():
-                self._write_state_message()
+                write_state_message(self)
 
     def _fast_writer_allowed(self) -> bool:
         if not self.config.get("fast_writer", True):

@@ -23,6 +23,7 @@ from tap_braze_csv.openers import text_encoding
 from tap_braze_csv.rest_export import ExportCoordinator, RestExportSettings
 from tap_braze_csv.rest_settings import REST_EXPORT_PROPERTY
 from tap_braze_csv.schema import build_schema, peek_header_columns
+from tap_braze_csv.sdk_compat import raw_config, set_raw_config
 from tap_braze_csv.state import upgrade_stream_state
 from tap_braze_csv.streams import BrazeUsersStream
 
@@ -302,8 +303,9 @@ class TapBrazeCsv(Tap):
         A trailing newline of a mounted secret file is removed; a number setting from a
         Meltano env var arrives as text (e.g. "30") and is parsed here.
         """
-        self._config = strip_secrets(self._config, self.config_jsonschema)
-        self._config, numbers = coerce_number_strings(self._config, self.config_jsonschema)
+        config = strip_secrets(raw_config(self), self.config_jsonschema)
+        config, numbers = coerce_number_strings(config, self.config_jsonschema)
+        set_raw_config(self, config)
         if numbers and raise_errors:
             raise ConfigValidationError(numbers[0], errors=numbers)
         errors = [*numbers, *super()._validate_config(raise_errors=raise_errors)]
