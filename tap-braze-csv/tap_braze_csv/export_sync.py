@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Generator
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -47,61 +47,20 @@ def sync_rest_exports(stream: Any, kind: str, writer: Any) -> Generator[dict, An
     if coordinator is None:
         return
     settings = coordinator.settings
-    state = stream.stream_state
-    exports = state.setdefault("exports", {})
+    exports = stream.stream_state.setdefault("exports", {})
     for segment_id in list(exports):
         if segment_id not in settings.segment_ids:
             del exports[segment_id]
     now = dt.datetime.now(dt.timezone.utc)
-    todo: list[str] = []
-    for segment_id in settings.segment_ids:
-        entry = exports.get(segment_id)
-        if entry and entry.get("complete") and settings.min_interval_hours > 0:
-            last = _parse_time(entry.get("requested_at"))
-            if last is not None and now - last < dt.timedelta(hours=settings.min_interval_hours):
-                stream.logger.info(
-                    "Segment %s: export %s requested at %s was read; the next one is due "
-                    "%g hour(s) after it (rest_export.min_interval_hours)",
-                    segment_id,
-                    entry.get("object_prefix"),
-                    entry.get("requested_at"),
-                    settings.min_interval_hours,
-                )
-                stream.exports_skipped += 1
-                continue
-        todo.append(segment_id)
-    resume = {
-        seg: str(exports[seg]["object_prefix"])
-        for seg in todo
-        if seg in exports and not exports[seg].get("complete") and exports[seg].get("object_prefix")
-    }
+    todo = [seg for seg in settings.segment_ids if _due(stream, settings, seg, exports, now)]
+    resume = _resumable(exports, todo)
     coordinator.trigger_all(todo, resume)
     for segment_id in todo:
         entry = exports.get(segment_id)
         export = coordinator.export_for(
             segment_id, resume.get(segment_id), str((entry or {}).get("requested_at") or "")
         )
-        if (
-            entry is None
-            or entry.get("complete")
-            or entry.get("object_prefix") != export.object_prefix
-        ):
-            if entry is not None and not entry.get("complete"):
-                stream.logger.warning(
-                    "Segment %s: the previous run stopped inside export %s, which cannot be "
-                    "downloaded again (its URL is not kept); reading the new export %s from its "
-                    "start, so users read before the interruption are sent again",
-                    segment_id,
-                    entry.get("object_prefix"),
-                    export.object_prefix,
-                )
-            entry = {
-                "object_prefix": export.object_prefix,
-                "requested_at": export.requested_at,
-                "complete": False,
-                "members": [],
-            }
-            exports[segment_id] = entry
+        entry = _entry_for(stream, exports, segment_id, export)
         yield from _read_export(stream, kind, export, entry, writer)
         writer.flush()
         entry["complete"] = True
@@ -109,6 +68,67 @@ def sync_rest_exports(stream: Any, kind: str, writer: Any) -> Generator[dict, An
         entry.pop("line", None)
         stream.exports_read += 1
         stream.emit_state()
+
+
+def _resumable(exports: dict[str, Any], todo: list[str]) -> dict[str, str]:
+    """Return the segments whose last export stopped midway, with its object prefix."""
+    return {
+        seg: str(exports[seg]["object_prefix"])
+        for seg in todo
+        if seg in exports and not exports[seg].get("complete") and exports[seg].get("object_prefix")
+    }
+
+
+def _due(
+    stream: Any, settings: Any, segment_id: str, exports: dict[str, Any], now: dt.datetime
+) -> bool:
+    """Whether a segment's export is due: not read yet, or read over min_interval_hours ago."""
+    entry = exports.get(segment_id)
+    if not (entry and entry.get("complete") and settings.min_interval_hours > 0):
+        return True
+    last = _parse_time(entry.get("requested_at"))
+    if last is None or now - last >= dt.timedelta(hours=settings.min_interval_hours):
+        return True
+    stream.logger.info(
+        "Segment %s: export %s requested at %s was read; the next one is due "
+        "%g hour(s) after it (rest_export.min_interval_hours)",
+        segment_id,
+        entry.get("object_prefix"),
+        entry.get("requested_at"),
+        settings.min_interval_hours,
+    )
+    stream.exports_skipped += 1
+    return False
+
+
+def _entry_for(
+    stream: Any, exports: dict[str, Any], segment_id: str, export: ReadyExport
+) -> dict[str, Any]:
+    """Return the state entry of ``export``: the resumed one, or a new one replacing the last."""
+    entry = exports.get(segment_id)
+    if (
+        entry is not None
+        and not entry.get("complete")
+        and entry.get("object_prefix") == export.object_prefix
+    ):
+        return entry
+    if entry is not None and not entry.get("complete"):
+        stream.logger.warning(
+            "Segment %s: the previous run stopped inside export %s, which cannot be "
+            "downloaded again (its URL is not kept); reading the new export %s from its "
+            "start, so users read before the interruption are sent again",
+            segment_id,
+            entry.get("object_prefix"),
+            export.object_prefix,
+        )
+    entry = {
+        "object_prefix": export.object_prefix,
+        "requested_at": export.requested_at,
+        "complete": False,
+        "members": [],
+    }
+    exports[segment_id] = entry
+    return entry
 
 
 def _selected(stream: Any) -> tuple[dict[str, Any], bool]:
@@ -120,17 +140,27 @@ def _selected(stream: Any) -> tuple[dict[str, Any], bool]:
     return selected, extra_ok
 
 
+class _MemberReading(NamedTuple):
+    """What every member of one export is read with."""
+
+    converter: UserConverter | None  # None: engagement records
+    allowed: frozenset[str] | None  # engagement fields kept (None: all)
+    skip_bad: bool
+    segment: str
+
+
 def _read_export(
     stream: Any, kind: str, export: ReadyExport, entry: dict[str, Any], writer: Any
 ) -> Generator[dict, Any, None]:
     selected, extra_ok = _selected(stream)
-    allowed = None if extra_ok else frozenset(selected)
-    converter = UserConverter(selected, extra_ok=extra_ok) if kind == "users" else None
-    # A JSON line that does not parse cannot be emitted: `keep` and `skip` skip it (counted).
-    skip_bad = (stream.config.get("on_bad_row") or "keep") != "fail"
+    how = _MemberReading(
+        converter=UserConverter(selected, extra_ok=extra_ok) if kind == "users" else None,
+        allowed=None if extra_ok else frozenset(selected),
+        # A JSON line that does not parse cannot be emitted: `keep` and `skip` skip it (counted).
+        skip_bad=(stream.config.get("on_bad_row") or "keep") != "fail",
+        segment=export.segment_id,
+    )
     done = set(entry.get("members") or [])
-    segment = export.segment_id
-    add = writer.add
     for key, label, raw in export.members():
         if key in done:
             stream.logger.info("Skipping %s: already read (state)", label)
@@ -142,65 +172,101 @@ def _read_export(
         entry["line"] = resume
         writer.cursor = entry
         stream.logger.info("Reading %s", label)
-        lineno = 0
-        emitted = 0
-        bad = 0
-        try:
-            for line in raw:
-                lineno += 1
-                if lineno <= resume or not line.strip():
-                    continue
-                try:
-                    user = orjson.loads(line)
-                    if not isinstance(user, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as exc:
-                    msg = f"{label}: line {lineno}: not a JSON user object ({exc})"
-                    if not skip_bad:
-                        writer.flush()
-                        raise BrazeCsvError(msg + " (on_bad_row: fail)") from None
-                    bad += 1
-                    if bad <= MAX_BAD_LINE_LOGS:
-                        stream.logger.warning("Skipping bad line: %s", msg)
-                    continue
-                constants = {
-                    "_braze_segment_id": segment,
-                    "_sdc_source_file": label,
-                    "_sdc_source_lineno": lineno,
-                }
-                if converter is not None:
-                    record = converter.convert(user, constants)
-                    add(record, lineno)
-                    emitted += 1
-                    yield record
-                else:
-                    records = list(engagement_records(user, constants))
-                    last = len(records) - 1
-                    for i, record in enumerate(records):
-                        if allowed is not None:
-                            record = {k: v for k, v in record.items() if k in allowed}
-                        # The resume point passes this line only with its last record.
-                        add(record, lineno if i == last else lineno - 1)
-                        emitted += 1
-                        yield record
-        except READ_ERRORS as exc:
-            writer.flush()
-            msg = (
-                f"{label}: at or after line {lineno + 1}: unreadable ({type(exc).__name__}: {exc})"
-            )
-            raise BrazeExportError(msg) from None
+        emitted = yield from _read_member(stream, how, label, raw, resume, writer)
         writer.flush()
         entry.setdefault("members", []).append(key)
         entry.pop("member", None)
         entry.pop("line", None)
         stream.rows_read += emitted
-        stream.bad_rows += bad
-        if converter is not None and converter.unparsed:
-            stream.logger.warning(
-                "%s: values that do not fit their field's type were emitted as null: %s",
-                label,
-                ", ".join(f"{k} ({n})" for k, n in sorted(converter.unparsed.items())),
-            )
-            converter.unparsed.clear()
+        _report_unparsed(stream, label, how.converter)
         stream.logger.info("Finished %s: %d record(s)", label, emitted)
         stream.emit_state()
+
+
+def _report_unparsed(stream: Any, label: str, converter: UserConverter | None) -> None:
+    """Log (then forget) the values of a member that were emitted as null."""
+    if converter is not None and converter.unparsed:
+        stream.logger.warning(
+            "%s: values that do not fit their field's type were emitted as null: %s",
+            label,
+            ", ".join(f"{k} ({n})" for k, n in sorted(converter.unparsed.items())),
+        )
+        converter.unparsed.clear()
+
+
+def _read_member(
+    stream: Any, how: _MemberReading, label: str, raw: Any, resume: int, writer: Any
+) -> Generator[dict, Any, int]:
+    """Emit the records of one JSON-lines member after line ``resume``; return their count."""
+    converter = how.converter
+    add = writer.add
+    lineno = 0
+    emitted = 0
+    bad = 0
+    try:
+        for line in raw:
+            lineno += 1
+            if lineno <= resume or not line.strip():
+                continue
+            user = _parse_user(line)
+            if isinstance(user, str):
+                bad += 1
+                _bad_line(stream, how, writer, f"{label}: line {lineno}: {user}", bad)
+                continue
+            constants = {
+                "_braze_segment_id": how.segment,
+                "_sdc_source_file": label,
+                "_sdc_source_lineno": lineno,
+            }
+            if converter is not None:
+                record = converter.convert(user, constants)
+                add(record, lineno)
+                emitted += 1
+                yield record
+            else:
+                emitted += yield from _engagement(user, constants, how.allowed, lineno, add)
+    except READ_ERRORS as exc:
+        writer.flush()
+        msg = f"{label}: at or after line {lineno + 1}: unreadable ({type(exc).__name__}: {exc})"
+        raise BrazeExportError(msg) from None
+    stream.bad_rows += bad
+    return emitted
+
+
+def _parse_user(line: Any) -> dict[str, Any] | str:
+    """Parse one JSON line: the user object, or why it is not one."""
+    try:
+        user = orjson.loads(line)
+    except ValueError as exc:
+        return f"not a JSON user object ({exc})"
+    if not isinstance(user, dict):
+        return "not a JSON user object (not a JSON object)"
+    return user
+
+
+def _bad_line(stream: Any, how: _MemberReading, writer: Any, msg: str, count: int) -> None:
+    """Skip and count a line that is not a user, or (on_bad_row: fail) stop the run."""
+    if not how.skip_bad:
+        writer.flush()
+        raise BrazeCsvError(msg + " (on_bad_row: fail)") from None
+    if count <= MAX_BAD_LINE_LOGS:
+        stream.logger.warning("Skipping bad line: %s", msg)
+
+
+def _engagement(
+    user: dict[str, Any],
+    constants: dict[str, Any],
+    allowed: frozenset[str] | None,
+    lineno: int,
+    add: Any,
+) -> Generator[dict, Any, int]:
+    """Emit a user's engagement records; return their count."""
+    records = list(engagement_records(user, constants))
+    last = len(records) - 1
+    for i, record in enumerate(records):
+        if allowed is not None:
+            record = {k: v for k, v in record.items() if k in allowed}
+        # The resume point passes this line only with its last record.
+        add(record, lineno if i == last else lineno - 1)
+        yield record
+    return len(records)
