@@ -64,8 +64,23 @@ def load_private_key(value: str, passphrase: str | None) -> paramiko.PKey:
             "sftp.private_key is neither a private key (PEM or OpenSSH text) "
             "nor the path of a readable key file"
         )
-    data = text.encode()
-    password = passphrase.encode() if passphrase else None
+    loaded = _decrypt_key(text.encode(), passphrase.encode() if passphrase else None)
+    key_class = _paramiko_key_class(loaded)
+    # Hand paramiko the decrypted key (OpenSSH format, in memory): the passphrase KDF runs once,
+    # and paramiko reads Ed25519 only in OpenSSH format (not PKCS#8 PEM).
+    opened = loaded.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    try:
+        return key_class.from_private_key(io.StringIO(opened.decode()))
+    except Exception:
+        raise BrazeCsvError("sftp.private_key could not be loaded") from None
+
+
+def _decrypt_key(data: bytes, password: bytes | None) -> Any:
+    """Return the private key ``data`` holds (decrypted with ``password`` when it needs one)."""
 
     def _load(pw: bytes | None) -> Any:
         if b"OPENSSH PRIVATE KEY" in data:
@@ -74,14 +89,13 @@ def load_private_key(value: str, passphrase: str | None) -> paramiko.PKey:
 
     try:
         try:
-            loaded = _load(password)
+            return _load(password)
         except TypeError:
             # "Password was given but private key is not encrypted" -> use it without one;
             # "Password was not given but private key is encrypted" -> re-raised below.
             if password is None:
                 raise
-            loaded = _load(None)
-            password = None
+            return _load(None)
     except TypeError:
         raise BrazeCsvError(
             "sftp.private_key is encrypted: set sftp.private_key_passphrase"
@@ -95,26 +109,17 @@ def load_private_key(value: str, passphrase: str | None) -> paramiko.PKey:
         raise BrazeCsvError("sftp.private_key is not a valid private key") from None
     except Exception:  # unsupported algorithm or other backend errors
         raise BrazeCsvError("sftp.private_key is not a supported private key") from None
-    key_class: type[paramiko.PKey]
+
+
+def _paramiko_key_class(loaded: Any) -> type[paramiko.PKey]:
+    """Return paramiko's class for a loaded key (RSA, Ed25519 or ECDSA)."""
     if isinstance(loaded, rsa.RSAPrivateKey):
-        key_class = paramiko.RSAKey
-    elif isinstance(loaded, ed25519.Ed25519PrivateKey):
-        key_class = paramiko.Ed25519Key
-    elif isinstance(loaded, ec.EllipticCurvePrivateKey):
-        key_class = paramiko.ECDSAKey
-    else:
-        raise BrazeCsvError("sftp.private_key: only RSA, Ed25519 and ECDSA keys are supported")
-    # Hand paramiko the decrypted key (OpenSSH format, in memory): the passphrase KDF runs once,
-    # and paramiko reads Ed25519 only in OpenSSH format (not PKCS#8 PEM).
-    opened = loaded.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    try:
-        return key_class.from_private_key(io.StringIO(opened.decode()))
-    except Exception:
-        raise BrazeCsvError("sftp.private_key could not be loaded") from None
+        return paramiko.RSAKey
+    if isinstance(loaded, ed25519.Ed25519PrivateKey):
+        return paramiko.Ed25519Key
+    if isinstance(loaded, ec.EllipticCurvePrivateKey):
+        return paramiko.ECDSAKey
+    raise BrazeCsvError("sftp.private_key: only RSA, Ed25519 and ECDSA keys are supported")
 
 
 HostKeyList = list[tuple[str, str, paramiko.PKey]]
@@ -136,30 +141,40 @@ def parse_known_hosts(value: str) -> HostKeyList:
     keys: HostKeyList = []
     problems: list[str] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#") or line.startswith("@"):
-            continue  # markers (@cert-authority, @revoked) are not supported: entry ignored
-        try:
-            entry = HostKeyEntry.from_line(line, lineno)
-        except Exception:
-            entry = None
-        if entry is None or entry.key is None:
-            problems.append(f"line {lineno} is not a usable host key line")
-            continue
-        hostnames = [h for h in entry.hostnames if _hashed_host_ok(h)]
-        if len(hostnames) < len(entry.hostnames):
-            # paramiko would fail later, mid-connect, with a bare AssertionError.
-            problems.append(
-                f"line {lineno} has a malformed hashed host name (expected "
-                "'|1|<base64 salt>|<base64 hash>' as `ssh-keygen -H` writes it)"
-            )
-        keys.extend((hostname, entry.key.get_name(), entry.key) for hostname in hostnames)
+        keys.extend(_host_keys_of_line(raw.strip(), lineno, problems))
     for problem in problems:
         logger.warning("sftp.known_hosts %s: ignored", problem)
     if not keys:
         detail = f" ({'; '.join(problems)})" if problems else ""
         raise BrazeCsvError(f"sftp.known_hosts holds no usable host key line{detail}")
     return keys
+
+
+def _host_keys_of_line(line: str, lineno: int, problems: list[str]) -> HostKeyList:
+    """Return the host keys of one known_hosts line; what is wrong with it goes to ``problems``."""
+    if not line or line.startswith("#") or line.startswith("@"):
+        return []  # markers (@cert-authority, @revoked) are not supported: entry ignored
+    entry = _host_entry(line, lineno)
+    if entry is None:
+        problems.append(f"line {lineno} is not a usable host key line")
+        return []
+    hostnames = [h for h in entry.hostnames if _hashed_host_ok(h)]
+    if len(hostnames) < len(entry.hostnames):
+        # paramiko would fail later, mid-connect, with a bare AssertionError.
+        problems.append(
+            f"line {lineno} has a malformed hashed host name (expected "
+            "'|1|<base64 salt>|<base64 hash>' as `ssh-keygen -H` writes it)"
+        )
+    return [(hostname, entry.key.get_name(), entry.key) for hostname in hostnames]
+
+
+def _host_entry(line: str, lineno: int) -> HostKeyEntry | None:
+    """Parse a known_hosts line; None when paramiko cannot read it or its key."""
+    try:
+        entry = HostKeyEntry.from_line(line, lineno)
+    except Exception:
+        return None
+    return entry if entry is not None and entry.key is not None else None
 
 
 def _hashed_host_ok(hostname: str) -> bool:
@@ -496,27 +511,57 @@ class SftpSource(FileSource):
         cache: dict[str, list[paramiko.SFTPAttributes]],
     ) -> None:
         """Glob over listdir_attr: `**` is zero or more directories; wildcards skip dot-files."""
+        if parts[0] == "**":
+            self._walk_any_depth(directory, parts, out, cache)
+        elif not has_magic(parts[0]):
+            self._walk_literal(directory, parts, out, cache)
+        else:
+            self._walk_wildcard(directory, parts, out, cache)
+
+    def _walk_any_depth(
+        self,
+        directory: str,
+        parts: list[str],
+        out: dict[str, FileRef],
+        cache: dict[str, list[paramiko.SFTPAttributes]],
+    ) -> None:
+        """`**`: the rest of the pattern here, and `**` again in every subdirectory."""
+        rest = parts[1:]
+        if rest:
+            self._walk(directory, rest, out, cache)
+        for name, attr, is_link in self._entries(directory, cache):
+            full = posixpath.join(directory, name)
+            if stat.S_ISDIR(attr.st_mode or 0):
+                if not is_link:  # `**` does not descend through links (no loops)
+                    self._walk(full, parts, out, cache)
+            elif not rest and stat.S_ISREG(attr.st_mode or 0):
+                out[full] = self._ref(full, attr)
+
+    def _walk_literal(
+        self,
+        directory: str,
+        parts: list[str],
+        out: dict[str, FileRef],
+        cache: dict[str, list[paramiko.SFTPAttributes]],
+    ) -> None:
+        """Match a name without wildcards: descend into it, or stat it when it is the last part."""
+        full = posixpath.join(directory, parts[0])
+        if parts[1:]:
+            self._walk(full, parts[1:], out, cache)
+            return
+        found = self._stat(full)
+        if found is not None and stat.S_ISREG(found.st_mode or 0):
+            out[full] = self._ref(full, found)
+
+    def _walk_wildcard(
+        self,
+        directory: str,
+        parts: list[str],
+        out: dict[str, FileRef],
+        cache: dict[str, list[paramiko.SFTPAttributes]],
+    ) -> None:
+        """Match a name with wildcards: every matching entry (directories if more parts follow)."""
         part, rest = parts[0], parts[1:]
-        if part == "**":
-            if rest:
-                self._walk(directory, rest, out, cache)
-            for name, attr, is_link in self._entries(directory, cache):
-                full = posixpath.join(directory, name)
-                if stat.S_ISDIR(attr.st_mode or 0):
-                    if not is_link:  # `**` does not descend through links (no loops)
-                        self._walk(full, parts, out, cache)
-                elif not rest and stat.S_ISREG(attr.st_mode or 0):
-                    out[full] = self._ref(full, attr)
-            return
-        if not has_magic(part):
-            full = posixpath.join(directory, part)
-            if rest:
-                self._walk(full, rest, out, cache)
-            else:
-                found = self._stat(full)
-                if found is not None and stat.S_ISREG(found.st_mode or 0):
-                    out[full] = self._ref(full, found)
-            return
         for name, attr, _ in self._entries(directory, cache):
             if not fnmatch.fnmatchcase(name, part):
                 continue
