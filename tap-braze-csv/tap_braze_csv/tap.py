@@ -379,28 +379,33 @@ class TapBrazeCsv(Tap):
         With an input catalog holding a stream, its schema is used as is (no file is opened).
         """
         name = self.config.get("stream_name") or "braze_users"
-        catalog = self.input_catalog
-        entry = catalog.get_stream(name) if catalog is not None else None
-        if entry is not None and entry.schema is not None:
-            schema = entry.schema.to_dict()
-        else:
-            column_types = self.config.get("column_types") or {}
-            validate_column_types(column_types)
-            header = (
-                peek_header_columns(self.config, self.logger) if self.config.get("paths") else None
-            )
-            schema = build_schema(header, column_types)
-            if self.rest_settings is not None:
-                for prop, prop_schema in user_json_schema_properties().items():
-                    schema["properties"].setdefault(prop, prop_schema)
+        schema = self._catalog_schema(name)
+        if schema is None:
+            schema = self._users_schema()
         streams: list[Stream] = [BrazeUsersStream(tap=self, schema=schema, name=name)]
         if self.rest_settings is not None:
             from tap_braze_csv.engagement import ENGAGEMENT_STREAM, BrazeEngagementStream
 
-            entry = catalog.get_stream(ENGAGEMENT_STREAM) if catalog is not None else None
-            engagement_schema = entry.schema.to_dict() if entry and entry.schema else None
+            engagement_schema = self._catalog_schema(ENGAGEMENT_STREAM)
             streams.append(BrazeEngagementStream(tap=self, schema=engagement_schema))
         return streams
+
+    def _catalog_schema(self, name: str) -> dict[str, Any] | None:
+        """Return the input catalog's schema of stream ``name`` (None without one)."""
+        catalog = self.input_catalog
+        entry = catalog.get_stream(name) if catalog is not None else None
+        return entry.schema.to_dict() if entry is not None and entry.schema is not None else None
+
+    def _users_schema(self) -> dict[str, Any]:
+        """Discover the users schema: Braze columns, the first file's, and JSON-only fields."""
+        column_types = self.config.get("column_types") or {}
+        validate_column_types(column_types)
+        header = peek_header_columns(self.config, self.logger) if self.config.get("paths") else None
+        schema = build_schema(header, column_types)
+        if self.rest_settings is not None:
+            for prop, prop_schema in user_json_schema_properties().items():
+                schema["properties"].setdefault(prop, prop_schema)
+        return schema
 
 
 if __name__ == "__main__":
