@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -117,11 +118,14 @@ def _target_braze_audience(sig, tmp_path: Path, braze: Any, **_: Any) -> tuple[i
         {"type": "SCHEMA", "stream": "audience_members", "schema": schema, "key_properties": []},
         {"type": "RECORD", "stream": "audience_members", "record": member},
     ]
-    # The store is opened (and logged) when the first record is handled.
+    # The store is opened (and logged) when the first record is handled. Match the logged
+    # path, not just the words: at DEBUG the SDK may log the settings' descriptions (one
+    # starts "Membership store:") before the signal handlers exist (exited -15 once).
+    store_line = re.compile(r"Membership store: \S*store\.sqlite")
     return _stop_target(
         [str(BIN / "target-braze-audience"), "--config", cfg],
         messages,
-        lambda err: "Membership store:" in err.read_text(),
+        lambda err: store_line.search(err.read_text()) is not None,
         sig,
         tmp_path,
     )
