@@ -1,8 +1,11 @@
-"""The delta pipeline: records in input order -> store -> grouped Braze requests.
+"""The delta pipeline: records in input order -> store -> planned, delivered requests.
 
 Every record of every stream goes through one :class:`DeltaEngine` in the order it was
 read, so an `audience_snapshots` record is always handled after the membership records
-that preceded it on stdin (the SDK's per-stream sinks would drain independently).
+that preceded it on stdin (the SDK's per-stream sinks would drain independently). The
+engine turns records into deltas in the store and judges snapshots; at the end of input
+it hands over to :mod:`planning` (what to send), :mod:`delivery` (sending it) and
+:mod:`summary` (what the run did).
 """
 
 from __future__ import annotations
@@ -12,43 +15,40 @@ import logging
 import threading
 import time
 import typing as t
-from collections import defaultdict, deque
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections import defaultdict
 
-from target_braze_audience.client import BrazeClient, BrazeSettingError, TrackResult
+from target_braze_audience.delivery import Delivery, utcnow
+from target_braze_audience.planning import RequestPlanner
+from target_braze_audience.settings import ARRAY_WRITE_MODES, EngineSettings
 from target_braze_audience.store import (
     ADD,
     REMOVE,
     AudienceBusyError,
-    AudienceOp,
     Delta,
     DeltaKind,
     KeptMark,
-    Membership,
     MembershipStore,
-    Rejection,
     SeenMark,
 )
+from target_braze_audience.summary import RunSummary, log_summary, refused_message
+
+if t.TYPE_CHECKING:
+    from target_braze_audience.client import BrazeClient
+    from target_braze_audience.store import SnapshotOutcome
+
+__all__ = [
+    "ARRAY_WRITE_MODES",
+    "DeliveryIncompleteError",
+    "DeltaEngine",
+    "EngineSettings",
+    "RemovalsHeldError",
+    "RunSummary",
+    "TargetTerminatedError",
+    "id_problem",
+]
 
 CHUNK_ROWS = 10_000
 PROGRESS_EVERY = 100_000
-MAX_NAMED_REJECTIONS = 100
-MAX_REFUSED_IN_A_ROW = 20
-"""Single-object refusals without detail, with nothing accepted in between, that stop a run:
-Braze is then refusing everything (a systemic cause), and splitting every request down to
-single objects would cost two requests per user."""
-
-Ops = list[AudienceOp]
-Batch = list[tuple[str, Ops, list[str] | None]]
-"""Objects of one request: (user, [(audience, op), ...], complete array or None).
-
-With a complete array (`array_write_mode: set_when_cheaper`) the object assigns the whole
-attribute (one data point); otherwise it carries the ops as add/remove (one per value).
-The ops are what the store's bookkeeping records either way."""
-
-ARRAY_WRITE_MODES = ("delta", "set_when_cheaper")
 
 # Braze's SDKs refuse user ids longer than 997 bytes (UTF-8); its REST docs state no limit,
 # so the same bound is applied to every identifier rather than sending ids no SDK could log
@@ -70,116 +70,6 @@ def id_problem(user: str) -> str | None:
     return None
 
 
-def _utcnow() -> dt.datetime:
-    """Naive UTC now (the store's DateTime columns are naive)."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-@dataclass
-class _SplitGroup:
-    """Two halves of a request Braze refused without naming an object."""
-
-    size: int
-    left: int = 2
-    all_accepted: bool = True
-
-
-@dataclass
-class _Sent:
-    """One request's objects, and the split it is half of (if any)."""
-
-    batch: Batch
-    group: _SplitGroup | None = None
-
-
-class BatchSizer:
-    """Objects per request: `batch_size`, lowered to what the workspace accepts.
-
-    Braze documents 75 objects per request, and 50 on some "Monthly Active Users"
-    contracts; what it answers past such a limit is not documented (a 400 or 413 without
-    per-object detail is assumed). A request refused without detail is split in two
-    (:meth:`DeltaEngine._refused`); when both halves are accepted, the refusal was for
-    its size, not for an object in it, and requests that big are not sent again this
-    run. The size then settles by bisection between the largest accepted size and the
-    smallest refused one; each probe costs at most one refused request.
-    """
-
-    def __init__(self, configured: int, logger: logging.Logger) -> None:
-        """Start at the configured `batch_size`."""
-        self.configured = configured
-        self.largest_ok = 0
-        self.too_big: int | None = None
-        self.logger = logger
-        self._settled = False
-        self._open_groups = 0
-
-    def careful(self) -> bool:
-        """Whether to send one request at a time: a refusal's cause is being worked out.
-
-        Requests formed ahead at a size being probed would all be refused alike.
-        """
-        return self._open_groups > 0 or (self.too_big is not None and not self._settled)
-
-    def working_size(self) -> int:
-        """Return the largest size known to work (`batch_size` until a refusal for size)."""
-        return self.configured if self.too_big is None else max(self.largest_ok, 1)
-
-    def size(self) -> int:
-        """Objects to put in the next request."""
-        if self.too_big is None:
-            return self.configured
-        lo = max(self.largest_ok, 1)
-        return lo if self.too_big - lo <= 1 else (lo + self.too_big) // 2
-
-    def split(self, sent: _Sent) -> _SplitGroup | None:
-        """Start tracking whether a split request was refused for its size."""
-        n = len(sent.batch)
-        if n <= self.largest_ok:
-            return None
-        self._open_groups += 1
-        return _SplitGroup(n)
-
-    def refused(self, sent: _Sent) -> None:
-        """Note a refused half: its parent's refusal is then explained by its content."""
-        group = sent.group
-        if group is not None:
-            group.all_accepted = False
-            group.left -= 1
-            if group.left == 0:
-                self._open_groups -= 1
-
-    def accepted(self, sent: _Sent) -> None:
-        """Braze accepted a request of len(sent.batch) objects."""
-        n = len(sent.batch)
-        if n > self.largest_ok and (self.too_big is None or n < self.too_big):
-            self.largest_ok = n
-        group = sent.group
-        if group is not None:
-            group.left -= 1
-            if group.left == 0:
-                self._open_groups -= 1
-            smaller = self.too_big is None or group.size < self.too_big
-            size_was_cause = group.left == 0 and group.all_accepted
-            if size_was_cause and smaller and group.size > self.largest_ok:
-                self.too_big = group.size
-                self._settled = False
-                self.logger.warning(
-                    "Braze refused a request of %d objects whose halves it accepted: "
-                    "this workspace takes fewer objects per request than batch_size=%d",
-                    group.size,
-                    self.configured,
-                )
-        if self.too_big is not None and not self._settled and self.size() == self.largest_ok:
-            self._settled = True
-            self.logger.warning(
-                "batch_size settles at %d objects per request for this run (Braze refused "
-                "%d). Set batch_size to %d to skip this probing on later runs.",
-                self.largest_ok,
-                self.too_big,
-                self.largest_ok,
-            )
-
-
 class DeliveryIncompleteError(Exception):
     """Some deltas could not be delivered; they stay pending for the next run."""
 
@@ -197,106 +87,6 @@ class TargetTerminatedError(BaseException):
         self.signum = signum
 
 
-@dataclass
-class AudienceStats:
-    """Per-audience outcome of a run."""
-
-    records: int = 0
-    added: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    baseline: int = 0
-    pending: int = 0
-    update_only: int = 0
-    reoffered: int = 0
-    kept: int = 0
-    held: int = 0
-    snapshot: str = "no snapshot"
-
-
-@dataclass
-class RunSummary:
-    """What a run did (also logged)."""
-
-    dry_run: bool = False
-    audiences: dict[str, AudienceStats] = field(default_factory=lambda: defaultdict(AudienceStats))
-    records: int = 0
-    invalid_records: int = 0
-    requests: int = 0
-    http_attempts: int = 0
-    rate_limited: int = 0
-    objects_sent: int = 0
-    values_sent: int = 0
-    failed_requests: int = 0
-    stopped_requests: int = 0  # not sent, or not retried, because the run was stopping
-    rejected_objects: int = 0
-    queued_requests: int = 0
-    refused_requests: int = 0
-    split_requests: int = 0
-    batch_size: int = 0
-    reoffered: int = 0
-    update_only_gave_up: int = 0
-    over_array_length: int = 0
-    array_write_mode: str = "delta"
-    data_points: int = 0  # what Braze bills for the accepted objects (values, or 1 per set)
-    data_points_saved: int = 0  # vs delta mode: values of set objects minus one per set
-    set_objects: int = 0  # accepted objects assigning the whole array
-    delta_objects: int = 0  # accepted objects carrying add/remove
-
-    def as_dict(self) -> dict[str, t.Any]:
-        """Return a JSON-friendly copy."""
-        out = {k: v for k, v in self.__dict__.items() if k != "audiences"}
-        out["audiences"] = {a: dict(s.__dict__) for a, s in sorted(self.audiences.items())}
-        return out
-
-
-@dataclass
-class EngineSettings:
-    """The settings the pipeline needs (read once from the target config)."""
-
-    attribute_name: str = "lytics_segments"
-    identifier_field: str = "external_id"
-    alias_label: str | None = None
-    external_id_field: str = "external_id"
-    audience_field: str = "audience_slug"
-    snapshot_stream: str = "audience_snapshots"
-    ignore_streams: frozenset[str] = frozenset({"audiences"})
-    backfill_existing_users: bool = True
-    update_existing_only: bool = False
-    batch_size: int = 75
-    max_concurrency: int = 4
-    dry_run: bool = False
-    max_array_length: int = 25
-    update_only_reoffers: int = 5
-    update_only_reoffer_hours: float = 24.0
-    max_removal_fraction: float = 0.5
-    array_write_mode: str = "delta"
-
-    @classmethod
-    def from_config(cls, config: t.Mapping[str, t.Any]) -> EngineSettings:
-        """Build from the validated target config."""
-        return cls(
-            attribute_name=config.get("attribute_name") or "lytics_segments",
-            identifier_field=config.get("identifier_field") or "external_id",
-            alias_label=config.get("alias_label"),
-            external_id_field=config.get("external_id_field") or "external_id",
-            audience_field=config.get("audience_field") or "audience_slug",
-            snapshot_stream=config.get("snapshot_stream") or "audience_snapshots",
-            ignore_streams=frozenset(config.get("ignore_streams", ["audiences"]) or ()),
-            backfill_existing_users=bool(config.get("backfill_existing_users", True)),
-            update_existing_only=bool(config.get("update_existing_only", False)),
-            batch_size=max(1, min(int(config.get("batch_size") or 75), 75)),
-            max_concurrency=max(1, int(config.get("max_concurrency") or 4)),
-            dry_run=bool(config.get("dry_run", False)),
-            max_array_length=int(config.get("max_array_length") or 25),
-            update_only_reoffers=int(config.get("update_only_reoffers", 5)),
-            update_only_reoffer_hours=float(config.get("update_only_reoffer_hours", 24.0)),
-            max_removal_fraction=min(1.0, max(0.0, float(config.get("max_removal_fraction", 0.5)))),
-            array_write_mode=config.get("array_write_mode") or "delta",
-        )
-
-
 _DATA, _SNAPSHOT, _IGNORE = 0, 1, 2
 
 
@@ -305,7 +95,7 @@ def _ignore(record: dict[str, t.Any]) -> None:
 
 
 class DeltaEngine:
-    """Turns records into deltas in the store and delivers them to Braze."""
+    """Turns records into deltas in the store; at the end of input, delivers them to Braze."""
 
     def __init__(
         self,
@@ -318,21 +108,15 @@ class DeltaEngine:
         """Wire the pipeline; `client` may be None in dry run."""
         self.s = settings
         self.store = store
-        self.client = client
         self.logger = logger
         self.stop = stop
-        self.delivering = False
         self.summary = RunSummary(
             dry_run=settings.dry_run,
             batch_size=settings.batch_size,
             array_write_mode=settings.array_write_mode,
         )
-        self._set_mode = settings.array_write_mode == "set_when_cheaper"
-        self._known_audiences: list[str] | None = None
-        self.sizer = BatchSizer(settings.batch_size, logger)
-        self._resend: deque[_Sent] = deque()
-        self._named = 0
-        self._refused_in_a_row = 0
+        self.planner = RequestPlanner(settings, store)
+        self.delivery = Delivery(settings, store, client, self.planner, self.summary, logger, stop)
         self._initialized = store.initialized_audiences()
         self._kinds: dict[str, int] = {}
         self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
@@ -348,13 +132,17 @@ class DeltaEngine:
         self._aud_field = settings.audience_field
         self._invalid_by_stream: dict[str, int] = defaultdict(int)
         self._started = time.monotonic()
-        self._last_failure: str | None = None
         self._next_progress = PROGRESS_EVERY
         # Audiences this run holds (store.claim), and those another run holds: their
         # records, explicit deltas and snapshots are skipped (counted per audience).
         self._claimed: set[str] = set()
         self.refused: dict[str, str] = {}
         self._refused_records: dict[str, int] = defaultdict(int)
+
+    @property
+    def delivering(self) -> bool:
+        """Whether requests are being sent (a signal then lets them finish first)."""
+        return self.delivery.delivering
 
     # -- input -----------------------------------------------------------------------
 
@@ -463,13 +251,11 @@ class DeltaEngine:
         return handle_data
 
     def _handle_explicit(self, stream: str, record: dict[str, t.Any], user: str | None) -> None:
-        if not user:
-            self._invalid(stream, f"no '{self._id_field}'")
-            return
-        why = id_problem(user)
+        why = id_problem(user) if user else f"no '{self._id_field}'"
         if why:
             self._invalid(stream, why)
             return
+        assert user is not None
         if self._members:
             self.flush()
         for op in (ADD, REMOVE):
@@ -481,15 +267,19 @@ class DeltaEngine:
             if not isinstance(values, list):
                 self._invalid(stream, f"'{op}' is not a list of audience slugs")
                 return
-            for v in values:
-                if not v:
-                    continue
-                if self._mine(str(v)):
-                    self._explicit.append(Delta(user, str(v), op))
-                else:
-                    self._refused_records[str(v)] += 1
+            self._queue_explicit(user, op, values)
         if len(self._explicit) >= CHUNK_ROWS:
             self.flush()
+
+    def _queue_explicit(self, user: str, op: str, audiences: list[t.Any]) -> None:
+        """Queue `op` of `user` for each audience this run holds (others are counted)."""
+        for v in audiences:
+            if not v:
+                continue
+            if self._mine(str(v)):
+                self._explicit.append(Delta(user, str(v), op))
+            else:
+                self._refused_records[str(v)] += 1
 
     def _mine(self, audience: str) -> bool:
         """Hold `audience` for this run (first touch, before anything of it is written).
@@ -561,29 +351,11 @@ class DeltaEngine:
             self.store.apply_explicit(rows_x)
 
     def _snapshot(self, record: dict[str, t.Any]) -> None:
-        aud = record.get(self.s.audience_field) or record.get("audience_slug")
-        scan = record.get("scan_id") or None
-        count = record.get("member_count")
-        if not aud:
-            self.logger.warning(
-                "Snapshot record without '%s': ignored, nobody removed", self.s.audience_field
-            )
+        """Judge a snapshot record; a complete one lets the store compute removals."""
+        judged = self._complete_snapshot(record)
+        if judged is None:
             return
-        if not self._mine(aud):
-            return  # another run holds the audience: its snapshot is ignored entirely
-        stats = self.summary.audiences[aud]
-        if not isinstance(count, int) or isinstance(count, bool):
-            stats.snapshot = "snapshot without an integer member_count: nobody removed"
-            self.logger.warning("Audience '%s': %s", aud, stats.snapshot)
-            return
-        got = self._received_for(aud, scan)
-        if got != count:
-            stats.snapshot = (
-                f"incomplete: snapshot {scan or '(no scan_id)'} counts {count} members but "
-                f"{got} arrived: nobody removed"
-            )
-            self.logger.warning("Audience '%s': %s", aud, stats.snapshot)
-            return
+        aud, scan, count = judged
         if aud in self._snapshotted:
             # A second snapshot of the audience in one run (another scan, another tap): it
             # may contradict the first, so only members seen in none of this run's scans
@@ -605,6 +377,50 @@ class DeltaEngine:
             max_removal_fraction=self.s.max_removal_fraction,
         )
         self._initialized.add(aud)
+        self._snapshot_outcome(aud, count, record, out, baseline=baseline)
+
+    def _complete_snapshot(self, record: dict[str, t.Any]) -> tuple[str, str | None, int] | None:
+        """Return (audience, scan, member_count) when the snapshot is complete, else None.
+
+        Every other case (no audience, another run's audience, no integer member_count,
+        fewer or more members arrived than counted) is logged and removes nobody.
+        """
+        aud = record.get(self.s.audience_field) or record.get("audience_slug")
+        scan = record.get("scan_id") or None
+        count = record.get("member_count")
+        if not aud:
+            self.logger.warning(
+                "Snapshot record without '%s': ignored, nobody removed", self.s.audience_field
+            )
+            return None
+        if not self._mine(aud):
+            return None  # another run holds the audience: its snapshot is ignored entirely
+        stats = self.summary.audiences[aud]
+        if not isinstance(count, int) or isinstance(count, bool):
+            stats.snapshot = "snapshot without an integer member_count: nobody removed"
+            self.logger.warning("Audience '%s': %s", aud, stats.snapshot)
+            return None
+        got = self._received_for(aud, scan)
+        if got != count:
+            stats.snapshot = (
+                f"incomplete: snapshot {scan or '(no scan_id)'} counts {count} members but "
+                f"{got} arrived: nobody removed"
+            )
+            self.logger.warning("Audience '%s': %s", aud, stats.snapshot)
+            return None
+        return aud, scan, count
+
+    def _snapshot_outcome(
+        self,
+        aud: str,
+        count: int,
+        record: dict[str, t.Any],
+        out: SnapshotOutcome,
+        *,
+        baseline: bool,
+    ) -> None:
+        """Count and log what a complete snapshot did (held removals fail the run later)."""
+        stats = self.summary.audiences[aud]
         stats.baseline += out.baseline
         stats.kept += out.kept
         stats.held += out.held
@@ -636,83 +452,10 @@ class DeltaEngine:
 
     # -- delivery -----------------------------------------------------------------------
 
-    def _batches(self) -> Iterator[Batch]:
-        """Pending users in requests of the current size (see :class:`BatchSizer`)."""
-        batch: Batch = []
-        size = self.sizer.size()
-        plan = self._plan if self._set_mode else None
-        for user, ops in self.store.iter_pending_users():
-            batch.append((user, ops, None))
-            if len(batch) >= size:
-                yield plan(batch) if plan else batch
-                batch = []
-                size = self.sizer.size()
-        if batch:
-            yield plan(batch) if plan else batch
-
-    def _plan(self, batch: Batch) -> Batch:
-        """`set_when_cheaper`: complete arrays for users whose deltas cost more than 1.
-
-        The complete array is what Braze must hold once this object applies: the
-        memberships the store says Braze holds (so removals held by max_removal_fraction,
-        and removals not sent this run, stay), minus the removes sent, plus the adds
-        sent. One store query per request, not per user.
-
-        A user leaving every audience keeps its remove deltas rather than an empty
-        array: ``[]`` would also wipe values the store does not know about (written by
-        someone else, or by an earlier request whose outcome was never confirmed), and
-        Braze does not document whether an empty array clears the attribute; the saving
-        (users leaving two or more audiences at once) is small.
-        """
-        wanted = [user for user, ops, _full in batch if len(ops) > 1]
-        if not wanted:
-            return batch
-        if self._known_audiences is None:
-            # Read once: a user's stored memberships change only when its own (single)
-            # object is accepted, so those of users still to send are in audiences that
-            # had members before delivery began. None (a first backfill): no queries.
-            self._known_audiences = self.store.member_audiences()
-        held = self.store.present_audiences(wanted, self._known_audiences)
-        out: Batch = []
-        for user, ops, _full in batch:
-            full = None
-            if len(ops) > 1:
-                removes = {aud for aud, op in ops if op == REMOVE}
-                adds = [aud for aud, op in ops if op != REMOVE]
-                sent = removes.union(adds)
-                full = [aud for aud in held.get(user, ()) if aud not in sent] + adds
-                if not full:
-                    full = None  # everything removed: remove deltas (see above)
-            out.append((user, ops, full))
-        return out
-
-    def _object(self, user: str, ops: Ops, full: list[str] | None = None) -> dict[str, t.Any]:
-        if self.s.identifier_field == "user_alias":
-            obj: dict[str, t.Any] = {
-                "user_alias": {"alias_name": user, "alias_label": self.s.alias_label}
-            }
-            obj["_update_existing_only"] = self.s.update_existing_only
-        else:
-            obj = {self.s.identifier_field: user}
-            if self.s.update_existing_only:
-                obj["_update_existing_only"] = True
-        if full is not None:
-            obj[self.s.attribute_name] = full
-            return obj
-        change: dict[str, list[str]] = {}
-        adds = [a for a, op in ops if op != REMOVE]
-        removes = [a for a, op in ops if op == REMOVE]
-        if adds:
-            change["add"] = adds
-        if removes:
-            change["remove"] = removes
-        obj[self.s.attribute_name] = change
-        return obj
-
     def _queue_reoffers(self) -> None:
         """Queue update-only adds due to be offered again (see store.record_update_only)."""
         counts = self.store.queue_reoffers(
-            _utcnow(),
+            utcnow(),
             enabled=self.s.update_existing_only,
             max_reoffers=self.s.update_only_reoffers,
             first_delay=dt.timedelta(hours=self.s.update_only_reoffer_hours),
@@ -729,8 +472,7 @@ class DeltaEngine:
             )
 
     def deliver(self) -> None:
-        """Send every pending/rejected delta, grouped per user, and record the answers."""
-        summary = self.summary
+        """Send every pending/rejected delta (dry run: count what would be sent)."""
         # Deltas left in the store for audiences not in this run's input (earlier failures,
         # rejections, re-offers): delivered when no other run holds the audience.
         for aud, holder in self.store.claim_leftovers().items():
@@ -743,222 +485,34 @@ class DeltaEngine:
                 )
         self._queue_reoffers()
         if self.s.dry_run:
-            # What delivery would send, counted in SQL rather than by reading every delta
-            # back: requests carry batch_size consecutive users, one object per user and
-            # one attribute value per delta.
-            users, breakdown = self.store.pending_breakdown()
-            self._dry_breakdown = breakdown
-            summary.requests += -(-users // self.s.batch_size)
-            summary.objects_sent += users
-            for (aud, op, _status), n in breakdown.items():
-                summary.values_sent += n
-                st = summary.audiences[aud]
-                if op == ADD:
-                    st.added += n
-                elif op == REMOVE:
-                    st.removed += n
-                if op != REMOVE and self.s.update_existing_only:
-                    st.update_only += n
-            summary.data_points = summary.values_sent
-            if self._set_mode:
-                # Which users would get their complete array needs their memberships: this
-                # reads every pending delta back (delta mode's dry run needs two counts).
-                for planned in self._batches():
-                    for _user, ops, full in planned:
-                        if full is not None:
-                            summary.set_objects += 1
-                            summary.data_points_saved += len(ops) - 1
-                summary.data_points -= summary.data_points_saved
-            summary.delta_objects = summary.objects_sent - summary.set_objects
+            self._dry_breakdown = self.planner.count_dry_run(self.summary)
             return
-        assert self.client is not None
-        self.delivering = True
-        self.store.mark_attempted()
-        self.store.commit()
-        fatal: BaseException | None = None
-        last_log = time.monotonic()
-        workers = self.s.max_concurrency
-        inflight: dict[Future[TrackResult], _Sent] = {}
-        batches = self._batches()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="braze") as pool:
-            try:
-                while not (self.stop.is_set() or fatal or summary.failed_requests):
-                    if self._resend:
-                        sent = self._resend.popleft()
-                    else:
-                        batch = next(batches, None)
-                        if batch is None:
-                            if not inflight:
-                                break
-                            fatal = self._collect(inflight) or fatal
-                            continue
-                        sent = _Sent(batch)
-                    payload = {"attributes": [self._object(*entry) for entry in sent.batch]}
-                    inflight[pool.submit(self.client.track, payload)] = sent
-                    while len(inflight) >= (1 if self.sizer.careful() else workers * 2):
-                        fatal = self._collect(inflight) or fatal
-                    if time.monotonic() - last_log > 10:
-                        last_log = time.monotonic()
-                        self.logger.info(
-                            "Delivered %d requests (%d objects, %d values) so far",
-                            summary.requests,
-                            summary.objects_sent,
-                            summary.values_sent,
-                        )
-            finally:
-                while inflight:
-                    fatal = self._collect(inflight) or fatal
-                self.delivering = False
-        if fatal is not None:
-            raise fatal
-
-    def _collect(self, inflight: dict[Future[TrackResult], _Sent]) -> BaseException | None:
-        """Wait for at least one request and apply every finished one to the store."""
-        done, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)
-        fatal: BaseException | None = None
-        summary = self.summary
-        for fut in done:
-            sent = inflight.pop(fut)
-            batch = sent.batch
-            try:
-                res = fut.result()
-            except BrazeSettingError as exc:
-                self.stop.set()
-                fatal = exc
-                continue
-            summary.http_attempts += res.attempts
-            summary.rate_limited += res.rate_limited
-            if res.refused is not None:
-                self._refused(sent, res)
-                continue
-            if not res.ok and res.stopped:
-                summary.stopped_requests += 1  # SIGTERM: not a failure; deltas stay pending
-                continue
-            if not res.ok:
-                summary.failed_requests += 1
-                self._last_failure = res.error
-                self.logger.error(
-                    "Request of %d objects not delivered (%s); they stay pending",
-                    len(batch),
-                    res.error,
-                )
-                continue
-            summary.requests += 1
-            summary.queued_requests += res.queued
-            self._refused_in_a_row = 0
-            self.sizer.accepted(sent)
-            self._record(batch, res.rejected)
-        if done:
-            self.store.commit()
-        return fatal
-
-    def _refused(self, sent: _Sent, res: TrackResult) -> None:
-        """Braze refused a whole request: reject what it named, resend or split the rest."""
-        summary = self.summary
-        summary.refused_requests += 1
-        self.sizer.refused(sent)
-        batch = sent.batch
-        named = {i: r for i, r in res.rejected.items() if i < len(batch)}
-        if named:
-            # Objects named in the refusal's `errors` are rejections like those of a 201;
-            # Braze applied nothing else, so the others go again in a request of their own.
-            picked = sorted(named)
-            self._record([batch[i] for i in picked], {j: named[i] for j, i in enumerate(picked)})
-            rest = [b for i, b in enumerate(batch) if i not in named]
-            if rest:
-                self._resend.append(_Sent(rest))
-            return
-        reason = f"Braze refused the request ({res.refused})"
-        if len(batch) == 1:
-            # Isolated: this object alone is refused. A rejection naming the user.
-            self._record(batch, {0: reason})
-            self._refused_in_a_row += 1
-            if self._refused_in_a_row >= MAX_REFUSED_IN_A_ROW:
-                summary.failed_requests += 1
-                self.logger.error(
-                    "Braze refused %d single-object requests in a row without naming a cause "
-                    "(last: %s) and accepted nothing in between: it is refusing every request, "
-                    "so delivery stops here; undelivered deltas stay pending",
-                    self._refused_in_a_row,
-                    res.refused,
-                )
-            return
-        # No per-object detail: split and retry the halves until the cause is isolated.
-        summary.split_requests += 1
-        self.logger.info(
-            "Braze refused a request of %d objects without naming any (%s): "
-            "retrying it as two halves",
-            len(batch),
-            res.refused,
-        )
-        half = (len(batch) + 1) // 2
-        group = self.sizer.split(sent)
-        self._resend.appendleft(_Sent(batch[half:], group))
-        self._resend.appendleft(_Sent(batch[:half], group))
-
-    def _record(self, batch: Batch, rejected: t.Mapping[int, str]) -> None:
-        """Record Braze's answer to the objects of one request in the store and summary."""
-        summary = self.summary
-        accepted: list[Delta] = []
-        rejects: list[Rejection] = []
-        update_only: list[Membership] = []
-        uo = self.s.update_existing_only
-        for idx, (user, ops, full) in enumerate(batch):
-            reason = rejected.get(idx)
-            if reason is None:
-                summary.objects_sent += 1
-                summary.values_sent += len(ops)
-                if full is None:
-                    summary.delta_objects += 1
-                    summary.data_points += len(ops)
-                else:
-                    summary.set_objects += 1
-                    summary.data_points += 1
-                    summary.data_points_saved += len(ops) - 1
-                for aud, op in ops:
-                    st = summary.audiences[aud]
-                    if op == REMOVE:
-                        st.removed += 1
-                        accepted.append(Delta(user, aud, REMOVE))
-                        continue
-                    accepted.append(Delta(user, aud, ADD))
-                    if op == ADD:
-                        st.added += 1
-                    if uo:
-                        st.update_only += 1
-                        update_only.append(Membership(user, aud))
-            else:
-                summary.rejected_objects += 1
-                for aud, _op in ops:
-                    rejects.append(Rejection(user, aud, reason))
-                    summary.audiences[aud].rejected += 1
-                self._name_rejection(user, ops, reason)
-        self.store.record_results(accepted, rejects)
-        if update_only:
-            summary.update_only_gave_up += self.store.record_update_only(
-                update_only,
-                max_reoffers=self.s.update_only_reoffers,
-                now=_utcnow(),
-            )
-
-    def _name_rejection(self, user: str, ops: Ops, reason: str) -> None:
-        """Log a rejected user with Braze's reason (the first MAX_NAMED of a run)."""
-        self._named += 1
-        if self._named > MAX_NAMED_REJECTIONS:
-            return
-        change = ", ".join(f"{'remove' if op == REMOVE else 'add'} {aud}" for aud, op in ops)
-        self.logger.warning(
-            "Braze rejected user '%s' (%s): %s. Kept; retried on every later run.",
-            user,
-            change,
-            reason,
-        )
+        self.delivery.run()
 
     # -- end of run ----------------------------------------------------------------------
 
     def finish(self) -> RunSummary:
         """End of input: flush, deliver, log the summary. Raises when incomplete."""
         self.flush()
+        self._count_records()
+        if self.stop.is_set():
+            # Terminated while reading: nothing computed this run is kept (rolled back).
+            self.log_summary()
+            raise TargetTerminatedError(15)
+        try:
+            self.deliver()
+            self._check_array_length()
+        finally:
+            self.store.commit()
+            self.delivery.log_unnamed_rejections()
+            self.summary.batch_size = self.delivery.sizer.working_size()
+            self._count_pending()
+            self.log_summary()
+        self._raise_if_incomplete()
+        return self.summary
+
+    def _count_records(self) -> None:
+        """Count records read per audience; audiences without a complete snapshot say so."""
         self.summary.records = self._records
         received: dict[str, int] = defaultdict(int)
         for (aud, _scan), n in self._received_scan.items():
@@ -971,55 +525,43 @@ class DeltaEngine:
             if st.snapshot == "no snapshot":
                 st.snapshot = "no complete snapshot this run: nobody removed"
                 self.logger.info("Audience '%s': %s", aud, st.snapshot)
-        if self.stop.is_set():
-            # Terminated while reading: nothing computed this run is kept (rolled back).
-            self.log_summary()
-            raise TargetTerminatedError(15)
-        try:
-            self.deliver()
-            self._check_array_length()
-        finally:
-            self.store.commit()
-            if self._named > MAX_NAMED_REJECTIONS:
-                self.logger.warning(
-                    "... and %d more rejected users (not listed; the first %d are above)",
-                    self._named - MAX_NAMED_REJECTIONS,
-                    MAX_NAMED_REJECTIONS,
-                )
-            self.summary.batch_size = self.sizer.working_size()
-            if self._dry_breakdown is not None:  # nothing changed since it was counted
-                for (aud, _op, _status), n in self._dry_breakdown.items():
-                    self.summary.audiences[aud].pending += n
-            else:
-                for aud, counts in self.store.pending_counts().items():
-                    self.summary.audiences[aud].pending = counts.get("pending", 0) + counts.get(
-                        "rejected", 0
-                    )
-            self.log_summary()
+
+    def _count_pending(self) -> None:
+        """Deltas left pending (or rejected) per audience after delivery."""
+        if self._dry_breakdown is not None:  # nothing changed since it was counted
+            for (aud, _op, _status), n in self._dry_breakdown.items():
+                self.summary.audiences[aud].pending += n
+            return
+        for aud, counts in self.store.pending_counts().items():
+            self.summary.audiences[aud].pending = counts.get("pending", 0) + counts.get(
+                "rejected", 0
+            )
+
+    def _raise_if_incomplete(self) -> None:
+        """Raise when stopped, a request failed, or another run holds an audience."""
         if self.stop.is_set():
             raise TargetTerminatedError(15)
         if self.summary.failed_requests:
             msg = (
                 f"{self.summary.failed_requests} request(s) to Braze failed after retries "
-                f"({self._last_failure}); their deltas stay pending in the store for the next run"
+                f"({self.delivery.last_failure}); their deltas stay pending in the store for "
+                "the next run"
             )
             if self.held:
                 msg += "; " + " ".join(self.held)
             if self.refused:
-                msg += "; " + self._refused_message()
+                msg += "; " + refused_message(self.refused)
             raise DeliveryIncompleteError(msg)
         if self.refused:
-            raise AudienceBusyError(" ".join([self._refused_message(), *self.held]))
-        return self.summary
+            raise AudienceBusyError(" ".join([refused_message(self.refused), *self.held]))
 
-    def _refused_message(self) -> str:
-        names = ", ".join(f"'{a}' (held by {h})" for a, h in sorted(self.refused.items()))
-        return (
-            f"Audience(s) held by another run were not loaded by this run: {names}. Their "
-            "records and snapshots were skipped: nothing of them was written, delivered or "
-            "removed; everything else was delivered. No STATE was emitted, so the tap sends "
-            "them again next run. Give each concurrent job its own audiences (README: "
-            "Scaling out)."
+    def log_summary(self) -> None:
+        """Log the run summary (see :func:`summary.log_summary`)."""
+        log_summary(
+            self.summary,
+            self.logger,
+            update_existing_only=self.s.update_existing_only,
+            update_only_reoffers=self.s.update_only_reoffers,
         )
 
     def _check_array_length(self) -> None:
@@ -1045,71 +587,4 @@ class DeltaEngine:
                 limit,
                 self.s.attribute_name,
                 ", ".join(repr(u) for u in sample),
-            )
-
-    def log_summary(self) -> None:
-        """One line per audience plus totals."""
-        s = self.summary
-        verb = "would be" if s.dry_run else ""
-        for aud, st in sorted(s.audiences.items()):
-            self.logger.info(
-                "Summary%s audience '%s': added=%d removed=%d unchanged=%d rejected=%d "
-                "baseline=%d pending=%d kept=%d held=%d records=%d update_only=%d reoffered=%d; %s",
-                " (dry run)" if s.dry_run else "",
-                aud,
-                st.added,
-                st.removed,
-                st.unchanged,
-                st.rejected,
-                st.baseline,
-                st.pending,
-                st.kept,
-                st.held,
-                st.records,
-                st.update_only,
-                st.reoffered,
-                st.snapshot,
-            )
-        self.logger.info(
-            "Summary%s: records=%d invalid=%d requests%s=%d objects=%d attribute values=%d "
-            "data points=%d (array_write_mode=%s: saved=%d, set objects=%d, delta objects=%d) "
-            "rejected objects=%d failed requests=%d not sent (stopping)=%d "
-            "http attempts=%d "
-            "rate limited=%d queued (202)=%d refused requests=%d split=%d batch_size=%d "
-            "users over max_array_length=%d",
-            " (dry run)" if s.dry_run else "",
-            s.records,
-            s.invalid_records,
-            f" {verb}".rstrip(),
-            s.requests,
-            s.objects_sent,
-            s.values_sent,
-            s.data_points,
-            s.array_write_mode,
-            s.data_points_saved,
-            s.set_objects,
-            s.delta_objects,
-            s.rejected_objects,
-            s.failed_requests,
-            s.stopped_requests,
-            s.http_attempts,
-            s.rate_limited,
-            s.queued_requests,
-            s.refused_requests,
-            s.split_requests,
-            s.batch_size,
-            s.over_array_length,
-        )
-        if self.s.update_existing_only:
-            self.logger.info(
-                "Summary%s: update_existing_only: %d adds %s sent update-only (Braze skips "
-                "users it does not know, silently); %d of them re-offers of earlier "
-                "update-only adds (each may cost a data point), %d no longer re-offered "
-                "after update_only_reoffers=%d",
-                " (dry run)" if s.dry_run else "",
-                sum(st.update_only for st in s.audiences.values()),
-                "would be" if s.dry_run else "were",
-                s.reoffered,
-                s.update_only_gave_up,
-                self.s.update_only_reoffers,
             )

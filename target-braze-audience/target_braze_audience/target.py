@@ -17,14 +17,12 @@ from target_braze_audience.common.config_numbers import coerce_number_strings
 from target_braze_audience.common.input_lines import InputLineError
 from target_braze_audience.common.secrets import header_secret_errors, strip_secrets
 from target_braze_audience.deltas import (
-    ARRAY_WRITE_MODES,
     DeliveryIncompleteError,
     DeltaEngine,
-    EngineSettings,
     RemovalsHeldError,
-    RunSummary,
     TargetTerminatedError,
 )
+from target_braze_audience.settings import ARRAY_WRITE_MODES, EngineSettings
 from target_braze_audience.sinks import (
     BrazeAudienceSink,
     OrjsonSingerReader,
@@ -38,6 +36,7 @@ from target_braze_audience.store import (
     StoreUnusableError,
     resolve_store_url,
 )
+from target_braze_audience.summary import RunSummary
 
 if t.TYPE_CHECKING:
     from types import FrameType
