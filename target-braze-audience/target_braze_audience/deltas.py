@@ -157,15 +157,11 @@ class DeltaEngine:
         self._kinds[stream] = kind
         return kind
 
-    def handle(self, stream: str, record: dict[str, t.Any]) -> None:
-        """Take one record, in input order."""
-        handler = self._handlers.get(stream)
-        if handler is None:
-            handler = self.handler_for(stream)
-        handler(record)
-
     def handler_for(self, stream: str) -> t.Callable[[dict[str, t.Any]], None]:
         """Return the function taking `stream`'s records, in input order.
+
+        The engine's one entry point for records: the target's validated fast path and
+        the sink (records that went through stream maps) both call what it returns.
 
         Built once per stream with everything that does not change per record (kind,
         field names, the default audience) bound as locals: the per-record path is the

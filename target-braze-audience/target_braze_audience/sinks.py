@@ -2,7 +2,8 @@
 
 The sink is kept for the SDK idioms it brings (per-stream schema, record validation,
 `record_count` metrics); records themselves all flow into the target's single
-:class:`~target_braze_audience.deltas.DeltaEngine`, in input order.
+:class:`~target_braze_audience.deltas.DeltaEngine`, in input order, through its one entry
+point :meth:`~target_braze_audience.deltas.DeltaEngine.handler_for`.
 """
 
 from __future__ import annotations
@@ -100,18 +101,26 @@ class FlatTypeValidator(BaseJSONSchemaValidator):
             return None
         checks = []
         for name, prop in (schema.get("properties") or {}).items():
-            if not isinstance(prop, dict) or set(prop) - _ANNOTATIONS or "type" not in prop:
+            check = cls._type_check(name, prop)
+            if check is None:
                 return None
-            types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
-            if any(tp not in _JSON_TYPES for tp in types):
-                return None
-            py: tuple[type, ...] = tuple(c for tp in types for c in _JSON_TYPES[tp])
-            no_bool = bool not in py  # JSON true/false are not integers or numbers
-            checks.append((name, py, no_bool, " or ".join(types)))
+            checks.append(check)
         required = schema.get("required") or []
         if not isinstance(required, list) or not all(isinstance(n, str) for n in required):
             return None
         return cls(schema, checks, list(required))
+
+    @staticmethod
+    def _type_check(name: str, prop: t.Any) -> tuple[str, tuple[type, ...], bool, str] | None:
+        """Return the check of a property that only constrains its JSON type, else None."""
+        if not isinstance(prop, dict) or set(prop) - _ANNOTATIONS or "type" not in prop:
+            return None
+        types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+        if any(tp not in _JSON_TYPES for tp in types):
+            return None
+        py: tuple[type, ...] = tuple(c for tp in types for c in _JSON_TYPES[tp])
+        no_bool = bool not in py  # JSON true/false are not integers or numbers
+        return name, py, no_bool, " or ".join(types)
 
     def _compile(self) -> t.Callable[[dict[str, t.Any]], None]:
         """Generate ``validate(record)`` for this schema (names are embedded as literals)."""
@@ -183,8 +192,8 @@ class BrazeAudienceSink(RecordSink):
             return super().get_validator()
 
     def process_record(self, record: dict, context: dict) -> None:
-        """Hand the record to the single, ordered pipeline."""
-        self._braze_target.engine.handle(self.stream_name, record)  # type: ignore[attr-defined]
+        """Hand the record (stream maps applied) to the pipeline's entry for this stream."""
+        self._braze_target.engine.handler_for(self.stream_name)(record)  # type: ignore[attr-defined]
 
 
 class OrjsonSingerReader(SimpleSingerReader):
