@@ -11,6 +11,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError, InvalidRecord
 from singer_sdk.target_base import Target
 
+from target_braze_audience import sdk_compat
 from target_braze_audience.client import BrazeClient, BrazeSettingError
 from target_braze_audience.common.batch_files import BatchFileError, iter_batch_records
 from target_braze_audience.common.config_numbers import coerce_number_strings
@@ -75,6 +76,15 @@ def check_store_url(config: t.Mapping[str, t.Any], logger: t.Any, *, dry_run: bo
             "points again. Set store_url to a persistent path or a PostgreSQL URL.",
             path,
         )
+
+
+class _Count:
+    """Records of one stream taken on the fast path (synced to the SDK's sink in bulk)."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: int) -> None:
+        self.read = read
 
 
 class TargetBrazeAudience(Target):
@@ -329,6 +339,7 @@ class TargetBrazeAudience(Target):
         self._stop = threading.Event()
         self._fast: dict[str, Sink | None] = {}
         self._handlers: dict[str, t.Callable[[dict[str, t.Any]], None]] = {}
+        self._counts: dict[str, _Count] = {}  # records taken on the fast path, per stream
         self._reported: dict[int, int] = {}
         self._versions_ignored: set[str | None] = set()
         self._confirmed = False  # everything read was delivered (set at end of input)
@@ -341,8 +352,9 @@ class TargetBrazeAudience(Target):
         Done where the config is loaded, so no header, log line or traceback can carry
         the raw value. Number settings given as strings (Meltano env vars) are parsed.
         """
-        self._config = strip_secrets(self._config, self.config_jsonschema)
-        self._config, numbers = coerce_number_strings(self._config, self.config_jsonschema)
+        config = strip_secrets(sdk_compat.raw_config(self), self.config_jsonschema)
+        config, numbers = coerce_number_strings(config, self.config_jsonschema)
+        sdk_compat.set_raw_config(self, config)
         if numbers and raise_errors:
             raise ConfigValidationError(numbers[0], errors=numbers)
         errors = [*numbers, *super()._validate_config(raise_errors=raise_errors)]
@@ -428,7 +440,7 @@ class TargetBrazeAudience(Target):
     def _fast_sink(self, stream: str) -> Sink | None:
         """Return the sink validating `stream`, or None when stream maps are in play."""
         if stream not in self._fast:
-            self._assert_sink_exists(stream)
+            sdk_compat.assert_sink_exists(self, stream)
             plain = not self.config.get("stream_maps") and not self.config.get("flattening_enabled")
             self._fast[stream] = self.get_sink(stream) if plain else None
         return self._fast[stream]
@@ -441,6 +453,7 @@ class TargetBrazeAudience(Target):
         super()._process_schema_message(message_dict)
         self._fast.pop(message_dict.get("stream", ""), None)
         self._handlers.pop(message_dict.get("stream", ""), None)
+        self._counts.pop(message_dict.get("stream", ""), None)
 
     def _process_record_message(self, message_dict: dict) -> None:
         """Validate and hand the record to the pipeline, in input order.
@@ -458,7 +471,7 @@ class TargetBrazeAudience(Target):
         except KeyError:
             if message_dict.get("stream") == MELTANO_TEST_STREAM and self._connection_test:
                 return  # Meltano's test record: checked, never loaded
-            self._assert_line_requires(message_dict, requires={"stream", "record"})
+            self.message_reader.assert_line_requires(message_dict, requires={"stream", "record"})
             stream: str = message_dict["stream"]
             fast = self._fast_sink(stream)
             if fast is None:
@@ -486,9 +499,11 @@ class TargetBrazeAudience(Target):
         The SDK's own BATCH path hands whole files to ``process_batch``, which a RecordSink
         ignores: the records were dropped while the STATE after them was still emitted.
         """
-        self._assert_line_requires(message_dict, requires={"stream", "encoding", "manifest"})
+        self.message_reader.assert_line_requires(
+            message_dict, requires={"stream", "encoding", "manifest"}
+        )
         stream = message_dict["stream"]
-        self._assert_sink_exists(stream)
+        sdk_compat.assert_sink_exists(self, stream)
         count = 0
         for record in iter_batch_records(message_dict):
             self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
@@ -502,9 +517,10 @@ class TargetBrazeAudience(Target):
 
     def _record_handler(self, stream: str, sink: Sink) -> t.Callable[[dict[str, t.Any]], None]:
         """Return validate-then-pipeline for `stream`'s records (the target's hot path)."""
-        validator = sink._validator
+        validator = sdk_compat.sink_validator(sink)
         validate = validator.validate if validator is not None else None
         handle = self.engine.handler_for(stream)
+        count = self._counts[stream] = _Count(sdk_compat.records_read(sink))
         report_every = 4096
 
         def on_record(record: dict[str, t.Any]) -> None:
@@ -513,26 +529,28 @@ class TargetBrazeAudience(Target):
                     validate(record)
                 except InvalidRecord as exc:
                     msg = (
-                        f"Stream '{stream}' record #{sink._total_records_read + 1} does not "
+                        f"Stream '{stream}' record #{count.read + 1} does not "
                         f"match its schema: {exc}"
                     )
                     raise InvalidRecord(msg, record) from exc
             handle(record)
-            sink._total_records_read += 1
-            if sink._total_records_read % report_every == 0:
+            count.read += 1
+            if count.read % report_every == 0:
                 self._report_counts()
 
         return on_record
 
     def _report_counts(self) -> None:
-        """Feed the SDK's record_count metric in bulk (a per-record call reads the clock)."""
-        for sink in self._fast.values():
-            if sink is None:
+        """Feed the SDK's record counts and metric in bulk (a per-record call reads the clock)."""
+        for stream, sink in self._fast.items():
+            count = self._counts.get(stream)
+            if sink is None or count is None:
                 continue  # the SDK path counts its own records
+            sdk_compat.set_records_read(sink, count.read)
             done = self._reported.get(id(sink), 0)
-            if sink._total_records_read > done:
-                sink.record_counter_metric.increment(sink._total_records_read - done)
-                self._reported[id(sink)] = sink._total_records_read
+            if count.read > done:
+                sink.record_counter_metric.increment(count.read - done)
+                self._reported[id(sink)] = count.read
 
     # -- end of input / signals ---------------------------------------------------------
 
@@ -550,7 +568,7 @@ class TargetBrazeAudience(Target):
         self._confirmed = True
         if engine.s.dry_run:
             self.logger.info("Dry run: no STATE emitted")
-            self._latest_state = None
+            sdk_compat.clear_latest_state(self)
         super().process_endofpipe()
         if engine.held:
             # After delivery and STATE: what was sent is confirmed; only removals are held.
