@@ -21,7 +21,7 @@ def test_crash_mid_input_removes_nobody(braze_sandbox: Any, tmp_path: Path, h: A
     # A line cut in half: the run fails before sending anything.
     b.clear_requests()
     text = h.to_lines([*h.schema_msgs(), h.member("a", "u5", "s3")]) + '{"type": "RECORD", "stre'
-    with pytest.raises(Exception, match="parse"):
+    with pytest.raises(Exception, match="Input line 4 is not JSON"):
         h.run_target(cfg, text)
     assert h.track_requests(b) == []
 
