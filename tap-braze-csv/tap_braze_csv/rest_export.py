@@ -28,20 +28,17 @@ shown). Exports are downloaded once per run into a private temporary directory s
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import datetime as dt
 import gzip
 import io
 import logging
-import os
 import posixpath
 import shutil
 import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
@@ -279,10 +276,6 @@ def _spool(raw: BinaryIO) -> BinaryIO:
 READ_ERRORS = (zlib.error, zipfile.BadZipFile, EOFError, gzip.BadGzipFile, OSError)
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 class ExportClient:
     """Calls ``/users/export/segment`` and downloads what it produced (bounded retries)."""
 
@@ -475,122 +468,3 @@ def _client_error(where: str, status: int, message: str) -> str:
     else:
         hint = "check rest_export.segment_ids and rest_export.fields_to_export"
     return f"{where}: HTTP {status} {message!s}: {hint}".replace("  ", " ")
-
-
-class ExportCoordinator:
-    """Triggers each segment's export at most once per run and hands it to both streams.
-
-    All exports a stream needs are triggered before the first one is waited for, so Braze
-    builds them in parallel (segments are different, so Braze's one-export-per-segment rule
-    holds). Bucket mode can resume a previous run's export by its ``object_prefix``.
-    """
-
-    def __init__(
-        self, settings: RestExportSettings, logger: logging.Logger, config: Mapping[str, Any]
-    ) -> None:
-        self.settings = settings
-        self.config = config
-        self.logger = logger
-        self.client = ExportClient(settings, logger)
-        self._triggered: dict[str, dict[str, Any]] = {}
-        self._ready: dict[str, ReadyExport] = {}
-        self._tmp: str | None = None
-        self.bucket: Any = None  # filled by the bucket reader when bucket_url is set
-
-    def close(self) -> None:
-        """Remove downloaded archives and close connections."""
-        self.client.close()
-        if self.bucket is not None:
-            self.bucket.close()
-            self.bucket = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    def _tmpdir(self) -> str:
-        if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="tap-braze-export-")
-            # The SDK's Tap.sync_all is final and streams do not know which one reads last:
-            # downloads go when the process exits (also after SIGTERM, which raises SystemExit).
-            atexit.register(self.close)
-        return self._tmp
-
-    def trigger_all(self, segment_ids: Sequence[str], resume: Mapping[str, str]) -> None:
-        """Start exports of segments not started yet this run (not those being resumed)."""
-        for segment_id in segment_ids:
-            if segment_id in self._triggered or segment_id in self._ready:
-                continue
-            if segment_id in resume and self.settings.bucket_url:
-                continue
-            answer = self.client.trigger(segment_id)
-            answer["requested_at"] = _utcnow().isoformat()
-            answer["monotonic"] = time.monotonic()
-            self._triggered[segment_id] = answer
-            self.logger.info(
-                "Braze export of segment %s started (object_prefix %s, delivered %s)",
-                segment_id,
-                answer["object_prefix"],
-                "by download URL" if answer["url"] else "to the workspace's bucket",
-            )
-
-    def export_for(
-        self, segment_id: str, resume_prefix: str | None = None, resume_requested_at: str = ""
-    ) -> ReadyExport:
-        """Return one segment's ready export (triggering, waiting and downloading as needed)."""
-        ready = self._ready.get(segment_id)
-        if ready is not None:
-            return ready
-        s = self.settings
-        if resume_prefix and s.bucket_url and segment_id not in self._triggered:
-            from tap_braze_csv.rest_bucket import ExportNotInBucketError
-
-            # Files of an export being resumed are there already (or gone): look briefly (a
-            # listing takes a few requests, so allow a few polls beyond settle_seconds).
-            deadline = time.monotonic() + s.settle_seconds + 3 * s.poll_interval + 30
-            try:
-                ready = self._bucket_export(
-                    segment_id, resume_prefix, resume_requested_at, deadline
-                )
-            except ExportNotInBucketError:
-                self.logger.warning(
-                    "Segment %s: export %s, interrupted in the previous run, is no longer in the "
-                    "bucket; starting a new export",
-                    segment_id,
-                    resume_prefix,
-                )
-            else:
-                self._ready[segment_id] = ready
-                return ready
-        self.trigger_all([segment_id], {})
-        answer = self._triggered[segment_id]
-        deadline = float(answer["monotonic"]) + s.wait_timeout
-        prefix = str(answer["object_prefix"])
-        if answer["url"]:
-            dest = os.path.join(self._tmpdir(), f"export-{len(self._ready)}.archive")
-            self.client.download(segment_id, str(answer["url"]), dest, deadline)
-            self.logger.info(
-                "Downloaded the export of segment %s (%d bytes)", segment_id, os.path.getsize(dest)
-            )
-            ready = ReadyExport(
-                segment_id,
-                prefix,
-                str(answer["requested_at"]),
-                [("archive.zip", lambda: open(dest, "rb"))],  # noqa: SIM115 - closed by members()
-            )
-        elif s.bucket_url:
-            ready = self._bucket_export(segment_id, prefix, str(answer["requested_at"]), deadline)
-        else:
-            raise BrazeExportError(
-                f"Braze export of segment {segment_id}: Braze returned no download URL, so the "
-                "workspace writes exports to its own cloud storage; set rest_export.bucket_url "
-                "(e.g. s3://my-braze-exports) so the tap reads them there"
-            )
-        self._ready[segment_id] = ready
-        return ready
-
-    def _bucket_export(
-        self, segment_id: str, prefix: str, requested_at: str, deadline: float
-    ) -> ReadyExport:
-        from tap_braze_csv.rest_bucket import wait_for_bucket_export
-
-        return wait_for_bucket_export(self, segment_id, prefix, requested_at, deadline)

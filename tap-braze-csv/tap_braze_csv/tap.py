@@ -18,9 +18,10 @@ from singer_sdk.helpers.capabilities import (
 from tap_braze_csv.columns import COLUMN_TYPES, validate_column_types
 from tap_braze_csv.common.config_numbers import coerce_number_strings
 from tap_braze_csv.common.secrets import header_secret_errors, strip_secrets
+from tap_braze_csv.export_coordinator import ExportCoordinator
 from tap_braze_csv.jsonl import user_json_schema_properties
 from tap_braze_csv.openers import text_encoding
-from tap_braze_csv.rest_export import ExportCoordinator, RestExportSettings
+from tap_braze_csv.rest_export import RestExportSettings
 from tap_braze_csv.rest_settings import REST_EXPORT_PROPERTY
 from tap_braze_csv.schema import build_schema, peek_header_columns
 from tap_braze_csv.sdk_compat import raw_config, set_raw_config
