@@ -33,6 +33,27 @@ def _parse(text: str, *, integer: bool) -> int | float:
     return value
 
 
+def _coerce_string(
+    out: dict[str, t.Any], name: str, prop: t.Mapping[str, t.Any], types: list[str], label: str
+) -> str | None:
+    """Parse `out[name]` (a string) in place; an empty one is removed (not set).
+
+    Returns the error naming the setting `label` when the string is not a number.
+    """
+    value = out[name]
+    if not value.strip():
+        del out[name]
+        return None
+    integer = "number" not in types
+    try:
+        out[name] = _parse(value, integer=integer)
+    except ValueError:
+        shown = "" if prop.get("secret") else f" (got {value!r})"
+        kind = "a whole number" if integer else "a number"
+        return f"Setting `{label}` must be {kind}{shown}."
+    return None
+
+
 def coerce_number_strings(
     config: t.Mapping[str, t.Any], schema: t.Mapping[str, t.Any], prefix: str = ""
 ) -> tuple[dict[str, t.Any], list[str]]:
@@ -47,16 +68,9 @@ def coerce_number_strings(
         value = out.get(name)
         types = _types(prop)
         if isinstance(value, str) and ("number" in types or "integer" in types):
-            if not value.strip():
-                del out[name]
-                continue
-            integer = "number" not in types
-            try:
-                out[name] = _parse(value, integer=integer)
-            except ValueError:
-                shown = "" if prop.get("secret") else f" (got {value!r})"
-                kind = "a whole number" if integer else "a number"
-                errors.append(f"Setting `{prefix}{name}` must be {kind}{shown}.")
+            error = _coerce_string(out, name, prop, types, f"{prefix}{name}")
+            if error is not None:
+                errors.append(error)
         elif isinstance(value, dict) and prop.get("properties"):
             out[name], nested = coerce_number_strings(value, prop, prefix=f"{prefix}{name}.")
             errors += nested
