@@ -135,63 +135,25 @@ class RestExportSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RestExportSettings | None:
         """Validate ``rest_export``; None when it is absent or has no segment ids."""
-        cfg = config.get("rest_export")
-        if not cfg:
+        cfg = _rest_export_object(config)
+        segments = _segment_ids(cfg) if cfg is not None else ()
+        if cfg is None or not segments:
             return None
-        if not isinstance(cfg, Mapping):
-            raise BrazeCsvError("rest_export must be an object: {api_key, rest_endpoint, ...}")
-        segments = _string_list(cfg, "segment_ids")
-        if not segments:
-            if any(v not in (None, "", []) for k, v in cfg.items() if k in ("api_key",)):
-                raise BrazeCsvError("rest_export.segment_ids: list the Braze segment ids to export")
-            return None
-        if len(set(segments)) != len(segments):
-            raise BrazeCsvError("rest_export.segment_ids: a segment id is listed twice")
-        api_key = cfg.get("api_key")
-        if not api_key or not isinstance(api_key, str):
-            raise BrazeCsvError(
-                "rest_export.api_key is required (a Braze REST API key with the "
-                "users.export.segment permission)"
-            )
-        endpoint = cfg.get("rest_endpoint")
-        if not endpoint or not isinstance(endpoint, str):
-            raise BrazeCsvError(
-                "rest_export.rest_endpoint is required (your instance's REST URL, e.g. "
-                "https://rest.iad-01.braze.com)"
-            )
-        parts = urlsplit(endpoint.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise BrazeCsvError(
-                f"rest_export.rest_endpoint must be an http(s) URL, got {endpoint!r}"
-            )
-        fields = _string_list(cfg, "fields_to_export") or DEFAULT_FIELDS
-        fields = tuple(dict.fromkeys((*REQUIRED_FIELDS, *fields)))
-        custom = _string_list(cfg, "custom_attributes_to_export")
-        if len(custom) > 500:
-            raise BrazeCsvError(
-                "rest_export.custom_attributes_to_export: Braze exports at most 500 custom "
-                f"attributes by name, got {len(custom)} (or add custom_attributes to "
-                "fields_to_export for all of them)"
-            )
-        output_format = str(cfg.get("output_format") or "zip").lower()
-        if output_format not in ("zip", "gzip"):
-            raise BrazeCsvError(
-                f"rest_export.output_format must be zip or gzip, got {cfg.get('output_format')!r}"
-            )
-        bucket_url = cfg.get("bucket_url") or None
-        if bucket_url is not None and (not isinstance(bucket_url, str) or "://" not in bucket_url):
-            raise BrazeCsvError(
-                "rest_export.bucket_url must be the URL of the bucket Braze writes exports to, "
-                f"e.g. s3://my-braze-exports, got {bucket_url!r}"
-            )
+        api_key = _required_string(
+            cfg, "api_key", "a Braze REST API key with the users.export.segment permission"
+        )
+        endpoint = _rest_endpoint(cfg)
+        fields, custom = _export_fields(cfg)
+        output_format = _output_format(cfg)
+        bucket_url = _bucket_url(cfg)
         return cls(
-            rest_endpoint=endpoint.strip().rstrip("/"),
+            rest_endpoint=endpoint,
             segment_ids=segments,
-            api_key=api_key.strip(),
+            api_key=api_key,
             fields_to_export=fields,
             custom_attributes_to_export=custom,
             output_format=output_format,
-            bucket_url=bucket_url.rstrip("/") if bucket_url else None,
+            bucket_url=bucket_url,
             wait_timeout=_setting_number(cfg, "wait_timeout", 3600.0, minimum=0, integer=True),
             poll_interval=_setting_number(cfg, "poll_interval", 15.0, minimum=1, integer=True),
             settle_seconds=_setting_number(cfg, "settle_seconds", 30.0, minimum=0, integer=True),
@@ -207,6 +169,84 @@ class RestExportSettings:
                 cfg, "min_interval_hours", 0.0, minimum=0, integer=True
             ),
         )
+
+
+def _rest_export_object(config: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Return the ``rest_export`` object, or None when it is not set."""
+    cfg = config.get("rest_export")
+    if not cfg:
+        return None
+    if not isinstance(cfg, Mapping):
+        raise BrazeCsvError("rest_export must be an object: {api_key, rest_endpoint, ...}")
+    return cfg
+
+
+def _segment_ids(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """Return the segment ids; () when none is listed and no api_key says REST was meant."""
+    segments = _string_list(cfg, "segment_ids")
+    if not segments:
+        if cfg.get("api_key") not in (None, "", []):
+            raise BrazeCsvError("rest_export.segment_ids: list the Braze segment ids to export")
+        return ()
+    if len(set(segments)) != len(segments):
+        raise BrazeCsvError("rest_export.segment_ids: a segment id is listed twice")
+    return segments
+
+
+def _required_string(cfg: Mapping[str, Any], key: str, what: str) -> str:
+    """Return the non-empty string setting ``key``, stripped; ``what`` says what it is."""
+    value = cfg.get(key)
+    if not value or not isinstance(value, str):
+        raise BrazeCsvError(f"rest_export.{key} is required ({what})")
+    return value.strip()
+
+
+def _rest_endpoint(cfg: Mapping[str, Any]) -> str:
+    """Return the http(s) REST URL without trailing slash."""
+    endpoint = _required_string(
+        cfg, "rest_endpoint", "your instance's REST URL, e.g. https://rest.iad-01.braze.com"
+    )
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        msg = f"rest_export.rest_endpoint must be an http(s) URL, got {cfg['rest_endpoint']!r}"
+        raise BrazeCsvError(msg)
+    return endpoint.rstrip("/")
+
+
+def _export_fields(cfg: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Return (fields_to_export, required ones first; custom_attributes_to_export)."""
+    fields = _string_list(cfg, "fields_to_export") or DEFAULT_FIELDS
+    fields = tuple(dict.fromkeys((*REQUIRED_FIELDS, *fields)))
+    custom = _string_list(cfg, "custom_attributes_to_export")
+    if len(custom) > 500:
+        raise BrazeCsvError(
+            "rest_export.custom_attributes_to_export: Braze exports at most 500 custom "
+            f"attributes by name, got {len(custom)} (or add custom_attributes to "
+            "fields_to_export for all of them)"
+        )
+    return fields, custom
+
+
+def _output_format(cfg: Mapping[str, Any]) -> str:
+    output_format = str(cfg.get("output_format") or "zip").lower()
+    if output_format not in ("zip", "gzip"):
+        raise BrazeCsvError(
+            f"rest_export.output_format must be zip or gzip, got {cfg.get('output_format')!r}"
+        )
+    return output_format
+
+
+def _bucket_url(cfg: Mapping[str, Any]) -> str | None:
+    """Return the bucket Braze writes exports to (no trailing slash), or None."""
+    bucket_url = cfg.get("bucket_url") or None
+    if bucket_url is None:
+        return None
+    if not isinstance(bucket_url, str) or "://" not in bucket_url:
+        raise BrazeCsvError(
+            "rest_export.bucket_url must be the URL of the bucket Braze writes exports to, "
+            f"e.g. s3://my-braze-exports, got {bucket_url!r}"
+        )
+    return bucket_url.rstrip("/")
 
 
 @dataclass

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.sample import sample_profiles
 
 from sandbox import BrazeSandbox
@@ -247,6 +248,47 @@ def test_settings_are_validated(tap_runner) -> None:
         TapBrazeCsv(config={"rest_export": {"segment_ids": ["s"], "api_key": "k"}})
     with pytest.raises(Exception, match="paths"):
         TapBrazeCsv(config={})
+
+
+_REST = {"api_key": "k", "rest_endpoint": "https://rest.x.braze.com/", "segment_ids": ["a"]}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"segment_ids": []}, "segment_ids: list the Braze segment ids"),
+        ({"segment_ids": ["a", "a"]}, "segment_ids: a segment id is listed twice"),
+        ({"api_key": 3}, "api_key is required"),
+        ({"rest_endpoint": "ftp://x"}, "rest_endpoint must be an http(s) URL, got 'ftp://x'"),
+        ({"fields_to_export": [1]}, "fields_to_export must be a list of strings"),
+        (
+            {"custom_attributes_to_export": ["c"] * 501},
+            "custom_attributes_to_export: Braze exports at most 500",
+        ),
+        ({"output_format": "tar"}, "output_format must be zip or gzip, got 'tar'"),
+        ({"bucket_url": "bucket"}, "bucket_url must be the URL of the bucket"),
+        ({"poll_interval": 0}, "poll_interval must be a whole number >= 1, got 0"),
+        ({"wait_timeout": "1.5"}, "wait_timeout must be a whole number >= 0, got '1.5'"),
+    ],
+)
+def test_each_bad_rest_export_setting_is_named(overrides: dict, message: str) -> None:
+    from tap_braze_csv.rest_export import RestExportSettings
+
+    with pytest.raises(BrazeCsvError) as raised:
+        RestExportSettings.from_config({"rest_export": {**_REST, **overrides}})
+    assert f"rest_export.{message}" in str(raised.value)
+
+
+def test_rest_export_settings_are_normalised() -> None:
+    from tap_braze_csv.rest_export import REQUIRED_FIELDS, RestExportSettings
+
+    cfg = {**_REST, "fields_to_export": "email, external_id", "output_format": "GZIP"}
+    settings = RestExportSettings.from_config({"rest_export": {**cfg, "bucket_url": "s3://b/"}})
+    assert settings is not None
+    assert settings.rest_endpoint == "https://rest.x.braze.com"
+    assert settings.fields_to_export == (*REQUIRED_FIELDS, "email")
+    assert (settings.output_format, settings.bucket_url) == ("gzip", "s3://b")
+    assert RestExportSettings.from_config({"rest_export": {"segment_ids": []}}) is None
 
 
 def test_users_only_selection_reads_no_engagement(braze_sandbox: BrazeSandbox, tap_runner) -> None:
