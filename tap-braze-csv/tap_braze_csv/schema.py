@@ -9,7 +9,7 @@ from typing import Any
 
 from tap_braze_csv.columns import Column, inferred_type, known_fields, map_header
 from tap_braze_csv.openers import iter_csv_members
-from tap_braze_csv.sources import make_source
+from tap_braze_csv.routing import make_source
 
 _JSON_TYPES: dict[str, dict[str, Any]] = {
     "string": {"type": ["string", "null"]},

@@ -2,7 +2,7 @@
 
 SFTP has its own glob (over `listdir_attr` + fnmatch, with `**`), checks the server's host key
 against `known_hosts`, and reconnects (bounded) when a connection drops, resuming a read at the
-byte it had reached. Imported lazily by `sources.make_source` (paramiko is slow to import).
+byte it had reached. Imported lazily by `routing.make_source` (paramiko is slow to import).
 
 The SDK's `contrib.filesystem` SFTP is not used: it fails on its own config and has no glob
 (see the README).

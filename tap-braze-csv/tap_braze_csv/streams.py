@@ -30,10 +30,11 @@ from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.export_sync import sync_rest_exports
 from tap_braze_csv.openers import TextReadError, iter_csv_members
 from tap_braze_csv.output import FastWriter, NullWriter, SignalGuard, Writer
+from tap_braze_csv.routing import make_source
 from tap_braze_csv.schema import type_from_schema
 from tap_braze_csv.sdk_compat import write_state_message
 from tap_braze_csv.segments import segment_for
-from tap_braze_csv.sources import FileRef, FileSource, FileVanishedError, make_source
+from tap_braze_csv.sources import FileRef, FileSource, FileVanishedError
 from tap_braze_csv.state import Progress
 
 #: A broken quote makes one "field" run on; cap it (memory stays bounded) but above any real cell.

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.openers import iter_csv_members
+from tap_braze_csv.routing import make_source
 from tap_braze_csv.sftp import SftpSource
-from tap_braze_csv.sources import FileRef, LocalSource, make_source
+from tap_braze_csv.sources import FileRef, LocalSource
 
 CSV_A = '\ufeffAppboy ID,user_id,email\r\n1,u1,a@example.com\r\n2,u2,"b, with comma"\r\n'
 CSV_B = 'braze_id,first_name\n3,"multi\nline"\n'

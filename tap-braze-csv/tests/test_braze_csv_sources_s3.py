@@ -17,8 +17,8 @@ from braze_csv_testkit import run_tap
 from s3_server import S3TestServer
 from tap_braze_csv.cloud import braze_segment_id, object_source
 from tap_braze_csv.errors import BrazeCsvError
+from tap_braze_csv.routing import RoutingSource, make_source
 from tap_braze_csv.sample import generate_export, read_export_rows
-from tap_braze_csv.sources import RoutingSource, make_source
 
 SEG_A = "5f0c9a1e2b3d4c5e6f708192"
 SEG_B = "61aa00bb11cc22dd33ee44ff"

@@ -23,8 +23,9 @@ from braze_csv_source_fixtures import (
 )
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.openers import iter_csv_members
+from tap_braze_csv.routing import make_source
 from tap_braze_csv.sftp import SFTP_WINDOW, SftpSource
-from tap_braze_csv.sources import SftpSettings, make_source
+from tap_braze_csv.sources import SftpSettings
 
 CSV = "\ufeffAppboy ID,user_id,email\r\n1,u1,a@example.com\r\n"
 
