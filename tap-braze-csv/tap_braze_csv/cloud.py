@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import json
 import logging
 import os
 import re
@@ -77,78 +78,99 @@ def filesystem_options(scheme: str, config: Mapping[str, Any]) -> dict[str, Any]
     Only settings that are set are passed: anything missing is left to the cloud library's
     own credential chain.
     """
-    protocol = SCHEMES[scheme][0]
     options: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
+    protocol = SCHEMES[scheme][0]
     if protocol == "s3":
-        s3 = _clean(config.get("s3"))
-        endpoint = (
-            s3.get("endpoint_url")
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-        )
-        client: dict[str, Any] = {}
-        if endpoint:
-            client["endpoint_url"] = endpoint
-        if s3.get("region_name"):
-            client["region_name"] = s3["region_name"]
-        if client:
-            options["client_kwargs"] = client
-        if s3.get("aws_access_key_id"):
-            options["key"] = s3["aws_access_key_id"]
-        if s3.get("aws_secret_access_key"):
-            options["secret"] = s3["aws_secret_access_key"]
-        if s3.get("aws_session_token"):
-            options["token"] = s3["aws_session_token"]
-        if s3.get("profile"):
-            options["profile"] = s3["profile"]
-        if s3.get("anon"):
-            options["anon"] = True
-        options["default_block_size"] = BLOCK_SIZE
-        # Bounded retries: botocore's standard mode (3 attempts, backoff) instead of legacy.
-        options["config_kwargs"] = {
-            "connect_timeout": 10,
-            "read_timeout": 60,
-            "retries": {"max_attempts": 3, "mode": "standard"},
-        }
+        options.update(_s3_options(_clean(config.get("s3"))))
     elif protocol == "gcs":
-        gcs = _clean(config.get("gcs"))
-        if gcs.get("token"):
-            token = str(gcs["token"])
-            # A service account key pasted as JSON text, or a path (gcsfs reads paths itself).
-            if token.lstrip().startswith("{"):
-                import json
-
-                try:
-                    options["token"] = json.loads(token)
-                except ValueError:
-                    raise BrazeCsvError(
-                        "gcs.token is neither a service account key (JSON) nor a file path"
-                    ) from None
-            else:
-                options["token"] = token
-        if gcs.get("project"):
-            options["project"] = gcs["project"]
-        if gcs.get("endpoint_url"):
-            options["endpoint_url"] = gcs["endpoint_url"]
-        options["block_size"] = BLOCK_SIZE
+        options.update(_gcs_options(_clean(config.get("gcs"))))
     else:
-        azure = _clean(config.get("azure"))
-        for key in (
-            "account_name",
-            "account_key",
-            "connection_string",
-            "sas_token",
-            "tenant_id",
-            "client_id",
-            "client_secret",
-        ):
-            if azure.get(key):
-                options[key] = azure[key]
-        keyed = any(k in azure for k in ("account_key", "connection_string", "sas_token"))
-        if not keyed and not (azure.get("client_id") and azure.get("client_secret")):
-            # No key given: adlfs then uses DefaultAzureCredential (env, managed identity).
-            options["anon"] = False
-        options["blocksize"] = BLOCK_SIZE
+        options.update(_azure_options(_clean(config.get("azure"))))
+    return options
+
+
+#: ``s3`` setting -> s3fs keyword, passed when the setting is set.
+_S3_CREDENTIALS = {
+    "aws_access_key_id": "key",
+    "aws_secret_access_key": "secret",
+    "aws_session_token": "token",
+    "profile": "profile",
+}
+
+
+def _s3_options(s3: Mapping[str, Any]) -> dict[str, Any]:
+    """Return s3fs keywords: endpoint and region, credentials, block size, bounded retries."""
+    options: dict[str, Any] = {}
+    endpoint = (
+        s3.get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+    client: dict[str, Any] = {}
+    if endpoint:
+        client["endpoint_url"] = endpoint
+    if s3.get("region_name"):
+        client["region_name"] = s3["region_name"]
+    if client:
+        options["client_kwargs"] = client
+    options.update({kw: s3[key] for key, kw in _S3_CREDENTIALS.items() if s3.get(key)})
+    if s3.get("anon"):
+        options["anon"] = True
+    options["default_block_size"] = BLOCK_SIZE
+    # Bounded retries: botocore's standard mode (3 attempts, backoff) instead of legacy.
+    options["config_kwargs"] = {
+        "connect_timeout": 10,
+        "read_timeout": 60,
+        "retries": {"max_attempts": 3, "mode": "standard"},
+    }
+    return options
+
+
+def _gcs_options(gcs: Mapping[str, Any]) -> dict[str, Any]:
+    """Return gcsfs keywords: token, project, endpoint, block size."""
+    options: dict[str, Any] = {}
+    if gcs.get("token"):
+        options["token"] = _gcs_token(str(gcs["token"]))
+    if gcs.get("project"):
+        options["project"] = gcs["project"]
+    if gcs.get("endpoint_url"):
+        options["endpoint_url"] = gcs["endpoint_url"]
+    options["block_size"] = BLOCK_SIZE
+    return options
+
+
+def _gcs_token(token: str) -> Any:
+    """Return a service account key pasted as JSON text parsed, or a path (gcsfs reads it)."""
+    if not token.lstrip().startswith("{"):
+        return token
+    try:
+        return json.loads(token)
+    except ValueError:
+        raise BrazeCsvError(
+            "gcs.token is neither a service account key (JSON) nor a file path"
+        ) from None
+
+
+#: ``azure`` settings passed to adlfs as they are, when set.
+_AZURE_KEYS = (
+    "account_name",
+    "account_key",
+    "connection_string",
+    "sas_token",
+    "tenant_id",
+    "client_id",
+    "client_secret",
+)
+
+
+def _azure_options(azure: Mapping[str, Any]) -> dict[str, Any]:
+    """Return adlfs keywords: the credentials given (else DefaultAzureCredential), block size."""
+    options: dict[str, Any] = {key: azure[key] for key in _AZURE_KEYS if azure.get(key)}
+    keyed = any(k in azure for k in ("account_key", "connection_string", "sas_token"))
+    if not keyed and not (azure.get("client_id") and azure.get("client_secret")):
+        # No key given: adlfs then uses DefaultAzureCredential (env, managed identity).
+        options["anon"] = False
+    options["blocksize"] = BLOCK_SIZE
     return options
 
 
