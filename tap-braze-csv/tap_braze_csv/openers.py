@@ -289,13 +289,29 @@ def _seekable_copy(ref: FileRef, raw: BinaryIO, stack: contextlib.ExitStack) -> 
 def _zip_members(
     ref: FileRef, raw: BinaryIO, stack: contextlib.ExitStack, encoding: str
 ) -> Iterator[tuple[str, TextIO]]:
+    archive = _open_zip(ref, raw, stack)
+    for info in _csv_members(ref, archive):
+        member = _open_member(ref, archive, info)
+        text = _guarded_text(ref, info.filename, member, encoding)
+        try:
+            yield info.filename, text
+        finally:
+            text.close()
+
+
+def _open_zip(ref: FileRef, raw: BinaryIO, stack: contextlib.ExitStack) -> zipfile.ZipFile:
+    """Open ``raw`` as a zip archive (from a seekable copy when it is not seekable)."""
     source = _seekable_copy(ref, raw, stack)
     try:
-        archive = stack.enter_context(zipfile.ZipFile(source))
+        return stack.enter_context(zipfile.ZipFile(source))
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise BrazeCsvError(
             f"{ref.uri}: is not a readable zip file: truncated or corrupt ({exc})"
         ) from None
+
+
+def _csv_members(ref: FileRef, archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """Return the archive's .csv members by name; fail naming what it holds when there is none."""
     files = [
         info for info in archive.infolist() if not info.is_dir() and not _is_junk(info.filename)
     ]
@@ -306,21 +322,18 @@ def _zip_members(
     if not members:
         listed = ", ".join(info.filename for info in files[:10]) or "nothing"
         raise BrazeCsvError(f"{ref.uri}: the zip holds no .csv file (it holds: {listed})")
-    for info in members:
-        where = _where(ref, info.filename)
-        if info.flag_bits & 0x1:
-            raise BrazeCsvError(f"{where}: is password-protected; zip encryption is not supported")
-        try:
-            member = archive.open(info)
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, zlib.error) as exc:
-            raise BrazeCsvError(
-                f"{where}: cannot be opened: corrupt or truncated ({exc})"
-            ) from None
-        text = _guarded_text(ref, info.filename, cast(BinaryIO, member), encoding)
-        try:
-            yield info.filename, text
-        finally:
-            text.close()
+    return members
+
+
+def _open_member(ref: FileRef, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> BinaryIO:
+    """Open one member, refusing encrypted ones and naming a corrupt one."""
+    where = _where(ref, info.filename)
+    if info.flag_bits & 0x1:
+        raise BrazeCsvError(f"{where}: is password-protected; zip encryption is not supported")
+    try:
+        return cast(BinaryIO, archive.open(info))
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, zlib.error) as exc:
+        raise BrazeCsvError(f"{where}: cannot be opened: corrupt or truncated ({exc})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,39 +461,63 @@ def _decrypted(ref: FileRef, raw: BinaryIO, config: Mapping[str, Any]) -> Iterat
 
 
 def _decrypt_failure(ref: FileRef, result: Any, fingerprints: str, passphrase: str | None) -> str:
+    """Say why gpg could not decrypt ``ref``, from its status and ``--status-fd`` lines."""
     status = str(result.status or "")
     stderr = str(result.stderr or "")
+    problem = _not_encrypted_for_a_key(status, stderr, fingerprints) or _key_problem(
+        status, stderr, fingerprints, result.key_id, passphrase
+    )
+    if problem:
+        return f"{ref.uri}: {problem}"
+    return (
+        f"{ref.uri}: PGP decryption failed ({status or 'gpg error'}); the file is probably "
+        "truncated or corrupt"
+    )
+
+
+def _not_encrypted_for_a_key(status: str, stderr: str, fingerprints: str) -> str | None:
+    """Say so when the file is no OpenPGP data, signed or stored only, or passphrase-only."""
     if status == "no data was provided" or "no valid OpenPGP data" in stderr:
-        return f"{ref.uri}: is not a PGP-encrypted file (no OpenPGP data found)"
-    encrypted = "ENC_TO" in stderr or "BEGIN_DECRYPTION" in stderr or "NEED_PASSPHRASE" in stderr
-    if not encrypted and ("PLAINTEXT" in stderr or "NEWSIG" in stderr):
-        # gpg read the OpenPGP data without decrypting anything: signed-only or `gpg --store`d.
-        kind = "signed" if "NEWSIG" in stderr else "stored (gpg --store)"
+        return "is not a PGP-encrypted file (no OpenPGP data found)"
+    kind = _unencrypted_kind(stderr)
+    if kind:
         return (
-            f"{ref.uri}: is a {kind} PGP file but not encrypted: have it encrypted for the "
+            f"is a {kind} PGP file but not encrypted: have it encrypted for the "
             f"public key of pgp_private_key (key {fingerprints}), or export it unencrypted "
             "without the .pgp/.gpg/.asc extension"
         )
     if "NEED_PASSPHRASE_SYM" in stderr and "ENC_TO" not in stderr:
         return (
-            f"{ref.uri}: is encrypted with a passphrase only (gpg --symmetric), not for a key: "
+            "is encrypted with a passphrase only (gpg --symmetric), not for a key: "
             f"have it encrypted for the public key of pgp_private_key (key {fingerprints})"
         )
+    return None
+
+
+def _unencrypted_kind(stderr: str) -> str | None:
+    """Return "signed" or "stored (gpg --store)" when gpg read OpenPGP data it did not decrypt."""
+    encrypted = "ENC_TO" in stderr or "BEGIN_DECRYPTION" in stderr or "NEED_PASSPHRASE" in stderr
+    if encrypted or not ("PLAINTEXT" in stderr or "NEWSIG" in stderr):
+        return None
+    # gpg read the OpenPGP data without decrypting anything: signed-only or `gpg --store`d.
+    return "signed" if "NEWSIG" in stderr else "stored (gpg --store)"
+
+
+def _key_problem(
+    status: str, stderr: str, fingerprints: str, key_id: Any, passphrase: str | None
+) -> str | None:
+    """Say so when the file is encrypted for a key that pgp_private_key cannot open."""
     if "Bad passphrase" in stderr:
-        return f"{ref.uri}: pgp_passphrase is wrong for pgp_private_key (key {fingerprints})"
+        return f"pgp_passphrase is wrong for pgp_private_key (key {fingerprints})"
     if status == "no secret key" or "NO_SECKEY" in stderr:
         return (
-            f"{ref.uri}: is encrypted for PGP key {result.key_id or '(unknown)'}, which "
+            f"is encrypted for PGP key {key_id or '(unknown)'}, which "
             f"pgp_private_key (key {fingerprints}) cannot decrypt: wrong pgp_private_key"
         )
-    if passphrase is None and "pkdecrypt_failed" in stderr:
-        return (
-            f"{ref.uri}: pgp_private_key (key {fingerprints}) is passphrase-protected: "
-            "set pgp_passphrase"
-        )
     if "pkdecrypt_failed" in stderr:
-        return f"{ref.uri}: pgp_private_key (key {fingerprints}) could not decrypt the file"
-    return (
-        f"{ref.uri}: PGP decryption failed ({status or 'gpg error'}); the file is probably "
-        "truncated or corrupt"
-    )
+        if passphrase is None:
+            return (
+                f"pgp_private_key (key {fingerprints}) is passphrase-protected: set pgp_passphrase"
+            )
+        return f"pgp_private_key (key {fingerprints}) could not decrypt the file"
+    return None
