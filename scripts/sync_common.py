@@ -26,6 +26,10 @@ COPIES: dict[str, tuple[str, ...]] = {
     "config_numbers.py": PLUGINS,
     "input_lines.py": TARGETS,
     "retry_headers.py": PLUGINS,
+    # The other plugins join as their HTTP retries move onto them (issue 15: tap-lytics-audience's
+    # RESTStream hooks take retries.py only; the other clients both).
+    "retries.py": ("target-lytics-users",),
+    "retrying.py": ("target-lytics-users",),
     "secrets.py": PLUGINS,
 }
 HEADER = "# generated from common/{module} by scripts/sync_common.py: edit the original\n"

@@ -37,7 +37,7 @@ RETRY_AFTER: dict[str, Callable[[str], float | None]] = {
     "tap-lytics-audience": lambda v: tap_lytics_client._retry_after_seconds(
         SimpleNamespace(response=_response(429, {"Retry-After": v}))
     ),
-    "target-lytics-users": lambda v: lytics_client.parse_retry_after(v),
+    "target-lytics-users": lambda v: lytics_client.server_wait({"Retry-After": v}),
     "tap-braze-csv": lambda v: _braze_csv_wait(503, {"Retry-After": v}),
 }
 

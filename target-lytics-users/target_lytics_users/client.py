@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import threading
 import time
@@ -15,9 +14,11 @@ import orjson
 import requests
 from singer_sdk import metrics
 
-from target_lytics_users.common.retry_headers import retry_after_seconds
+from target_lytics_users.common.retries import RetryPolicy, server_wait
+from target_lytics_users.common.retrying import RetriesExhausted, Retryable, retrying
 
 USER_AGENT = "target-lytics-users"
+DEFAULT_RETRY = RetryPolicy(max_retries=8)  # the defaults of the settings
 
 
 class LyticsError(Exception):
@@ -29,7 +30,7 @@ class LyticsConfigError(LyticsError):
 
 
 class LyticsRetriesExhaustedError(LyticsError):
-    """Lytics kept answering 429/5xx (or the network kept failing) past `max_retries`."""
+    """Lytics kept answering 5xx (or failing) past `max_retries`, or 429 past its budget."""
 
 
 class LyticsAbortedError(LyticsError):
@@ -65,25 +66,6 @@ class ClientStats:
             self.requests += requests
             self.retries += retries
             self.bytes_sent += bytes_sent
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (common/retry_headers.py), or None."""
-    return retry_after_seconds(value, now)
-
-
-def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
-    """Delay before retry number `attempt` (0-based).
-
-    Exponential (`base * 2**attempt`, capped at `cap`) with "equal jitter": half the
-    delay is fixed, half is random, so concurrent senders spread out but never retry
-    immediately. A `Retry-After` from the server wins (capped at `cap` as well) plus a
-    little jitter.
-    """
-    if retry_after is not None:
-        return min(retry_after, cap) + random.uniform(0, min(base, cap))
-    delay = min(cap, base * (2**attempt))
-    return delay / 2 + random.uniform(0, delay / 2)
 
 
 def unreachable_reason(exc: BaseException) -> str | None:
@@ -123,18 +105,14 @@ class LyticsClient:
         dry_run: bool = False,
         timestamp_field: str | None = None,
         timeout: float = 120.0,
-        max_retries: int = 8,
-        backoff_base: float = 1.0,
-        backoff_max: float = 60.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
         logger: logging.Logger | None = None,
     ) -> None:
         """Configure the client (no connection is opened yet)."""
         self.api_url = api_url.rstrip("/")
         self._token = api_token
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.retry = retry
         self.logger = logger or logging.getLogger(__name__)
         self.params: dict[str, str] = {}
         if dry_run:
@@ -223,68 +201,81 @@ class LyticsClient:
 
         """
         url = self.collect_url(stream)
-        session = self._session()
         params = {**self.params, "dryrun": "true"} if dry_run else self.params
-        endpoint = "/collect/json/{stream}"
-        reason = ""
+        attempts = 0
         started = time.monotonic()
-        for attempt in range(self.max_retries + 1):
-            if self.abort.is_set():
-                msg = f"{label} not sent: the run is stopping after an earlier failure"
-                raise LyticsAbortedError(msg)
-            retry_after: float | None = None
-            timer = metrics.Timer(
-                metrics.Metric.HTTP_REQUEST_DURATION,
-                tags={metrics.Tag.ENDPOINT: endpoint, metrics.Tag.STREAM: stream},
-            )
-            try:
-                with timer:
-                    response = session.post(url, params=params, data=body, timeout=self.timeout)
-                    timer.tags[metrics.Tag.HTTP_STATUS_CODE] = response.status_code
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                self.stats.add(requests=1)
-                why = None if self.contacted else unreachable_reason(exc)
-                if why:
-                    msg = (
-                        f"Cannot reach Lytics at {self.api_url} ({why}) for {label}: check the "
-                        "`api_url` setting. Nothing was sent."
-                    )
-                    raise LyticsConfigError(msg) from None
-                reason = f"{type(exc).__name__} talking to {self.api_url}"
-            else:
-                self.stats.add(requests=1)
-                self.contacted = True
-                status = response.status_code
-                if 200 <= status < 300:
-                    self.stats.add(bytes_sent=len(body))
-                    return self._result(response, stream, label, attempt + 1)
-                if status != 429 and status < 500:
-                    raise self._fatal(response, stream, label, len(body))
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                reason = f"HTTP {status} ({self._server_message(response)[:120]})"
-            if attempt >= self.max_retries:
-                break
-            delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after)
+
+        def attempt() -> CollectResult:
+            nonlocal attempts
+            attempts += 1
+            return self._post_once(stream, url, params, body, label, attempts)
+
+        def log(outcome: Retryable, count: int, budget: int, wait: float) -> None:
             self.stats.add(retries=1)
             self.logger.warning(
                 "Lytics: %s for %s; retry %d/%d in %.2fs%s",
-                reason,
+                outcome.reason,
                 label,
-                attempt + 1,
-                self.max_retries,
-                delay,
-                " (Retry-After)" if retry_after is not None else "",
+                count,
+                budget,
+                wait,
+                " (Retry-After)" if outcome.server_wait is not None else "",
             )
-            if self.abort.wait(delay):
+
+        def sleep(seconds: float) -> None:
+            if self.abort.wait(seconds):
                 msg = f"{label} not sent: the run is stopping after an earlier failure"
                 raise LyticsAbortedError(msg)
-        msg = (
-            f"Lytics did not accept {label} on POST {url} after {self.max_retries + 1} attempts "
-            f"over {time.monotonic() - started:.1f}s (last: {reason}); raise `max_retries` "
-            f"(now {self.max_retries}) or `retry_backoff_max` to retry longer, or retry the "
-            "run later."
+
+        try:
+            return retrying(self.retry, sleep=sleep, log=log)(attempt)
+        except RetriesExhausted as exc:
+            msg = (
+                f"Lytics did not accept {label} on POST {url} after {attempts} attempts over "
+                f"{time.monotonic() - started:.1f}s (last: {exc.last.reason}); raise "
+                f"`{exc.setting}` (now {exc.budget}) or `retry_backoff_max` to retry longer, "
+                "or retry the run later."
+            )
+            raise LyticsRetriesExhaustedError(msg) from None
+
+    def _post_once(
+        self, stream: str, url: str, params: dict[str, str], body: bytes, label: str, attempt: int
+    ) -> CollectResult:
+        """One POST: the result, `Retryable` (429, 5xx, a transient network error) or an error."""
+        if self.abort.is_set():
+            msg = f"{label} not sent: the run is stopping after an earlier failure"
+            raise LyticsAbortedError(msg)
+        timer = metrics.Timer(
+            metrics.Metric.HTTP_REQUEST_DURATION,
+            tags={metrics.Tag.ENDPOINT: "/collect/json/{stream}", metrics.Tag.STREAM: stream},
         )
-        raise LyticsRetriesExhaustedError(msg)
+        try:
+            with timer:
+                response = self._session().post(url, params=params, data=body, timeout=self.timeout)
+                timer.tags[metrics.Tag.HTTP_STATUS_CODE] = response.status_code
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            self.stats.add(requests=1)
+            why = None if self.contacted else unreachable_reason(exc)
+            if why:
+                msg = (
+                    f"Cannot reach Lytics at {self.api_url} ({why}) for {label}: check the "
+                    "`api_url` setting. Nothing was sent."
+                )
+                raise LyticsConfigError(msg) from None
+            raise Retryable(f"{type(exc).__name__} talking to {self.api_url}") from None
+        self.stats.add(requests=1)
+        self.contacted = True
+        status = response.status_code
+        if 200 <= status < 300:
+            self.stats.add(bytes_sent=len(body))
+            return self._result(response, stream, label, attempt)
+        if status != 429 and status < 500:
+            raise self._fatal(response, stream, label, len(body))
+        raise Retryable(
+            f"HTTP {status} ({self._server_message(response)[:120]})",
+            rate_limited=status == 429,
+            server_wait=server_wait(response.headers),
+        )
 
     def _result(
         self, response: requests.Response, stream: str, label: str, attempts: int

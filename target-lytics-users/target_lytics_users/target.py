@@ -10,10 +10,12 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.target_base import Target
 
-from target_lytics_users.client import LyticsClient, LyticsError
+from target_lytics_users.client import DEFAULT_RETRY, LyticsClient, LyticsError
 from target_lytics_users.common.batch_files import BatchFileError, iter_batch_records
 from target_lytics_users.common.config_numbers import coerce_number_strings
 from target_lytics_users.common.input_lines import InputLineError
+from target_lytics_users.common.retries import DESCRIPTIONS as RETRY_DESCRIPTIONS
+from target_lytics_users.common.retries import RetryPolicy
 from target_lytics_users.common.secrets import header_secret_errors, strip_secrets
 from target_lytics_users.delivery import (
     DEFAULT_MAX_BATCH_BYTES,
@@ -122,22 +124,25 @@ class TargetLyticsUsers(Target):
             "max_retries",
             th.IntegerType(minimum=0),
             default=8,
-            description="Retries of a request answered 429/5xx or failing on the network.",
+            description=RETRY_DESCRIPTIONS["max_retries"],
+        ),
+        th.Property(
+            "max_rate_limit_retries",
+            th.IntegerType(minimum=0),
+            default=30,
+            description=RETRY_DESCRIPTIONS["max_rate_limit_retries"],
         ),
         th.Property(
             "retry_backoff_base",
             th.NumberType(minimum=0),
             default=1.0,
-            description=(
-                "Seconds of the first retry delay; doubles each retry (with jitter). "
-                "A `Retry-After` header wins."
-            ),
+            description=RETRY_DESCRIPTIONS["retry_backoff_base"],
         ),
         th.Property(
             "retry_backoff_max",
             th.NumberType(minimum=0),
             default=60.0,
-            description="Longest wait between retries, in seconds (also caps `Retry-After`).",
+            description=RETRY_DESCRIPTIONS["retry_backoff_max"],
         ),
         th.Property(
             "request_timeout",
@@ -232,9 +237,7 @@ class TargetLyticsUsers(Target):
             dry_run=bool(cfg.get("dry_run")),
             timestamp_field=cfg.get("timestamp_field"),
             timeout=float(cfg.get("request_timeout") or 120.0),
-            max_retries=int(cfg.get("max_retries", 8)),
-            backoff_base=float(cfg.get("retry_backoff_base", 1.0)),
-            backoff_max=float(cfg.get("retry_backoff_max", 60.0)),
+            retry=RetryPolicy.from_config(cfg, DEFAULT_RETRY),
             logger=self.logger,
         )
         self.delivery = Delivery(

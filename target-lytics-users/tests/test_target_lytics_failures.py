@@ -15,8 +15,6 @@ from target_lytics_users.client import (
     LyticsConfigError,
     LyticsError,
     LyticsRetriesExhaustedError,
-    backoff_delay,
-    parse_retry_after,
 )
 
 from sandbox import LyticsSandbox
@@ -75,19 +73,6 @@ def test_retry_after_header_is_honoured(caplog):
         assert result.error is None
         assert sandbox.collected("braze_users") == [braze_user(1)]
     assert caplog.text.count("(Retry-After)") == 2
-
-
-def test_backoff_is_bounded_exponential_with_jitter_and_respects_retry_after():
-    for attempt in range(12):
-        d = backoff_delay(attempt, base=1.0, cap=30.0, retry_after=None)
-        full = min(30.0, 2.0**attempt)
-        assert full / 2 <= d <= full
-    assert 5.0 <= backoff_delay(0, base=1.0, cap=30.0, retry_after=5.0) <= 6.0
-    assert backoff_delay(0, base=1.0, cap=30.0, retry_after=3600) <= 31.0  # capped
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after(None) is None
 
 
 def test_persistent_failure_stops_without_state_past_the_failed_batch(poison_sandbox):
