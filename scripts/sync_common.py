@@ -28,7 +28,7 @@ COPIES: dict[str, tuple[str, ...]] = {
     "retry_headers.py": PLUGINS,
     # The other plugins join as their HTTP retries move onto them (issue 15: tap-lytics-audience's
     # RESTStream hooks take retries.py only; the other clients both).
-    "retries.py": ("target-lytics-users",),
+    "retries.py": ("tap-lytics-audience", "target-lytics-users"),
     "retrying.py": ("target-lytics-users",),
     "secrets.py": PLUGINS,
 }

@@ -12,8 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from singer_sdk.exceptions import RetriableAPIError
 from tap_braze_csv.rest_export import ExportClient
 from tap_lytics_audience import client as tap_lytics_client
+from tap_lytics_audience.common import retries as lytics_tap_retries
+from tap_lytics_audience.common.retries import RetryPolicy
 from target_braze_audience import client as braze_client
 from target_lytics_users import client as lytics_client
 
@@ -33,10 +36,20 @@ def _braze_csv_wait(status: int, headers: dict[str, str]) -> float | None:
     return None if wait == FALLBACK else wait
 
 
+def _lytics_tap_wait(headers: dict[str, str]) -> float | None:
+    """The first wait of tap-lytics-audience's backoff generator after a 429 with `headers`."""
+    policy = RetryPolicy(backoff_base=FALLBACK, backoff_max=10_000.0)
+    stream = SimpleNamespace(retry_policy=policy)
+    waits = tap_lytics_client.LyticsStream.backoff_wait_generator(stream)  # type: ignore[arg-type]
+    waits.send(None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lytics_tap_retries, "random", lambda: 1.0)  # backoff(1) = FALLBACK exactly
+        wait = waits.send(RetriableAPIError("429", _response(429, headers)))
+    return None if wait == FALLBACK else wait
+
+
 RETRY_AFTER: dict[str, Callable[[str], float | None]] = {
-    "tap-lytics-audience": lambda v: tap_lytics_client._retry_after_seconds(
-        SimpleNamespace(response=_response(429, {"Retry-After": v}))
-    ),
+    "tap-lytics-audience": lambda v: _lytics_tap_wait({"Retry-After": v}),
     "target-lytics-users": lambda v: lytics_client.server_wait({"Retry-After": v}),
     "tap-braze-csv": lambda v: _braze_csv_wait(503, {"Retry-After": v}),
 }
@@ -48,6 +61,7 @@ def _braze_reset(v: str) -> float | None:
 
 
 RESET: dict[str, Callable[[str], float | None]] = {
+    "tap-lytics-audience": lambda v: _lytics_tap_wait({"X-RateLimit-Reset": v}),
     "target-braze-audience": _braze_reset,
     "tap-braze-csv": lambda v: _braze_csv_wait(429, {"X-RateLimit-Reset": v}),
 }

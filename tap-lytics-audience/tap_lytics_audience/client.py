@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import socket
 import typing as t
 from http import HTTPStatus
@@ -18,7 +17,7 @@ from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_lytics_audience.common.retry_headers import retry_after_seconds
+from tap_lytics_audience.common.retries import RetryPolicy, server_wait
 
 if t.TYPE_CHECKING:
     from backoff.types import Details
@@ -119,7 +118,7 @@ class LyticsCursorPaginator(BaseAPIPaginator[t.Optional[str]]):  # noqa: UP045
 
 
 class LyticsStream(RESTStream):
-    """Base stream: raw-token auth, safe error messages, bounded retries honouring Retry-After."""
+    """Base stream: raw-token auth, safe error messages, the retry contract (common/retries.py)."""
 
     records_jsonpath = "$.data[*]"
     extra_retry_statuses: t.Sequence[int] = [HTTPStatus.TOO_MANY_REQUESTS]
@@ -184,7 +183,7 @@ class LyticsStream(RESTStream):
         # A body cut short on the way is transient: retried like a 5xx, within `max_retries`.
         msg = (
             f"Lytics answered HTTP {status} on {urlparse(response.url).path} with {problem}; "
-            f"retried up to `max_retries` ({self.backoff_max_tries() - 1}) times"
+            f"retried up to `max_retries` ({self.retry_policy.max_retries}) times"
         )
         raise RetriableAPIError(msg, response)
 
@@ -260,34 +259,47 @@ class LyticsStream(RESTStream):
 
         return call
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry settings (`max_retries`, `max_rate_limit_retries`, `retry_backoff_*`)."""
+        return RetryPolicy.from_config(self.config)
+
     def backoff_max_tries(self) -> int:
-        """Return the attempts per request: 1 + `max_retries`."""
-        return 1 + int(self.config.get("max_retries", 5))
+        """Return the attempts per request at most: 1 + both retry budgets.
+
+        The wait generator ends the retrying earlier, when one of the two budgets is used up.
+        """
+        policy = self.retry_policy
+        return 1 + policy.max_retries + policy.max_rate_limit_retries
 
     def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
-        """Exponential backoff capped at `retry_backoff_max`; a longer Retry-After wins.
+        """Yield the waits of the retry contract (common/retries.py), one generator per request.
 
-        backoff sends the raised exception into the generator, so the response is in scope.
+        backoff sends each raised exception into the generator, so the answer is in scope: a
+        429 counts against `max_rate_limit_retries`, anything else against `max_retries`;
+        when a budget is used up the generator ends and backoff raises the exception.
         """
-        base = float(self.config.get("retry_backoff_base", 1.0))
-        cap = float(self.config.get("retry_backoff_max", 60.0))
+        policy = self.retry_policy
 
         def waits() -> t.Generator[float, t.Any, None]:
             exc = yield 0.0  # priming send(None)
-            attempt = 0
+            failures = rate_limited = 0
             while True:
-                wait = min(cap, base * (2**attempt))
-                retry_after = _retry_after_seconds(exc)
-                if retry_after is not None:
-                    wait = max(wait, retry_after)  # the server knows best
-                attempt += 1
-                exc = yield wait
+                response = getattr(exc, "response", None)
+                if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+                    rate_limited += 1
+                else:
+                    failures += 1
+                if policy.exhausted(failures, rate_limited):
+                    return
+                asked = None if response is None else server_wait(response.headers)
+                exc = yield policy.wait(failures + rate_limited, asked)
 
         return waits()
 
     def backoff_jitter(self, value: float) -> float:
-        """Add up to 25 % jitter, never going below the computed wait (so Retry-After holds)."""
-        return value * (1.0 + 0.25 * random.random())
+        """No jitter here: the policy's backoff has it, and a server-given wait gets none."""
+        return value
 
     def backoff_handler(self, details: Details) -> None:
         """Log a retry without request arguments (they could carry headers)."""
@@ -324,10 +336,3 @@ class LyticsStream(RESTStream):
         )
         self.validate_response(response)
         return response
-
-
-def _retry_after_seconds(exc: t.Any) -> float | None:
-    response = getattr(exc, "response", None)
-    if response is None:
-        return None
-    return retry_after_seconds(response.headers.get("Retry-After"))

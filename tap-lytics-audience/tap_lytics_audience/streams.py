@@ -418,7 +418,7 @@ class AudienceMembersStream(LyticsStream):
                 continue
             except MalformedScanPage as exc:
                 msg = (
-                    f"Audience {label}: {exc} after {self.backoff_max_tries()} attempts (setting "
+                    f"Audience {label}: {exc} after {self.retry_policy.max_retries} retries (setting "
                     "`max_retries`); no snapshot emitted for it, nobody is removed"
                 )
                 yield ScanFailed(audience, scan_id, msg)

@@ -13,6 +13,7 @@ from singer_sdk.helpers.capabilities import EMIT_ACTIVATE_VERSION_CONFIG, TapCap
 
 from tap_lytics_audience.client import AudienceScanFailed
 from tap_lytics_audience.common.config_numbers import coerce_number_strings
+from tap_lytics_audience.common.retries import DESCRIPTIONS as RETRY_DESCRIPTIONS
 from tap_lytics_audience.common.secrets import header_secret_errors, strip_secrets
 from tap_lytics_audience.scan import ScanLedger
 from tap_lytics_audience.streams import (
@@ -96,25 +97,25 @@ class TapLyticsAudience(Tap):
             "max_retries",
             th.IntegerType,
             default=5,
-            description="Retries of one request on 429, 5xx, timeouts and connection errors.",
+            description=RETRY_DESCRIPTIONS["max_retries"],
+        ),
+        th.Property(
+            "max_rate_limit_retries",
+            th.IntegerType,
+            default=30,
+            description=RETRY_DESCRIPTIONS["max_rate_limit_retries"],
         ),
         th.Property(
             "retry_backoff_base",
             th.NumberType(minimum=0),
             default=1.0,
-            description=(
-                "Seconds of the first retry delay; doubles each retry (plus up to 25% jitter). "
-                "A longer `Retry-After` header wins."
-            ),
+            description=RETRY_DESCRIPTIONS["retry_backoff_base"],
         ),
         th.Property(
             "retry_backoff_max",
             th.NumberType(minimum=0),
             default=60.0,
-            description=(
-                "Longest wait between retries, in seconds, before jitter (a longer "
-                "`Retry-After` wins)."
-            ),
+            description=RETRY_DESCRIPTIONS["retry_backoff_max"],
         ),
         th.Property(
             "request_timeout",

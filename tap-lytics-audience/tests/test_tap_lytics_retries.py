@@ -1,5 +1,6 @@
-"""Retries against the Lytics sandbox: transient statuses, 429, bounded retries, Retry-After,
-network errors after first contact, truncated JSON bodies."""
+"""Retries against the Lytics sandbox: transient statuses, 429 in its own budget, bounded
+retries, the retry contract's waits (common/retries.py), network errors after first contact,
+truncated JSON bodies."""
 
 from __future__ import annotations
 
@@ -79,32 +80,66 @@ def test_retries_are_bounded_and_a_crash_emits_no_snapshot(lytics_sandbox, tap_r
     assert "sandbox-lytics-token" not in str(run.error)
 
 
-def test_retry_after_is_honoured_by_the_wait_generator(make_config):
+def test_the_wait_generator_follows_the_retry_contract(make_config, monkeypatch):
+    """Waits and budgets of common/retries.py, through the SDK's backoff hooks."""
     import requests as rq
+    from tap_lytics_audience.common import retries
 
+    monkeypatch.setattr(retries, "random", lambda: 0.5)  # jitter factor 0.5 + 0.5 * 0.5
     tap = TapLyticsAudience(
-        config=make_config("http://127.0.0.1:9", retry_backoff_base=0.5, retry_backoff_max=4)
+        config=make_config(
+            "http://127.0.0.1:9",
+            retry_backoff_base=0.5,
+            retry_backoff_max=4,
+            max_retries=3,
+            max_rate_limit_retries=2,
+        )
     )
     stream = tap.streams["audience_members"]
     assert isinstance(stream, AudienceMembersStream)
     gen = stream.backoff_wait_generator()
     gen.send(None)
 
-    def exc_with(headers):
+    def answer(status, headers=None):
         resp = rq.Response()
-        resp.status_code = 429
-        resp.headers.update(headers)
-        return RetriableAPIError("429", resp)
+        resp.status_code = status
+        resp.headers.update(headers or {})
+        return RetriableAPIError(str(status), resp)
 
-    assert gen.send(exc_with({})) == 0.5
-    assert gen.send(exc_with({"Retry-After": "3"})) == 3.0
-    assert gen.send(exc_with({})) == 2.0
-    assert gen.send(exc_with({})) == 4.0
-    assert gen.send(exc_with({})) == 4.0  # capped
-    for value in (1.0, 3.0):
-        jittered = [stream.backoff_jitter(value) for _ in range(50)]
-        assert all(value <= j <= value * 1.25 for j in jittered)
-    assert stream.backoff_max_tries() == 6
+    assert gen.send(answer(429)) == 0.375  # backoff(1) = 0.5 * 0.75
+    assert gen.send(answer(429, {"Retry-After": "3"})) == 3.0  # the server's wait, no jitter
+    assert gen.send(answer(503, {"Retry-After": "10"})) == 4.0  # capped at retry_backoff_max
+    assert gen.send(answer(500)) == 3.0  # backoff(4) = min(0.5 * 8, 4) * 0.75
+    assert gen.send(rq.exceptions.ConnectionError("reset")) == 3.0  # a third failure
+    with pytest.raises(StopIteration):  # a fourth failure: max_retries (3) used up
+        gen.send(answer(502))
+    assert stream.backoff_jitter(1.5) == 1.5  # the policy jitters its backoff, not the SDK
+    assert stream.backoff_max_tries() == 1 + 3 + 2
+
+    gen = stream.backoff_wait_generator()
+    gen.send(None)
+    assert [gen.send(answer(429)) for _ in range(2)] == [0.375, 0.75]
+    with pytest.raises(StopIteration):  # a third 429: max_rate_limit_retries (2) used up
+        gen.send(answer(429))
+
+
+def test_rate_limited_answers_count_in_their_own_budget(lytics_sandbox, tap_runner, make_config):
+    """429s do not use up `max_retries`; `max_rate_limit_retries` bounds them."""
+    aid = lytics_sandbox.generate_members("rl", 30)
+    scan = f"/api/segment/{aid}/scan"
+    lytics_sandbox.fail_next(4, status=429, path_prefix=scan)
+    lytics_sandbox.fail_next(1, status=503, path_prefix=scan)
+    cfg = make_config(lytics_sandbox.url, audiences=["rl"], max_retries=1)
+    run = tap_runner({**cfg, "max_rate_limit_retries": 4})
+    assert run.records["audience_snapshots"][0]["member_count"] == 30
+    assert [r.status for r in scan_requests(lytics_sandbox, aid)] == [429] * 4 + [503, 200]
+
+    lytics_sandbox.clear_requests()
+    lytics_sandbox.fail_next(1000, status=429, path_prefix=scan)
+    run = tap_runner({**cfg, "max_rate_limit_retries": 2}, expect_error=True)
+    assert isinstance(run.error, RetriableAPIError)
+    assert [r.status for r in scan_requests(lytics_sandbox, aid)] == [429] * 3
+    assert run.records["audience_snapshots"] == []
 
 
 def test_network_errors_after_first_contact_are_still_retried(
