@@ -25,6 +25,8 @@ COPIES: dict[str, tuple[str, ...]] = {
     "batch_files.py": TARGETS,
     "config_numbers.py": PLUGINS,
     "input_lines.py": TARGETS,
+    "orjson_reader.py": TARGETS,
+    "orjson_writer.py": ("tap-lytics-audience",),
     "retry_headers.py": PLUGINS,
     # The other plugins join as their HTTP retries move onto them (issue 15: tap-lytics-audience's
     # RESTStream hooks take retries.py only; the other clients both).

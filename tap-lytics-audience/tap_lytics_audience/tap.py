@@ -13,6 +13,7 @@ from singer_sdk.helpers.capabilities import EMIT_ACTIVATE_VERSION_CONFIG, TapCap
 
 from tap_lytics_audience.client import AudienceScanFailed
 from tap_lytics_audience.common.config_numbers import coerce_number_strings
+from tap_lytics_audience.common.orjson_writer import OrjsonWriter
 from tap_lytics_audience.common.retries import DESCRIPTIONS as RETRY_DESCRIPTIONS
 from tap_lytics_audience.common.secrets import header_secret_errors, strip_secrets
 from tap_lytics_audience.scan import ScanLedger
@@ -22,7 +23,6 @@ from tap_lytics_audience.streams import (
     AudienceSnapshotsStream,
     AudiencesStream,
 )
-from tap_lytics_audience.writer import FastSingerWriter
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -32,7 +32,7 @@ class TapLyticsAudience(Tap):
     """Streams Lytics audiences and their members."""
 
     name = "tap-lytics-audience"
-    message_writer_class = FastSingerWriter
+    message_writer_class = OrjsonWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -236,7 +236,7 @@ class TapLyticsAudience(Tap):
         the signal lands while a message is being written, the exit waits for that line.
         """
         writer = getattr(self, "message_writer", None)
-        if isinstance(writer, FastSingerWriter) and writer.writing:
+        if isinstance(writer, OrjsonWriter) and writer.writing:
             writer.deferred = lambda: self._terminate(signum)
             return
         self._terminate(signum)

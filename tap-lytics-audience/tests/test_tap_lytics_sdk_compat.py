@@ -15,7 +15,8 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from tap_lytics_audience import client, sdk_compat, streams, writer
+from tap_lytics_audience import client, sdk_compat, streams
+from tap_lytics_audience.common import orjson_writer
 from tap_lytics_audience.tap import TapLyticsAudience
 
 PACKAGE = Path(sdk_compat.__file__).parent
@@ -24,7 +25,7 @@ PACKAGE = Path(sdk_compat.__file__).parent
 def _ours() -> list[type]:
     """The package's classes that extend an SDK class."""
     found: list[type] = [TapLyticsAudience]
-    for module in (streams, client, writer):
+    for module in (streams, client, orjson_writer):
         found += [
             obj
             for obj in vars(module).values()

@@ -9,7 +9,7 @@ import json
 
 from singer_sdk.io_base import SingerWriter
 from singer_sdk.singerlib.messages import RecordMessage, SchemaMessage, StateMessage
-from tap_lytics_audience.writer import FastSingerWriter
+from tap_lytics_audience.common.orjson_writer import OrjsonWriter
 
 
 class CountingStdout(io.StringIO):
@@ -27,7 +27,7 @@ def test_same_json_as_the_sdk_writer():
         record={"a": "x", "n": None, "d": decimal.Decimal("1.5"), "i": decimal.Decimal(3)},
         time_extracted=when,
     )
-    ours = json.loads(FastSingerWriter().format_message(msg))
+    ours = json.loads(OrjsonWriter().format_message(msg))
     sdk = json.loads(SingerWriter().format_message(msg))
     assert ours == sdk
 
@@ -35,7 +35,7 @@ def test_same_json_as_the_sdk_writer():
 def test_records_are_buffered_and_other_messages_flush(monkeypatch):
     out = CountingStdout()
     monkeypatch.setattr("sys.stdout", out)
-    writer = FastSingerWriter()
+    writer = OrjsonWriter()
     writer.write_message(SchemaMessage(stream="s", schema={"type": "object"}, key_properties=[]))
     assert out.flushes == 1
     for i in range(3):
@@ -48,7 +48,7 @@ def test_records_are_buffered_and_other_messages_flush(monkeypatch):
 
 
 def test_an_exit_requested_during_a_write_runs_after_the_line_is_written(monkeypatch):
-    writer = FastSingerWriter()
+    writer = OrjsonWriter()
     calls: list[str] = []
 
     class InterruptedStdout(io.StringIO):

@@ -31,7 +31,6 @@ import typing as t
 
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchFileFormat, StorageTarget
 from singer_sdk.plugin_base import PluginBase
-from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.sinks.core import Sink
 from singer_sdk.target_base import Target
 
@@ -71,7 +70,6 @@ OVERRIDDEN: dict[type, dict[str, tuple[str, ...]]] = {
         "_write_state_message": ("state",),
         "_handle_termination": ("signum", "frame"),
     },
-    GenericSingerReader: {"_process_unknown_message": ("message_dict",)},
 }
 
 #: SDK private methods the package calls (through the functions below).

@@ -25,8 +25,8 @@ from target_braze_audience.deltas import (
 )
 from target_braze_audience.settings import ARRAY_WRITE_MODES, EngineSettings
 from target_braze_audience.sinks import (
+    BrazeAudienceReader,
     BrazeAudienceSink,
-    OrjsonSingerReader,
     UnsupportedMessageError,
 )
 from target_braze_audience.store import (
@@ -92,7 +92,7 @@ class TargetBrazeAudience(Target):
 
     name = "target-braze-audience"
     default_sink_class = BrazeAudienceSink
-    message_reader_class = OrjsonSingerReader
+    message_reader_class = BrazeAudienceReader
 
     config_jsonschema = th.PropertiesList(
         th.Property(

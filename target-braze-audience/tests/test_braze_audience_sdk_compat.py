@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import singer_sdk
 from target_braze_audience import sdk_compat
-from target_braze_audience.sinks import BrazeAudienceSink, OrjsonSingerReader
+from target_braze_audience.sinks import BrazeAudienceReader, BrazeAudienceSink
 from target_braze_audience.target import TargetBrazeAudience
 
 PACKAGE = Path(sdk_compat.__file__).parent
 SDK_ROOT = Path(singer_sdk.__file__).parent
-OURS = (TargetBrazeAudience, BrazeAudienceSink, OrjsonSingerReader)
+OURS = (TargetBrazeAudience, BrazeAudienceSink, BrazeAudienceReader)
 
 
 def _symbol(cls: type, name: str) -> str:

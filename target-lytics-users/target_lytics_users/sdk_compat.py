@@ -25,7 +25,6 @@ from singer_sdk.helpers._typing import (
     handle_invalid_timestamp_in_record,
 )
 from singer_sdk.plugin_base import PluginBase
-from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.sinks.core import Sink
 from singer_sdk.target_base import Target
 
@@ -86,8 +85,6 @@ OVERRIDDEN: dict[type, dict[str, tuple[str, ...]]] = {
         # skips 7 dict pops per record when no `_sdc_*` field is there
         "_remove_sdc_metadata_from_record": ("record",),
     },
-    # a message type this target does not implement stops the run
-    GenericSingerReader: {"_process_unknown_message": ("message_dict",)},
 }
 
 #: SDK private methods the package calls.
@@ -117,6 +114,4 @@ PRIVATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
         # records tallied at a drain: only those Lytics confirmed
         "_batch_records_read",
     ),
-    # the line being handled, as the SDK's loop keeps it (set per line, in the hot loop)
-    GenericSingerReader: ("_current_message",),
 }

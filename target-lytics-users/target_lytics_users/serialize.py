@@ -6,15 +6,13 @@ import datetime
 import decimal
 import typing as t
 import uuid
-from collections import Counter, defaultdict
 
 import fastjsonschema
 import orjson
 from singer_sdk.exceptions import InvalidRecord
-from singer_sdk.io_base import SingerReader
 from singer_sdk.sinks.core import BaseJSONSchemaValidator, JSONSchemaValidator
 
-from target_lytics_users.common.input_lines import decode_line, is_blank, not_json
+from target_lytics_users.common.orjson_reader import OrjsonReader
 
 _FRAGMENT_NULL = orjson.Fragment(b"null")
 
@@ -46,70 +44,24 @@ class UnsupportedMessageError(Exception):
     """A Singer message type this target does not implement (the run stops before it)."""
 
 
-class LineCountingOrjsonReader(SingerReader):
-    """Singer reader that parses lines with orjson and counts them.
+class LyticsUsersReader(OrjsonReader):
+    """The shared orjson reader (common/orjson_reader.py) naming this target when it stops.
 
-    The SDK's reader uses `json.loads(parse_float=Decimal)`, the largest cost of a target
-    once validation is cheap. orjson is ~5x faster; floats arrive as `float` (which orjson
-    writes back with the shortest round-tripping digits). A line orjson refuses (e.g. NaN)
-    falls back to the SDK parser, so exactly the same inputs are accepted (the rule of every
-    reader: common/input_lines.py; blank lines are skipped). `line_number`
-    lets the target name the input line of a record it must reject.
+    Only the unsupported-message error is this target's own. The reader's `line_number`
+    lets the target name the input line of a record it must reject; `in_message` and
+    `deferred` hold a signal's drain until the message being handled is done.
     """
 
-    def __init__(self) -> None:
-        """Start at line 0."""
-        super().__init__()
-        self.line_number = 0
-        self.in_message = False  # a message callback is running (see the target's SIGTERM)
-        self.deferred: t.Callable[[], None] | None = None  # run once the message is done
-
-    def process_lines(
-        self,
-        file_input: t.IO[str] | None,
-        callbacks: dict[str, t.Callable[[dict], None]],
-    ) -> t.Counter[str]:
-        """Run the SDK's loop, flagging while a message is handled; run `deferred` after it."""
-        stats: dict[str, int] = defaultdict(int)
-        for line in file_input or self.default_input:
-            self._current_message = line
-            try:
-                message = self.deserialize_json(line)
-            except ValueError as exc:
-                if is_blank(line):  # common/input_lines.py: the rule of every reader
-                    continue
-                raise not_json(self.line_number, exc) from exc
-            self.assert_line_requires(message, requires={"type"})
-            kind = message["type"]
-            callback = callbacks.get(kind)
-            self.in_message = True
-            try:
-                if callback is None:
-                    self._process_unknown_message(message)
-                else:
-                    callback(message)
-            finally:
-                self.in_message = False
-            stats[kind] += 1
-            if self.deferred is not None:
-                self.deferred()
-        return Counter(**stats)
-
-    def _process_unknown_message(self, message_dict: dict) -> None:
+    def unknown_message(self, message: dict) -> None:
         """Stop at a message type this target does not implement (nothing after it is read)."""
         msg = (
             f"Input line {self.line_number}: unsupported Singer message type "
-            f"'{message_dict.get('type')}'"
-            + (f" (stream '{message_dict['stream']}')" if "stream" in message_dict else "")
+            f"'{message.get('type')}'"
+            + (f" (stream '{message['stream']}')" if "stream" in message else "")
             + ": target-lytics-users handles SCHEMA, RECORD, STATE, BATCH and ACTIVATE_VERSION; "
             "stopping: no STATE is emitted past it"
         )
         raise UnsupportedMessageError(msg)
-
-    def deserialize_json(self, line: str) -> dict:
-        """Parse one input line."""
-        self.line_number += 1
-        return decode_line(line)  # type: ignore[no-any-return]
 
 
 class FastJSONSchemaValidator(BaseJSONSchemaValidator):

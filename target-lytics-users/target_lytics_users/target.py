@@ -23,7 +23,7 @@ from target_lytics_users.delivery import (
     Delivery,
     DeliveryLimits,
 )
-from target_lytics_users.serialize import LineCountingOrjsonReader, UnsupportedMessageError
+from target_lytics_users.serialize import LyticsUsersReader, UnsupportedMessageError
 from target_lytics_users.sinks import LyticsSink
 
 if t.TYPE_CHECKING:
@@ -48,7 +48,7 @@ class TargetLyticsUsers(Target):
 
     name = "target-lytics-users"
     default_sink_class = LyticsSink
-    message_reader_class = LineCountingOrjsonReader
+    message_reader_class = LyticsUsersReader
 
     config_jsonschema = th.PropertiesList(
         th.Property(

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 from target_lytics_users import sdk_compat
-from target_lytics_users.serialize import LineCountingOrjsonReader
+from target_lytics_users.serialize import LyticsUsersReader
 from target_lytics_users.sinks import LyticsSink
 from target_lytics_users.target import TargetLyticsUsers
 
 PACKAGE = Path(sdk_compat.__file__).parent
-OURS = (TargetLyticsUsers, LyticsSink, LineCountingOrjsonReader)
+OURS = (TargetLyticsUsers, LyticsSink, LyticsUsersReader)
 
 
 def _symbol(cls: type, name: str) -> str:
@@ -98,7 +98,7 @@ def test_listed_private_methods_exist_with_their_parameters(
 
 
 def _sdk_instances() -> dict[type, t.Any]:
-    """A real target after a SCHEMA message (nothing is sent), its sink and its reader."""
+    """A real target after a SCHEMA message (nothing is sent), and its sink."""
     target = TargetLyticsUsers(
         config={"api_token": "t", "api_url": "http://127.0.0.1:9"}, validate_config=True
     )
@@ -111,7 +111,6 @@ def _sdk_instances() -> dict[type, t.Any]:
         sdk_compat.Sink: target.get_sink("s"),
         sdk_compat.Target: target,
         sdk_compat.PluginBase: target,
-        sdk_compat.GenericSingerReader: target.message_reader,
     }
 
 

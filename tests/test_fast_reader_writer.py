@@ -1,0 +1,138 @@
+"""The shared fast reader and writer (common/orjson_reader.py, common/orjson_writer.py) keep
+the SDK's contract: the same messages and counts as the SDK's reader, the same JSON as the
+SDK's writer, plus the hooks the plugins use (line numbers, deferred signal actions, the
+unsupported-message hook). The copies are identical (tests/test_common_copies.py), so one
+copy of each is driven here; the targets' processes are driven in tests/test_input_lines.py."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import io
+import json
+import typing as t
+import uuid
+
+import pytest
+from singer_sdk.io_base import SingerReader, SingerWriter
+from singer_sdk.singerlib.messages import RecordMessage, SchemaMessage, StateMessage
+from tap_lytics_audience.common.orjson_writer import OrjsonWriter
+from target_lytics_users.common.input_lines import InputLineError
+from target_lytics_users.common.orjson_reader import OrjsonReader
+
+LINES = [
+    b'{"type":"SCHEMA","stream":"s","schema":{"type":"object"},"key_properties":[]}',
+    b'{"type":"RECORD","stream":"s","record":{"id":"a","n":1.5,"v":NaN}}',
+    b"   ",
+    b'{"type":"RECORD","stream":"s","record":{"id":"b","n":2,"f":0.5,"s":"\xc3\xa9"}}',
+    b'{"type":"STATE","value":{"bookmarks":{"s":1}}}',
+]
+
+
+def _stdin(lines: list[bytes]) -> io.BytesIO:
+    return io.BytesIO(b"".join(line + b"\n" for line in lines))
+
+
+def _collect(reader: t.Any, lines: list[bytes]) -> tuple[list[dict], t.Counter[str]]:
+    seen: list[dict] = []
+    callbacks = {kind: seen.append for kind in ("SCHEMA", "RECORD", "STATE")}
+    stats = reader.process_lines(_stdin(lines), callbacks)
+    return seen, stats
+
+
+def test_same_messages_and_counts_as_the_sdk_reader() -> None:
+    ours, our_stats = _collect(OrjsonReader(), LINES)
+    sdk_lines = [line for line in LINES if line.strip()]  # the SDK's reader refuses blank lines
+    sdk_input = io.StringIO(b"".join(line + b"\n" for line in sdk_lines).decode())
+    sdk: list[dict] = []
+    sdk_stats = SingerReader().process_lines(
+        sdk_input, dict.fromkeys(("SCHEMA", "RECORD", "STATE"), sdk.append)
+    )
+    nan = [m["record"].pop("v") for m in (ours[1], sdk[1])]
+    assert all(v != v for v in nan)  # NaN, refused by orjson: the SDK's parser reads it
+    assert ours == sdk
+    assert type(ours[2]["record"]["n"]) is int
+    assert type(ours[2]["record"]["f"]) is float  # the SDK's reader gives Decimal("0.5")
+    assert our_stats == sdk_stats == {"SCHEMA": 1, "RECORD": 2, "STATE": 1}
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        (b'{"type":"RECORD","record":{"email":"x@example.com"', "is not JSON"),
+        (b'["x@example.com"]', "is not a Singer message"),
+        (b'{"record":{"email":"x@example.com"}}', "is not a Singer message"),
+    ],
+    ids=["broken", "not-an-object", "no-type"],
+)
+def test_a_line_that_is_not_a_message_stops_naming_its_number_not_its_content(
+    bad: bytes, words: str
+) -> None:
+    reader = OrjsonReader()
+    with pytest.raises(InputLineError) as caught:
+        _collect(reader, [LINES[0], b"", bad, LINES[4]])
+    assert str(caught.value).startswith(f"Input line 3 {words}")
+    assert "example.com" not in str(caught.value)
+    assert reader.line_number == 3
+
+
+def test_an_unknown_type_goes_to_the_public_hook() -> None:
+    with pytest.raises(ValueError, match="Unknown message type 'UPSERT'"):  # the SDK's words
+        _collect(OrjsonReader(), [LINES[0], b'{"type":"UPSERT","stream":"s"}'])
+
+    class Named(OrjsonReader):
+        def unknown_message(self, message: dict) -> None:
+            raise LookupError(f"line {self.line_number}: {message['type']}")
+
+    with pytest.raises(LookupError, match=r"^line 2: UPSERT$"):
+        _collect(Named(), [LINES[0], b'{"type":"UPSERT","stream":"s"}', LINES[4]])
+
+
+def test_a_deferred_action_runs_once_after_the_message_being_handled() -> None:
+    reader = OrjsonReader()
+    events: list[tuple[str, int, bool]] = []
+
+    def on_record(message: dict) -> None:
+        events.append(("record", reader.line_number, reader.in_message))
+        if message["record"]["id"] == "a":  # what a signal handler does mid-message
+            reader.deferred = lambda: events.append(
+                ("deferred", reader.line_number, reader.in_message)
+            )
+
+    reader.process_lines(
+        _stdin(LINES), {"SCHEMA": lambda m: None, "RECORD": on_record, "STATE": lambda m: None}
+    )
+    assert events == [("record", 2, True), ("deferred", 2, False), ("record", 4, True)]
+    assert reader.deferred is None
+
+
+def test_the_writer_writes_the_sdk_writers_json() -> None:
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.timezone.utc)
+    record = {
+        "s": "é",
+        "none": None,
+        "exact": decimal.Decimal("1.50"),
+        "whole": decimal.Decimal(3),
+        "exp": decimal.Decimal("1E+2"),
+        "nan": decimal.Decimal("NaN"),
+        "float": 1.25,
+        "uuid": uuid.UUID(int=5),
+        "when": when,
+        "day": when.date(),
+        "nested": {"list": [1, "x", {"ok": True}]},
+    }
+    messages = [
+        SchemaMessage(stream="s", schema={"type": "object"}, key_properties=["s"]),
+        RecordMessage(stream="s", record=record, time_extracted=when),
+        StateMessage(value={"bookmarks": {"s": {"at": when}}}),
+    ]
+    for message in messages:
+        ours = OrjsonWriter().format_message(message)
+        sdk = SingerWriter().format_message(message)
+        assert json.loads(ours) == json.loads(sdk)
+        assert "\n" not in ours
+    line = OrjsonWriter().format_message(messages[1])
+    # Decimal keeps its digits, as the SDK writes it; a non-finite one is null
+    assert '"exact":1.50,' in line
+    assert '"exp":1E+2,' in line
+    assert '"nan":null,' in line
