@@ -30,8 +30,8 @@ COPIES: dict[str, tuple[str, ...]] = {
     "retry_headers.py": PLUGINS,
     # The other plugins join as their HTTP retries move onto them (issue 15: tap-lytics-audience's
     # RESTStream hooks take retries.py only; the other clients both).
-    "retries.py": ("tap-lytics-audience", "target-lytics-users"),
-    "retrying.py": ("target-lytics-users",),
+    "retries.py": ("tap-lytics-audience", "tap-braze-csv", "target-lytics-users"),
+    "retrying.py": ("tap-braze-csv", "target-lytics-users"),
     "secrets.py": PLUGINS,
 }
 HEADER = "# generated from common/{module} by scripts/sync_common.py: edit the original\n"

@@ -31,9 +31,8 @@ def _response(status: int, headers: dict[str, str]) -> requests.Response:
 
 
 def _braze_csv_wait(status: int, headers: dict[str, str]) -> float | None:
-    settings = SimpleNamespace(retry_backoff_base=FALLBACK, retry_backoff_max=10_000.0)
-    wait = ExportClient._backoff(SimpleNamespace(settings=settings), 0, _response(status, headers))  # type: ignore[arg-type]
-    return None if wait == FALLBACK else wait
+    """The server wait tap-braze-csv's export client takes from a retried answer."""
+    return ExportClient._answer_retryable("export", _response(status, headers), "p").server_wait
 
 
 def _lytics_tap_wait(headers: dict[str, str]) -> float | None:
@@ -87,8 +86,7 @@ def test_rate_limit_reset_is_read_the_same_everywhere(plugin: str) -> None:
     ahead = read(str(int(time.time()) + 20))
     assert ahead is not None
     assert 18 <= ahead <= 20.5
-    # A reset already past: no wait from the header (tap-braze-csv then waits its own backoff
-    # floor after a 429, a schedule rule of its own).
+    # A reset already past: no wait from the header.
     assert read(str(int(time.time()) - 20)) in {0.0, None}
     for bad in ("inf", "nan", "soon"):
         assert read(bad) is None, bad

@@ -37,10 +37,37 @@ def _dates(requested_at: str) -> list[str]:
     return [(start + dt.timedelta(days=i)).isoformat() for i in range(max(days, 1) + 1)]
 
 
+def _listing(source: Any, bucket: str, segment_id: str, prefix: str, requested_at: str) -> list:
+    """List the export's files in the bucket now, over every day it may have been written on."""
+    refs = []
+    for day in _dates(requested_at):
+        refs.extend(source.list_prefix(f"{bucket}/segment-export/{segment_id}/{day}/{prefix}/"))
+    return refs
+
+
+def _timed_out(where: str, settings: Any, refs: list) -> BrazeExportError:
+    """Build the error for a ``wait_timeout`` run out: files still changing, or none at all."""
+    if refs:
+        return BrazeExportError(
+            f"{where}: files were still being added when rest_export.wait_timeout "
+            f"({settings.wait_timeout:g}s) ran out; run again later"
+        )
+    return ExportNotInBucketError(
+        f"{where}: no file appeared within rest_export.wait_timeout "
+        f"({settings.wait_timeout:g}s); check rest_export.bucket_url and the workspace's "
+        "export credentials, or raise wait_timeout"
+    )
+
+
 def wait_for_bucket_export(
     coordinator: Any, segment_id: str, prefix: str, requested_at: str, deadline: float
 ) -> ReadyExport:
-    """List the export's files until complete (stable listing) or ``deadline``; return them."""
+    """List the export's files until complete (stable listing) or ``deadline``; return them.
+
+    Polls every ``poll_interval`` with the export client's sleep (interrupted when a signal
+    stops the run). This is waiting, not retrying: a listing that fails is the object store
+    client's to retry (its own settings), and stops the run when it gives up.
+    """
     from tap_braze_csv.cloud import object_source
 
     settings = coordinator.settings
@@ -51,34 +78,19 @@ def wait_for_bucket_export(
     where = f"Braze export {prefix} of segment {segment_id} in {bucket}"
     previous: tuple[tuple[str, int], ...] | None = None
     stable_since = 0.0
-    logged = False
     while True:
-        refs = []
-        for day in _dates(requested_at):
-            refs.extend(source.list_prefix(f"{bucket}/segment-export/{segment_id}/{day}/{prefix}/"))
+        refs = _listing(source, bucket, segment_id, prefix, requested_at)
         now = time.monotonic()
-        if refs:
-            signature = tuple(sorted((ref.path, int(ref.size)) for ref in refs))
-            if signature != previous:
-                previous, stable_since = signature, now
-            if now - stable_since >= settings.settle_seconds:
-                break
-        elif not logged:
-            coordinator.logger.info("%s: no file yet; waiting", where)
-            logged = True
+        signature = tuple(sorted((ref.path, int(ref.size)) for ref in refs))
+        if signature != previous:
+            previous, stable_since = signature, now
+            if not refs:
+                coordinator.logger.info("%s: no file yet; waiting", where)
+        if refs and now - stable_since >= settings.settle_seconds:
+            break
         if now + settings.poll_interval > deadline:
-            if refs:
-                msg = (
-                    f"{where}: files were still being added when rest_export.wait_timeout "
-                    f"({settings.wait_timeout:g}s) ran out; run again later"
-                )
-                raise BrazeExportError(msg)
-            raise ExportNotInBucketError(
-                f"{where}: no file appeared within rest_export.wait_timeout "
-                f"({settings.wait_timeout:g}s); check rest_export.bucket_url and the workspace's "
-                "export credentials, or raise wait_timeout"
-            )
-        time.sleep(settings.poll_interval)
+            raise _timed_out(where, settings, refs)
+        coordinator.client.sleep(settings.poll_interval)
     refs.sort(key=lambda ref: ref.path)
     coordinator.logger.info("%s: %d file(s) ready", where, len(refs))
 

@@ -40,13 +40,15 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
-from tap_braze_csv.common.retry_headers import rate_limit_reset_seconds, retry_after_seconds
+from tap_braze_csv.common.retries import RetryPolicy, server_wait
+from tap_braze_csv.common.retrying import RetriesExhausted, Retryable, describe
+from tap_braze_csv.common.retrying import retrying as retrying_for
 from tap_braze_csv.errors import BrazeCsvError
 
 #: Fields asked for when ``rest_export.fields_to_export`` is not set: the webhook's profile
@@ -73,6 +75,7 @@ DEFAULT_FIELDS: tuple[str, ...] = (
 #: Always exported: engagement records are keyed by these.
 REQUIRED_FIELDS = ("braze_id", "external_id")
 
+T = TypeVar("T")
 DOWNLOAD_CHUNK = 1024 * 1024
 READ_BUFFER = 1024 * 1024
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -128,6 +131,7 @@ class RestExportSettings:
     settle_seconds: float = 30.0
     request_timeout: float = 60.0
     max_retries: int = 5
+    max_rate_limit_retries: int = 30
     retry_backoff_base: float = 2.0
     retry_backoff_max: float = 60.0
     min_interval_hours: float = 0.0
@@ -159,6 +163,9 @@ class RestExportSettings:
             settle_seconds=_setting_number(cfg, "settle_seconds", 30.0, minimum=0, integer=True),
             request_timeout=_setting_number(cfg, "request_timeout", 60.0, minimum=1, integer=True),
             max_retries=int(_setting_number(cfg, "max_retries", 5, minimum=0, integer=True)),
+            max_rate_limit_retries=int(
+                _setting_number(cfg, "max_rate_limit_retries", 30, minimum=0, integer=True)
+            ),
             retry_backoff_base=_setting_number(
                 cfg, "retry_backoff_base", 2.0, minimum=0, integer=True
             ),
@@ -168,6 +175,16 @@ class RestExportSettings:
             min_interval_hours=_setting_number(
                 cfg, "min_interval_hours", 0.0, minimum=0, integer=True
             ),
+        )
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry schedule of the export's HTTP requests (common/retries.py)."""
+        return RetryPolicy(
+            max_retries=self.max_retries,
+            max_rate_limit_retries=self.max_rate_limit_retries,
+            backoff_base=self.retry_backoff_base,
+            backoff_max=self.retry_backoff_max,
         )
 
 
@@ -342,19 +359,38 @@ class ExportClient:
         self.session.close()
         self.download_session.close()
 
-    # -- trigger ---------------------------------------------------------------------------
+    # -- retries -----------------------------------------------------------------------------
 
-    def _backoff(self, attempt: int, response: requests.Response | None) -> float:
-        s = self.settings
-        wait = s.retry_backoff_base * (2**attempt)
-        if response is not None:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            reset = rate_limit_reset_seconds(response.headers.get("X-RateLimit-Reset"))
-            if retry_after is not None:
-                wait = retry_after
-            elif response.status_code == 429 and reset is not None:
-                wait = max(reset, s.retry_backoff_base)
-        return max(0.0, min(wait, s.retry_backoff_max))
+    def _retried(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` on the retry contract (common/retrying.py).
+
+        A `Retryable` it raises is retried (429 within ``max_rate_limit_retries``, the rest
+        within ``max_retries``), sleeping with this client's ``sleep`` (interrupted when a
+        signal stops the run); a used-up budget stops the run naming the setting.
+        """
+        retrying = retrying_for(self.settings.retry_policy, sleep=self.sleep, log=self._log_retry)
+        try:
+            return retrying(attempt)
+        except RetriesExhausted as exc:
+            msg = (
+                f"{exc.last.reason}; gave up after {exc.count.attempts} attempt(s) "
+                f"(rest_export.{exc.setting})"
+            )
+            raise BrazeExportError(msg) from None
+
+    def _log_retry(self, outcome: Retryable, count: int, budget: int, wait: float) -> None:
+        self.logger.warning("%s", describe(outcome, count, budget, wait))
+
+    @staticmethod
+    def _answer_retryable(where: str, response: requests.Response, problem: str) -> Retryable:
+        """Wrap a 429 or 5xx answer as a `Retryable`, with the wait the server asked for."""
+        return Retryable(
+            f"{where}: {problem}",
+            rate_limited=response.status_code == 429,
+            server_wait=server_wait(response.headers),
+        )
+
+    # -- trigger ---------------------------------------------------------------------------
 
     def trigger(self, segment_id: str) -> dict[str, Any]:
         """Start an export of one segment; return Braze's answer (object_prefix, url?)."""
@@ -368,35 +404,27 @@ class ExportClient:
         if s.custom_attributes_to_export:
             body["custom_attributes_to_export"] = list(s.custom_attributes_to_export)
         where = f"Braze export of segment {segment_id} (POST {url})"
-        attempt = 0
-        while True:
-            response: requests.Response | None = None
-            problem: str
+
+        def attempt() -> dict[str, Any]:
             try:
                 response = self.session.post(url, json=body, timeout=s.request_timeout)
             except requests.RequestException as exc:
-                problem = f"network error ({type(exc).__name__})"
-            else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    return self._parse_trigger(where, response)
-                message = _braze_message(response)
-                if status == 429:
-                    problem = (
-                        f"429 {message}: rate limited, or an export of this segment is still "
-                        "running (Braze runs one export per segment at a time)"
-                    )
-                elif status >= 500:
-                    problem = f"{status} {message}"
-                else:
-                    raise BrazeExportError(_client_error(where, status, message))
-            if attempt >= s.max_retries:
-                msg = f"{where}: {problem}; gave up after {attempt + 1} attempt(s) (rest_export.max_retries)"
-                raise BrazeExportError(msg)
-            wait = self._backoff(attempt, response)
-            self.logger.warning("%s: %s; retrying in %.1fs", where, problem, wait)
-            self.sleep(wait)
-            attempt += 1
+                raise Retryable(f"{where}: network error ({type(exc).__name__})") from None
+            status = response.status_code
+            if 200 <= status < 300:
+                return self._parse_trigger(where, response)
+            message = _braze_message(response)
+            if status == 429:
+                problem = (
+                    f"429 {message}: rate limited, or an export of this segment is still "
+                    "running (Braze runs one export per segment at a time)"
+                )
+                raise self._answer_retryable(where, response, problem)
+            if status >= 500:
+                raise self._answer_retryable(where, response, f"{status} {message}")
+            raise BrazeExportError(_client_error(where, status, message))
+
+        return self._retried(attempt)
 
     @staticmethod
     def _parse_trigger(where: str, response: requests.Response) -> dict[str, Any]:
@@ -422,45 +450,22 @@ class ExportClient:
     # -- download ----------------------------------------------------------------------------
 
     def download(self, segment_id: str, url: str, dest: str, deadline: float) -> None:
-        """Wait until ``url`` serves the archive (403/404 = not ready yet), save it to ``dest``."""
+        """Wait until ``url`` serves the archive (403/404 = not ready yet), save it to ``dest``.
+
+        Polled every ``poll_interval`` until ``deadline``; each poll is one request, retried on
+        the retry contract after a 429, a 5xx, a network error or an interrupted download.
+        """
         s = self.settings
         host = urlsplit(url).netloc or "?"
         where = f"Braze export of segment {segment_id} (download from {host})"
-        transient = 0
         waited_logged = False
         while True:
-            problem = ""
-            try:
-                response = self.download_session.get(url, stream=True, timeout=s.request_timeout)
-            except requests.RequestException as exc:
-                problem = f"network error ({type(exc).__name__})"
-            else:
-                with response:
-                    status = response.status_code
-                    if status == 200:
-                        try:
-                            self._save(where, response, dest)
-                        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                            problem = f"download interrupted ({type(exc).__name__})"
-                        else:
-                            return
-                    elif status in (403, 404):
-                        if not waited_logged:
-                            self.logger.info("%s: not ready yet (HTTP %d); waiting", where, status)
-                            waited_logged = True
-                    elif status == 429 or status >= 500:
-                        problem = f"HTTP {status}"
-                    else:
-                        raise BrazeExportError(f"{where}: unexpected HTTP {status}")
-            if problem:
-                transient += 1
-                if transient > s.max_retries:
-                    msg = (
-                        f"{where}: {problem}; gave up after {transient} attempt(s) "
-                        "(rest_export.max_retries)"
-                    )
-                    raise BrazeExportError(msg)
-                self.logger.warning("%s: %s; trying again", where, problem)
+            status = self._retried(lambda: self._fetch(where, url, dest))
+            if status is None:
+                return
+            if not waited_logged:
+                self.logger.info("%s: not ready yet (HTTP %d); waiting", where, status)
+                waited_logged = True
             if time.monotonic() + s.poll_interval > deadline:
                 raise BrazeExportError(
                     f"{where}: the export was not ready within rest_export.wait_timeout "
@@ -468,6 +473,29 @@ class ExportClient:
                     "an hour or more): raise wait_timeout or run again later"
                 )
             self.sleep(s.poll_interval)
+
+    def _fetch(self, where: str, url: str, dest: str) -> int | None:
+        """GET the download URL once: None once saved to ``dest``, 403/404 while not ready."""
+        try:
+            response = self.download_session.get(
+                url, stream=True, timeout=self.settings.request_timeout
+            )
+        except requests.RequestException as exc:
+            raise Retryable(f"{where}: network error ({type(exc).__name__})") from None
+        with response:
+            status = response.status_code
+            if status in (403, 404):
+                return status
+            if status == 429 or status >= 500:
+                raise self._answer_retryable(where, response, f"HTTP {status}")
+            if status != 200:
+                raise BrazeExportError(f"{where}: unexpected HTTP {status}")
+            try:
+                self._save(where, response, dest)
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                problem = f"download interrupted ({type(exc).__name__})"
+                raise Retryable(f"{where}: {problem}") from None
+        return None
 
     @staticmethod
     def _save(where: str, response: requests.Response, dest: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from singer_sdk import typing as th
 
+from tap_braze_csv.common.retries import DESCRIPTIONS as RETRY_DESCRIPTIONS
 from tap_braze_csv.rest_export import DEFAULT_FIELDS
 
 REST_EXPORT_PROPERTY = th.Property(
@@ -95,20 +96,25 @@ REST_EXPORT_PROPERTY = th.Property(
             "max_retries",
             th.IntegerType,
             default=5,
-            description="Retries of a request answered 429/5xx or failing on the network.",
+            description=RETRY_DESCRIPTIONS["max_retries"],
+        ),
+        th.Property(
+            "max_rate_limit_retries",
+            th.IntegerType,
+            default=30,
+            description=RETRY_DESCRIPTIONS["max_rate_limit_retries"],
         ),
         th.Property(
             "retry_backoff_base",
             th.IntegerType,
             default=2,
-            description="Seconds of the first retry delay; doubles each retry "
-            "(`Retry-After`/`X-RateLimit-Reset` win).",
+            description=RETRY_DESCRIPTIONS["retry_backoff_base"],
         ),
         th.Property(
             "retry_backoff_max",
             th.IntegerType,
             default=60,
-            description="Longest wait between retries, in seconds.",
+            description=RETRY_DESCRIPTIONS["retry_backoff_max"],
         ),
     ),
     description="Trigger Braze's REST segment export (`POST /users/export/segment`) for each "

@@ -204,11 +204,17 @@ def test_second_export_of_a_running_segment_gives_clear_error(
     braze_sandbox.segment_exports.delay = 60
     first = tap_runner(config(braze_sandbox, wait_timeout=1), expect_error=True)
     assert "wait_timeout" in str(first.error)
-    run = tap_runner(config(braze_sandbox, max_retries=1), expect_error=True)
+    braze_sandbox.clear_requests()
+    # 429 answers count in their own budget (issue 15's retry contract), not in max_retries.
+    run = tap_runner(
+        config(braze_sandbox, max_retries=0, max_rate_limit_retries=1), expect_error=True
+    )
     message = str(run.error)
     assert "429" in message
     assert "one export per segment" in message
-    assert "rest_export.max_retries" in message
+    assert "gave up after 2 attempt(s) (rest_export.max_rate_limit_retries)" in message
+    statuses = [r.status for r in braze_sandbox.requests if r.path == "/users/export/segment"]
+    assert statuses == [429, 429]
 
 
 @pytest.mark.parametrize(("status", "hint"), [(401, "rest_export.api_key"), (500, "max_retries")])
@@ -237,6 +243,28 @@ def test_download_5xx_is_retried(braze_sandbox: BrazeSandbox, tap_runner) -> Non
     assert len(records(run, "braze_users")) == 3
     statuses = [r.status for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
     assert statuses == [503, 200]
+
+
+def test_download_429s_and_5xx_have_their_own_budgets(
+    braze_sandbox: BrazeSandbox, tap_runner
+) -> None:
+    """429s count in max_rate_limit_retries, 5xx in max_retries, each request on its own."""
+    seed(braze_sandbox, 3)
+    braze_sandbox.segment_exports.delay = 0
+    braze_sandbox.fail_next(2, 429, "/_export_downloads/")
+    braze_sandbox.fail_next(1, 503, "/_export_downloads/")
+    run = tap_runner(config(braze_sandbox, max_retries=1, max_rate_limit_retries=2))
+    assert len(records(run, "braze_users")) == 3
+    statuses = [r.status for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
+    assert statuses == [429, 429, 503, 200]
+
+    braze_sandbox.clear_requests()
+    braze_sandbox.fail_next(1000, 503, "/_export_downloads/")
+    run = tap_runner(config(braze_sandbox, max_retries=2), expect_error=True)
+    assert "gave up after 3 attempt(s) (rest_export.max_retries)" in str(run.error)
+    statuses = [r.status for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
+    assert statuses == [503, 503, 503]
+    braze_sandbox.clear_faults()
 
 
 def test_settings_are_validated(tap_runner) -> None:
