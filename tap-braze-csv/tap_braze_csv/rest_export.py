@@ -373,8 +373,8 @@ class ExportClient:
             return retrying(attempt)
         except RetriesExhausted as exc:
             msg = (
-                f"{exc.last.reason}; gave up after {exc.count.attempts} attempt(s) "
-                f"(rest_export.{exc.setting})"
+                f"{exc.last.reason}; gave up after {exc.count.attempts} attempt(s): raise "
+                f"`rest_export.{exc.setting}` (now {exc.budget}) to retry longer"
             )
             raise BrazeExportError(msg) from None
 

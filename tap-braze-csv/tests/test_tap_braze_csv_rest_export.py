@@ -212,7 +212,9 @@ def test_second_export_of_a_running_segment_gives_clear_error(
     message = str(run.error)
     assert "429" in message
     assert "one export per segment" in message
-    assert "gave up after 2 attempt(s) (rest_export.max_rate_limit_retries)" in message
+    assert (
+        "gave up after 2 attempt(s): raise `rest_export.max_rate_limit_retries` (now 1)" in message
+    )
     statuses = [r.status for r in braze_sandbox.requests if r.path == "/users/export/segment"]
     assert statuses == [429, 429]
 
@@ -261,7 +263,7 @@ def test_download_429s_and_5xx_have_their_own_budgets(
     braze_sandbox.clear_requests()
     braze_sandbox.fail_next(1000, 503, "/_export_downloads/")
     run = tap_runner(config(braze_sandbox, max_retries=2), expect_error=True)
-    assert "gave up after 3 attempt(s) (rest_export.max_retries)" in str(run.error)
+    assert "gave up after 3 attempt(s): raise `rest_export.max_retries` (now 2)" in str(run.error)
     statuses = [r.status for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
     assert statuses == [503, 503, 503]
     braze_sandbox.clear_faults()

@@ -181,10 +181,7 @@ class LyticsStream(RESTStream):
             except orjson.JSONDecodeError as exc:
                 problem = f"a truncated or malformed JSON body ({exc})"
         # A body cut short on the way is transient: retried like a 5xx, within `max_retries`.
-        msg = (
-            f"Lytics answered HTTP {status} on {urlparse(response.url).path} with {problem}; "
-            f"retried up to `max_retries` ({self.retry_policy.max_retries}) times"
-        )
+        msg = f"Lytics answered HTTP {status} on {urlparse(response.url).path} with {problem}"
         raise RetriableAPIError(msg, response)
 
     @staticmethod
@@ -276,8 +273,9 @@ class LyticsStream(RESTStream):
         """Yield the waits of the retry contract (common/retries.py), one generator per request.
 
         backoff sends each raised exception into the generator, so the answer is in scope: a
-        429 counts against `max_rate_limit_retries`, anything else against `max_retries`;
-        when a budget is used up the generator ends and backoff raises the exception.
+        429 counts against `max_rate_limit_retries`, anything else against `max_retries`.
+        When a budget is used up, an API error is raised again saying so (same class: callers
+        catch subclasses); a network error ends the generator and backoff raises it as it came.
         """
         policy = self.retry_policy
 
@@ -286,11 +284,12 @@ class LyticsStream(RESTStream):
             failures = rate_limited = 0
             while True:
                 response = getattr(exc, "response", None)
-                if response is not None and response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
-                    rate_limited += 1
-                else:
-                    failures += 1
+                limited = response is not None and response.status_code == 429
+                rate_limited += limited
+                failures += not limited
                 if policy.exhausted(failures, rate_limited):
+                    if isinstance(exc, RetriableAPIError):
+                        raise _gave_up(exc, policy, failures + rate_limited, limited=limited)
                     return
                 asked = None if response is None else server_wait(response.headers)
                 exc = yield policy.wait(failures + rate_limited, asked)
@@ -336,3 +335,15 @@ class LyticsStream(RESTStream):
         )
         self.validate_response(response)
         return response
+
+
+def _gave_up(
+    exc: RetriableAPIError, policy: RetryPolicy, attempts: int, *, limited: bool
+) -> RetriableAPIError:
+    """`exc` again (same class), saying how many attempts were made and which budget ran out."""
+    setting = "max_rate_limit_retries" if limited else "max_retries"
+    budget = policy.max_rate_limit_retries if limited else policy.max_retries
+    msg = f"{exc}; gave up after {attempts} attempts: raise `{setting}` (now {budget}) to retry longer"
+    error = type(exc)(msg, exc.response)
+    error.__cause__ = exc
+    return error

@@ -417,10 +417,7 @@ class AudienceMembersStream(LyticsStream):
                 yield ScanRestart(audience, scan_id, f"cursor expired after {check.pages} pages")
                 continue
             except MalformedScanPage as exc:
-                msg = (
-                    f"Audience {label}: {exc} after {self.retry_policy.max_retries} retries (setting "
-                    "`max_retries`); no snapshot emitted for it, nobody is removed"
-                )
+                msg = f"Audience {label}: {exc}; no snapshot emitted for it, nobody is removed"
                 yield ScanFailed(audience, scan_id, msg)
                 return
             problem = check.problem()

@@ -111,16 +111,22 @@ def test_the_wait_generator_follows_the_retry_contract(make_config, monkeypatch)
     assert gen.send(answer(503, {"Retry-After": "10"})) == 4.0  # capped at retry_backoff_max
     assert gen.send(answer(500)) == 3.0  # backoff(4) = min(0.5 * 8, 4) * 0.75
     assert gen.send(rq.exceptions.ConnectionError("reset")) == 3.0  # a third failure
-    with pytest.raises(StopIteration):  # a fourth failure: max_retries (3) used up
-        gen.send(answer(502))
+    with pytest.raises(RetriableAPIError, match=r"502; gave up after 6 attempts: raise `max_re"):
+        gen.send(answer(502))  # a fourth failure: max_retries (3) used up
     assert stream.backoff_jitter(1.5) == 1.5  # the policy jitters its backoff, not the SDK
     assert stream.backoff_max_tries() == 1 + 3 + 2
 
     gen = stream.backoff_wait_generator()
     gen.send(None)
     assert [gen.send(answer(429)) for _ in range(2)] == [0.375, 0.75]
-    with pytest.raises(StopIteration):  # a third 429: max_rate_limit_retries (2) used up
-        gen.send(answer(429))
+    with pytest.raises(RetriableAPIError, match=r"raise `max_rate_limit_retries` \(now 2\)"):
+        gen.send(answer(429))  # a third 429: max_rate_limit_retries (2) used up
+
+    gen = stream.backoff_wait_generator()
+    gen.send(None)
+    assert [gen.send(rq.exceptions.Timeout()) for _ in range(3)] == [0.375, 0.75, 1.5]
+    with pytest.raises(StopIteration):  # a network error: backoff raises it as it came
+        gen.send(rq.exceptions.Timeout())
 
 
 def test_rate_limited_answers_count_in_their_own_budget(lytics_sandbox, tap_runner, make_config):
@@ -138,6 +144,7 @@ def test_rate_limited_answers_count_in_their_own_budget(lytics_sandbox, tap_runn
     lytics_sandbox.fail_next(1000, status=429, path_prefix=scan)
     run = tap_runner({**cfg, "max_rate_limit_retries": 2}, expect_error=True)
     assert isinstance(run.error, RetriableAPIError)
+    assert "gave up after 3 attempts: raise `max_rate_limit_retries` (now 2)" in str(run.error)
     assert [r.status for r in scan_requests(lytics_sandbox, aid)] == [429] * 3
     assert run.records["audience_snapshots"] == []
 
@@ -209,7 +216,7 @@ def test_truncated_json_body_fails_naming_the_path_after_bounded_retries(tap_run
     assert message.startswith(
         f"Lytics answered HTTP 200 on /api/segment/{aid}/scan with a truncated"
     )
-    assert "`max_retries` (2)" in message
+    assert "gave up after 3 attempts: raise `max_retries` (now 2) to retry longer" in message
     assert len(scans) == 3  # 1 + max_retries attempts, then the run fails
     assert run.records["audience_snapshots"] == []  # a failed scan never completes
     assert "sandbox-lytics-token" not in message
