@@ -190,41 +190,8 @@ def sample_profiles(users: int, *, seed: int = 7, prefix: str = "user") -> Itera
     canvases = [(f"cnv-{i:04d}-0000-4000-8000-{i:012d}", f"Canvas {i}") for i in range(6)]
     for i in range(users):
         country, city = rnd.choice(_CITIES)
-        received = []
-        for api_id, name in rnd.sample(campaigns, rnd.randrange(0, 4)):
-            engaged = {"opened_email": rnd.random() < 0.5}
-            if rnd.random() < 0.3:
-                engaged["clicked_email"] = True
-            received.append(
-                {
-                    "name": name,
-                    "api_campaign_id": api_id,
-                    "last_received": _ts(rnd),
-                    "engaged": engaged,
-                    "converted": rnd.random() < 0.2,
-                    "in_control": False,
-                }
-            )
-        canvas_rows = []
-        for api_id, name in rnd.sample(canvases, rnd.randrange(0, 3)):
-            canvas_rows.append(
-                {
-                    "name": name,
-                    "api_canvas_id": api_id,
-                    "last_received_message": _ts(rnd),
-                    "last_entered": _ts(rnd),
-                    "variation_name": "Variant 1",
-                    "in_control": False,
-                    "last_exited": _ts(rnd),
-                    "steps_received": [
-                        {
-                            "name": "Step 1",
-                            "api_canvas_step_id": f"{api_id}-s1",
-                            "last_received": _ts(rnd),
-                        }
-                    ],
-                }
-            )
+        received = _campaigns_received(rnd, campaigns)
+        canvas_rows = _canvases_received(rnd, canvases)
         yield {
             "external_id": f"{prefix}{i}",
             "email": f"{prefix}{i}@example.com",
@@ -243,6 +210,49 @@ def sample_profiles(users: int, *, seed: int = 7, prefix: str = "user") -> Itera
             "campaigns_received": received,
             "canvases_received": canvas_rows,
         }
+
+
+def _campaigns_received(rnd: random.Random, campaigns: list[tuple[str, str]]) -> list[dict]:
+    """Return 0-3 ``campaigns_received`` entries, some opened, clicked or converted."""
+    received = []
+    for api_id, name in rnd.sample(campaigns, rnd.randrange(0, 4)):
+        engaged = {"opened_email": rnd.random() < 0.5}
+        if rnd.random() < 0.3:
+            engaged["clicked_email"] = True
+        received.append(
+            {
+                "name": name,
+                "api_campaign_id": api_id,
+                "last_received": _ts(rnd),
+                "engaged": engaged,
+                "converted": rnd.random() < 0.2,
+                "in_control": False,
+            }
+        )
+    return received
+
+
+def _canvases_received(rnd: random.Random, canvases: list[tuple[str, str]]) -> list[dict]:
+    """Return 0-2 ``canvases_received`` entries, each with one step received."""
+    return [
+        {
+            "name": name,
+            "api_canvas_id": api_id,
+            "last_received_message": _ts(rnd),
+            "last_entered": _ts(rnd),
+            "variation_name": "Variant 1",
+            "in_control": False,
+            "last_exited": _ts(rnd),
+            "steps_received": [
+                {
+                    "name": "Step 1",
+                    "api_canvas_step_id": f"{api_id}-s1",
+                    "last_received": _ts(rnd),
+                }
+            ],
+        }
+        for api_id, name in rnd.sample(canvases, rnd.randrange(0, 3))
+    ]
 
 
 def read_export_rows(path: str | Path) -> list[dict[str, str]]:
