@@ -182,6 +182,9 @@ class UserConverter:
         for name in properties:
             kind = _type_of(properties[name])
             self._conversions[name] = _CONVERT.get(kind)
+        #: Export key -> (record field, conversion), or None for a key not emitted; filled as
+        #: keys are first seen, so each user costs one lookup per key.
+        self._plan: dict[str, tuple[str, Callable[[Any], Any] | None] | None] = {}
         self.unparsed: dict[str, int] = {}
 
     def _conversion(self, name: str) -> Callable[[Any], Any] | None:
@@ -193,28 +196,40 @@ class UserConverter:
             self._conversions[name] = func
             return func
 
+    def _plan_key(self, key: str) -> tuple[str, Callable[[Any], Any] | None] | None:
+        """Decide (once per key) the field a key goes to and its conversion, or skip it."""
+        step = None
+        if key not in ENGAGEMENT_KEYS:  # engagement goes to the braze_engagement stream
+            name = JSON_RENAMES.get(key, key)
+            if name in self.properties or self.extra_ok:
+                step = (name, self._conversion(name))
+        self._plan[key] = step
+        return step
+
     def convert(self, user: Mapping[str, Any], constants: Mapping[str, Any]) -> dict[str, Any]:
         """Return the record for ``user``; values that do not fit their type become null."""
         record: dict[str, Any] = {}
-        props = self.properties
+        plan = self._plan
         for key, value in user.items():
-            if key in ENGAGEMENT_KEYS:
+            try:
+                step = plan[key]
+            except KeyError:
+                step = self._plan_key(key)
+            if step is None:
                 continue
-            name = JSON_RENAMES.get(key, key)
-            if name not in props and not self.extra_ok:
-                continue
-            if value is not None:
-                func = self._conversion(name)
-                if func is not None:
-                    try:
-                        value = func(value)
-                    except (ValueError, TypeError, OverflowError):
-                        self.unparsed[name] = self.unparsed.get(name, 0) + 1
-                        value = None
+            name, func = step
+            if func is not None and value is not None:
+                try:
+                    value = func(value)
+                except (ValueError, TypeError, OverflowError):
+                    self.unparsed[name] = self.unparsed.get(name, 0) + 1
+                    value = None
             record[name] = value
-        for key, value in constants.items():
-            if key in props or self.extra_ok:
-                record[key] = value
+        if self.extra_ok:
+            record.update(constants)
+        else:
+            props = self.properties
+            record.update({k: v for k, v in constants.items() if k in props})
         return record
 
 
@@ -239,48 +254,59 @@ def engagement_records(
     campaigns = user.get("campaigns_received")
     if isinstance(campaigns, list):
         for item in campaigns:
-            if not isinstance(item, dict):
-                continue
-            engaged = item.get("engaged")
-            engaged = engaged if isinstance(engaged, dict) else {}
-            record = {
-                **ident,
-                "kind": "campaign",
-                "api_id": item.get("api_campaign_id"),
-                "name": item.get("name"),
-                "last_received": _time(item.get("last_received")),
-            }
-            for flag in ENGAGED_FLAGS:
-                record[flag] = bool(engaged.get(flag, False))
-            record["engaged"] = engaged or None
-            record["converted"] = bool(item.get("converted", False))
-            record["multiple_converted"] = item.get("multiple_converted")
-            record["in_control"] = item.get("in_control")
-            record["variation_name"] = item.get("variation_name")
-            record["variation_api_id"] = item.get("variation_api_id")
-            record.update(constants)
-            yield record
+            if isinstance(item, dict):
+                yield _campaign_record(ident, item, constants)
     canvases = user.get("canvases_received")
     if isinstance(canvases, list):
         for item in canvases:
-            if not isinstance(item, dict):
-                continue
-            steps = item.get("steps_received")
-            record = {
-                **ident,
-                "kind": "canvas",
-                "api_id": item.get("api_canvas_id"),
-                "name": item.get("name"),
-                "last_received": _time(item.get("last_received_message")),
-                "last_entered": _time(item.get("last_entered")),
-                "last_exited": _time(item.get("last_exited")),
-                "last_entered_control_at": _time(item.get("last_entered_control_at")),
-                "in_control": item.get("in_control"),
-                "variation_name": item.get("variation_name"),
-                "steps_received": steps if isinstance(steps, list) else None,
-            }
-            record.update(constants)
-            yield record
+            if isinstance(item, dict):
+                yield _canvas_record(ident, item, constants)
+
+
+def _campaign_record(
+    ident: Mapping[str, Any], item: Mapping[str, Any], constants: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return the record of one ``campaigns_received`` entry, ``constants`` added."""
+    engaged = item.get("engaged")
+    engaged = engaged if isinstance(engaged, dict) else {}
+    record = {
+        **ident,
+        "kind": "campaign",
+        "api_id": item.get("api_campaign_id"),
+        "name": item.get("name"),
+        "last_received": _time(item.get("last_received")),
+    }
+    for flag in ENGAGED_FLAGS:
+        record[flag] = bool(engaged.get(flag, False))
+    record["engaged"] = engaged or None
+    record["converted"] = bool(item.get("converted", False))
+    record["multiple_converted"] = item.get("multiple_converted")
+    record["in_control"] = item.get("in_control")
+    record["variation_name"] = item.get("variation_name")
+    record["variation_api_id"] = item.get("variation_api_id")
+    record.update(constants)
+    return record
+
+
+def _canvas_record(
+    ident: Mapping[str, Any], item: Mapping[str, Any], constants: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return the record of one ``canvases_received`` entry, ``constants`` added."""
+    steps = item.get("steps_received")
+    return {
+        **ident,
+        "kind": "canvas",
+        "api_id": item.get("api_canvas_id"),
+        "name": item.get("name"),
+        "last_received": _time(item.get("last_received_message")),
+        "last_entered": _time(item.get("last_entered")),
+        "last_exited": _time(item.get("last_exited")),
+        "last_entered_control_at": _time(item.get("last_entered_control_at")),
+        "in_control": item.get("in_control"),
+        "variation_name": item.get("variation_name"),
+        "steps_received": steps if isinstance(steps, list) else None,
+        **constants,
+    }
 
 
 def prune(record: dict[str, Any], allowed: frozenset[str] | None) -> dict[str, Any]:
