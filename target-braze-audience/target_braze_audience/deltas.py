@@ -188,55 +188,41 @@ class DeltaEngine:
 
     def _data_handler(self, stream: str) -> t.Callable[[dict[str, t.Any]], None]:
         id_field, aud_field = self._id_field, self._aud_field
-        received = self._received_scan
-        flush, explicit = self.flush, self._handle_explicit
-        invalid = self._invalid
-        no_id = f"no '{id_field}' (and no 'lytics_uid' to keep its memberships by)"
-        no_aud = f"empty '{aud_field}' (an audience without a slug is never written to Braze)"
-        kept_rows = self._kept
+        received, claimed = self._received_scan, self._claimed
+        explicit, accept = self._handle_explicit, self._accept_audience
+        add_member = self._member_adder(stream)
+
+        def handle_data(record: dict[str, t.Any]) -> None:
+            self._records += 1
+            if "add" in record or "remove" in record:
+                explicit(stream, record, record.get(id_field))
+                return
+            get = record.get
+            # The stream name stands for the audience only when records carry no audience
+            # field at all; a present but empty one is an audience without a slug.
+            aud = get(aud_field, stream)
+            if (aud.__class__ is not str or aud not in claimed) and not accept(stream, aud):
+                return
+            scan = get("scan_id") or ""
+            received[(aud, scan)] += 1
+            add_member(aud, scan, get(id_field), get("lytics_uid"))
+
+        return handle_data
+
+    def _member_adder(self, stream: str) -> t.Callable[[str, str, t.Any, t.Any], None]:
+        """Return the function buffering one member of an audience this run holds."""
+        flush, usable_id = self.flush, self._usable_id
         short = MAX_ID_BYTES // 4
         # tuple.__new__ builds the typed row without NamedTuple's Python-level __new__
         # (about 1 us per record on this hot path; the row is the same SeenMark).
         row = tuple.__new__
-        claimed, mine, skipped = self._claimed, self._mine, self._refused_records
 
-        def handle_data(record: dict[str, t.Any]) -> None:
-            self._records += 1
-            get = record.get
-            user = get(id_field)
-            if user is not None and user.__class__ is not str:
-                user = str(user)
-            if "add" in record or "remove" in record:
-                explicit(stream, record, user)
-                return
-            # The stream name stands for the audience only when records carry no audience
-            # field at all; a present but empty one is an audience without a slug.
-            aud = get(aud_field, stream)
-            if not aud or aud.__class__ is not str:
-                invalid(stream, no_aud)
-                return
-            if aud not in claimed and not mine(aud):
-                skipped[aud] += 1  # another run holds the audience
-                return
-            scan = get("scan_id") or ""
-            received[(aud, scan)] += 1
-            uid = get("lytics_uid")
-            if not user:
-                if uid:
-                    # Still a member, without an id: keep what Braze has for this person.
-                    kept_rows.append(KeptMark(aud, scan, str(uid)))
-                    if len(kept_rows) >= CHUNK_ROWS:
-                        flush()
+        def add_member(aud: str, scan: str, user: t.Any, uid: t.Any) -> None:
+            # Ids up to `short` characters need no closer look (see MAX_ID_BYTES).
+            if user.__class__ is not str or not 0 < len(user) <= short or user.isspace():
+                user = usable_id(stream, aud, scan, user, uid)
+                if user is None:
                     return
-                invalid(stream, no_id)
-                return
-            if (len(user) > short or user.isspace()) and (why := id_problem(user)):
-                invalid(stream, why)  # never sent to Braze
-                if uid:  # like a member without an id: keep what Braze has for this person
-                    kept_rows.append(KeptMark(aud, scan, str(uid)))
-                    if len(kept_rows) >= CHUNK_ROWS:
-                        flush()
-                return
             if self._explicit:
                 flush()
             members = self._members
@@ -244,28 +230,77 @@ class DeltaEngine:
             if len(members) >= CHUNK_ROWS:
                 flush()
 
-        return handle_data
+        return add_member
 
-    def _handle_explicit(self, stream: str, record: dict[str, t.Any], user: str | None) -> None:
+    def _accept_audience(self, stream: str, aud: t.Any) -> bool:
+        """Tell whether records of `aud` go to the store.
+
+        Not when it is empty or not text (counted invalid), nor when another run holds it
+        (counted, skipped).
+        """
+        if not aud or aud.__class__ is not str:
+            self._invalid(
+                stream,
+                f"empty '{self._aud_field}' (an audience without a slug is never written to Braze)",
+            )
+            return False
+        if self._mine(aud):
+            return True
+        self._refused_records[aud] += 1  # another run holds the audience
+        return False
+
+    def _usable_id(self, stream: str, aud: str, scan: str, user: t.Any, uid: t.Any) -> str | None:
+        """Return the id of a member whose id the fast check doubted, or None (not sent).
+
+        A member without an id, or with one Braze cannot take (counted invalid), keeps what
+        Braze has for this person when it has a Lytics uid.
+        """
+        if user is not None and user.__class__ is not str:
+            user = str(user)
+        if user:
+            why = id_problem(user) if len(user) > MAX_ID_BYTES // 4 or user.isspace() else None
+            if not why:
+                return user
+            self._invalid(stream, why)  # never sent to Braze
+        elif not uid:
+            self._invalid(
+                stream, f"no '{self._id_field}' (and no 'lytics_uid' to keep its memberships by)"
+            )
+            return None
+        if uid:  # still a member, without a usable id: keep what Braze has for this person
+            self._kept.append(KeptMark(aud, scan, str(uid)))
+            if len(self._kept) >= CHUNK_ROWS:
+                self.flush()
+        return None
+
+    def _handle_explicit(self, stream: str, record: dict[str, t.Any], user: t.Any) -> None:
+        if user is not None and user.__class__ is not str:
+            user = str(user)
         why = id_problem(user) if user else f"no '{self._id_field}'"
         if why:
             self._invalid(stream, why)
             return
-        assert user is not None
         if self._members:
             self.flush()
         for op in (ADD, REMOVE):
             values = record.get(op)
-            if values is None:
-                continue
-            if isinstance(values, str):
-                values = [values]
-            if not isinstance(values, list):
-                self._invalid(stream, f"'{op}' is not a list of audience slugs")
+            if values is not None and not self._explicit_op(stream, user, op, values):
                 return
-            self._queue_explicit(user, op, values)
         if len(self._explicit) >= CHUNK_ROWS:
             self.flush()
+
+    def _explicit_op(self, stream: str, user: str, op: str, values: t.Any) -> bool:
+        """Queue one `add`/`remove` of an explicit record.
+
+        False (counted invalid) when it is not a list of audience slugs (nor one slug).
+        """
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list):
+            self._invalid(stream, f"'{op}' is not a list of audience slugs")
+            return False
+        self._queue_explicit(user, op, values)
+        return True
 
     def _queue_explicit(self, user: str, op: str, audiences: list[t.Any]) -> None:
         """Queue `op` of `user` for each audience this run holds (others are counted)."""
