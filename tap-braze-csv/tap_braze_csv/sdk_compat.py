@@ -3,7 +3,7 @@
 The plugin pins ``singer-sdk~=0.54.9``; these names are not part of the SDK's public API and
 may change in any release. Code elsewhere in the package calls the wrappers below instead of
 reaching into SDK objects, and overrides only the private methods listed in
-:data:`OVERRIDDEN`. ``tests/test_sdk_compat.py`` checks each name against the installed SDK
+:data:`OVERRIDDEN` (and calls those in :data:`CALLED`). ``tests/test_sdk_compat.py`` checks each name against the installed SDK
 and fails naming the symbol when an upgrade removes or changes one, and fails naming the
 file and line when private SDK names are used outside this module.
 
@@ -30,18 +30,21 @@ from typing import Any
 from singer_sdk import Stream, Tap
 from singer_sdk.plugin_base import PluginBase
 
-#: Private SDK methods the package overrides or calls: (class, name) -> parameter names.
-PRIVATE_METHODS: dict[tuple[type, str], tuple[str, ...]] = {
-    (Stream, "_sync_records"): ("self", "context", "write_messages"),
-    (Stream, "_write_record_message"): ("self", "record"),
-    (Stream, "_write_state_message"): ("self",),
-    (Stream, "_abort_sync"): ("self", "abort_reason"),
-    (PluginBase, "_validate_config"): ("self", "raise_errors"),
-    (Tap, "_handle_termination"): ("self", "signum", "frame"),
+#: Private SDK methods the package overrides: {SDK class: {method: parameters after self}}.
+OVERRIDDEN: dict[type, dict[str, tuple[str, ...]]] = {
+    Stream: {"_sync_records": ("context", "write_messages")},
+    PluginBase: {"_validate_config": ("raise_errors",)},
+    Tap: {"_handle_termination": ("signum", "frame")},
 }
 
-#: Of those, the ones overridden (defined again by name) in this package.
-OVERRIDDEN = frozenset({"_sync_records", "_validate_config", "_handle_termination"})
+#: Private SDK methods the package calls (through the wrappers below).
+CALLED: dict[type, dict[str, tuple[str, ...]]] = {
+    Stream: {
+        "_write_record_message": ("record",),
+        "_write_state_message": (),
+        "_abort_sync": ("abort_reason",),
+    },
+}
 
 #: Private SDK instance attributes the package reads or writes: class -> names.
 PRIVATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {

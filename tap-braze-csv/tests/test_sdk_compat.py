@@ -1,38 +1,32 @@
 """The private singer-sdk names tap-braze-csv uses (tap_braze_csv/sdk_compat.py) still exist.
 
 Each test names the symbol that broke: after an SDK upgrade, a failure here says which private
-name moved or changed before any sync misbehaves. The last test keeps the list complete: a
+name moved or changed before any sync misbehaves. The last tests keep the list complete: a
 private SDK name used anywhere else in the package fails, naming the file and line.
+The checks are the workspace's ``tests/sdk_compat_checks.py`` (the same for every plugin).
 """
 
 from __future__ import annotations
 
-import inspect
-import re
 from pathlib import Path
 from typing import Any
 
-import pytest
+import sdk_compat_checks as checks
 from singer_sdk import Stream, Tap
 from singer_sdk.plugin_base import PluginBase
-from tap_braze_csv import sdk_compat
+from tap_braze_csv import engagement, sdk_compat, streams, tap
 from tap_braze_csv.tap import TapBrazeCsv
 
-PACKAGE = Path(sdk_compat.__file__).parent
+PLUGIN = "tap-braze-csv"
+OURS = checks.sdk_classes_in(tap, streams, engagement)
 
 
-@pytest.mark.parametrize(
-    ("owner", "name"),
-    list(sdk_compat.PRIVATE_METHODS),
-    ids=[f"{c.__name__}.{n}" for c, n in sdk_compat.PRIVATE_METHODS],
-)
-def test_private_sdk_method_exists_with_its_parameters(owner: type, name: str) -> None:
-    symbol = f"singer_sdk {owner.__name__}.{name}"
-    method = getattr(owner, name, None)
-    assert callable(method), f"{symbol} is gone (used via tap_braze_csv/sdk_compat.py)"
-    params = tuple(inspect.signature(method).parameters)
-    expected = sdk_compat.PRIVATE_METHODS[(owner, name)]
-    assert params == expected, f"{symbol} now takes {params}, tap-braze-csv expects {expected}"
+@checks.each_listed_method(sdk_compat)
+def test_private_sdk_method_exists_with_its_parameters(
+    cls: type, name: str, params: tuple[str, ...]
+) -> None:
+    problem = checks.method_problem(cls, name, params, PLUGIN)
+    assert problem is None, problem
 
 
 def _sdk_instances(tmp_path: Path) -> dict[type, Any]:
@@ -42,13 +36,8 @@ def _sdk_instances(tmp_path: Path) -> dict[type, Any]:
 
 
 def test_private_sdk_attributes_are_set(tmp_path: Path) -> None:
-    instances = _sdk_instances(tmp_path)
-    for owner, names in sdk_compat.PRIVATE_ATTRIBUTES.items():
-        for name in names:
-            assert hasattr(instances[owner], name), (
-                f"singer_sdk {owner.__name__} instances no longer have {name} "
-                "(used via tap_braze_csv/sdk_compat.py)"
-            )
+    problems = checks.attribute_problems(sdk_compat, _sdk_instances(tmp_path))
+    assert not problems, problems
 
 
 def test_compat_wrappers_reach_the_sdk(tmp_path: Path) -> None:
@@ -63,43 +52,21 @@ def test_compat_wrappers_reach_the_sdk(tmp_path: Path) -> None:
     assert tap.config["delimiter"] == ";"
 
 
-def _sdk_private_names() -> set[str]:
-    """Private names of the SDK's Tap/Stream classes and of plain SDK instances."""
-
-    class PlainStream(Stream):
-        name = "plain"
-        schema = {"properties": {}}
-
-        def get_records(self, context: Any) -> Any:
-            return iter(())
-
-    class PlainTap(Tap):
-        name = "plain"
-        config_jsonschema = {"properties": {}}
-
-        def discover_streams(self) -> list[Stream]:
-            return [PlainStream(self)]
-
-    tap = PlainTap(config={}, validate_config=False)
-    names = {*dir(Tap), *dir(Stream), *vars(tap), *vars(tap.streams["plain"])}
-    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+def test_no_private_sdk_module_imported() -> None:
+    problems = checks.private_import_problems(sdk_compat)
+    assert not problems, problems
 
 
 def test_private_sdk_names_are_used_only_in_sdk_compat() -> None:
-    private = _sdk_private_names()
-    declared = {name for _, name in sdk_compat.PRIVATE_METHODS}
-    declared |= {n for names in sdk_compat.PRIVATE_ATTRIBUTES.values() for n in names}
-    assert declared <= private, f"not private SDK names any more: {declared - private}"
-    allowed_override = re.compile(r"def (\w+)\(|super\(\)\.(\w+)\(")
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "sdk_compat.py":
-            continue
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
-            overrides = {m for pair in allowed_override.findall(line) for m in pair if m}
-            # attribute uses, and methods (indented defs: a module function overrides nothing)
-            for name in re.findall(r"\.(_\w+)|^\s+def (_\w+)\(", line):
-                used = name[0] or name[1]
-                if used in private and not (used in overrides and used in sdk_compat.OVERRIDDEN):
-                    found.append(f"{path.relative_to(PACKAGE.parent)}:{lineno}: {used}")
-    assert not found, "private singer-sdk names used outside sdk_compat.py:\n" + "\n".join(found)
+    assert {TapBrazeCsv, streams.BrazeUsersStream} <= set(OURS)
+    problems = checks.unlisted_uses(sdk_compat, OURS)
+    assert not problems, "private singer-sdk names used outside sdk_compat.py:\n" + "\n".join(
+        problems
+    )
+
+
+def test_an_unlisted_private_member_is_named() -> None:
+    """The completeness check can fail: without one listed name it names where it is used."""
+    listed = checks.listed_names(sdk_compat) - {"_sync_records"}
+    problems = checks.unlisted_uses(sdk_compat, OURS, listed)
+    assert "BrazeUsersStream._sync_records overrides an SDK private member" in problems, problems

@@ -33,6 +33,7 @@ __all__ = [
     "OVERRIDDEN",
     "PRIVATE_ATTRIBUTES",
     "PRIVATE_FUNCTIONS",
+    "PRIVATE_MODULES",
     "BaseBatchFileEncoding",
     "BatchFileFormat",
     "StorageTarget",
@@ -42,6 +43,12 @@ __all__ = [
     "handle_invalid_timestamp_in_record",
     "time_fromisoformat",
 ]
+
+#: SDK private modules the generated common/ copies import from (they cannot import this
+#: module): {module: names}. common/batch_files.py reads BATCH files with these.
+PRIVATE_MODULES: dict[str, tuple[str, ...]] = {
+    "singer_sdk.helpers._batch": ("BaseBatchFileEncoding", "BatchFileFormat", "StorageTarget"),
+}
 
 #: Functions of private SDK modules: {name: parameters, or None for a builtin (the date
 #: parsers are `datetime`'s own on Python 3.11+: checked by parsing, see the test)}.
