@@ -6,9 +6,9 @@ The four plugins share the settings `max_retries`, `max_rate_limit_retries`,
 - retry n is the n-th retry of one request, counting both kinds, 1-based;
 - backoff(n) = min(base * 2**(n-1), max) * (0.5 + 0.5 * random()): doubling, capped, each wait
   shortened at random by up to half (jitter) so concurrent senders spread out;
-- a retried answer (429 or 5xx) that carries a usable server wait (`Retry-After` first, else
-  Braze's `X-RateLimit-Reset`, read by retry_headers.py) waits min(server wait, max) instead,
-  without jitter: the server said when;
+- a retried answer (429 or 5xx) that carries a usable server wait (`Retry-After` first, else,
+  on a 429, Braze's `X-RateLimit-Reset`; read by retry_headers.py) waits min(server wait, max)
+  instead, without jitter: the server said when;
 - 429 answers count against `max_rate_limit_retries`; 5xx answers, timeouts and connection
   errors against `max_retries`; either budget exhausted ends the retrying.
 
@@ -99,13 +99,16 @@ class RetryPolicy:
         return failures > self.max_retries or rate_limited > self.max_rate_limit_retries
 
 
-def server_wait(headers: t.Mapping[str, str]) -> float | None:
+def server_wait(headers: t.Mapping[str, str], *, rate_limited: bool = True) -> float | None:
     """Seconds the server asks to wait: `Retry-After`, else `X-RateLimit-Reset`, else None.
 
-    None when neither is usable (absent, unparsable, not finite). `headers` is looked up by
-    the headers' usual spelling (requests' headers are case-insensitive).
+    None when neither is usable (absent, unparsable, not finite). `X-RateLimit-Reset` (when
+    the rate-limit window resets) is a wait only for a rate-limited answer: Braze sends it on
+    every answer, and on a 5xx it says nothing about when the server recovers, so pass
+    `rate_limited=False` for those (their backoff then applies unless `Retry-After` is given).
+    `headers` is looked up by the headers' usual spelling (requests' are case-insensitive).
     """
     wait = retry_after_seconds(headers.get("Retry-After"))
-    if wait is None:
+    if wait is None and rate_limited:
         wait = rate_limit_reset_seconds(headers.get("X-RateLimit-Reset"))
     return wait

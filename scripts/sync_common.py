@@ -28,10 +28,10 @@ COPIES: dict[str, tuple[str, ...]] = {
     "orjson_reader.py": TARGETS,
     "orjson_writer.py": ("tap-lytics-audience",),
     "retry_headers.py": PLUGINS,
-    # The other plugins join as their HTTP retries move onto them (issue 15: tap-lytics-audience's
-    # RESTStream hooks take retries.py only; the other clients both).
-    "retries.py": ("tap-lytics-audience", "tap-braze-csv", "target-lytics-users"),
-    "retrying.py": ("tap-braze-csv", "target-lytics-users"),
+    # tap-lytics-audience's RESTStream hooks take retries.py only (issue 15); the other clients
+    # both.
+    "retries.py": PLUGINS,
+    "retrying.py": ("tap-braze-csv", *TARGETS),
     "secrets.py": PLUGINS,
 }
 HEADER = "# generated from common/{module} by scripts/sync_common.py: edit the original\n"

@@ -70,6 +70,9 @@ def test_server_wait_reads_retry_after_first_then_the_rate_limit_reset() -> None
     assert 18 <= ahead <= 20
     assert server_wait({"Retry-After": "inf"}) is None
     assert server_wait({}) is None
+    # A 5xx: the rate-limit window's reset is no wait (Braze sends it on every answer).
+    assert server_wait({"X-RateLimit-Reset": reset}, rate_limited=False) is None
+    assert server_wait({"Retry-After": "7", "X-RateLimit-Reset": reset}, rate_limited=False) == 7
 
 
 def test_the_descriptions_are_the_contracts_words() -> None:

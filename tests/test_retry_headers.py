@@ -54,14 +54,9 @@ RETRY_AFTER: dict[str, Callable[[str], float | None]] = {
 }
 
 
-def _braze_reset(v: str) -> float | None:
-    wait = braze_client._reset_delay({"X-RateLimit-Reset": v}, FALLBACK)
-    return None if wait == FALLBACK else wait - 0.05  # Braze's one-second resolution slack
-
-
 RESET: dict[str, Callable[[str], float | None]] = {
     "tap-lytics-audience": lambda v: _lytics_tap_wait({"X-RateLimit-Reset": v}),
-    "target-braze-audience": _braze_reset,
+    "target-braze-audience": lambda v: braze_client.server_wait({"X-RateLimit-Reset": v}),
     "tap-braze-csv": lambda v: _braze_csv_wait(429, {"X-RateLimit-Reset": v}),
 }
 

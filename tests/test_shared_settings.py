@@ -12,11 +12,13 @@ import pytest
 
 BIN = Path(sys.executable).parent
 PLUGINS = ["tap-lytics-audience", "tap-braze-csv", "target-braze-audience", "target-lytics-users"]
-SHARED = ["request_timeout", "max_retries", "retry_backoff_base", "retry_backoff_max"]
-# Issue 15's retry work not done yet: the four retry loops still differ (jitter; whether
-# `retry_backoff_max` caps a server-given wait; whether 429 counts in `max_retries`), so their
-# descriptions honestly differ. strict: the test fails once they agree, to remove the entry.
-PENDING = {"max_retries", "retry_backoff_base", "retry_backoff_max"}
+SHARED = [
+    "request_timeout",
+    "max_retries",
+    "max_rate_limit_retries",
+    "retry_backoff_base",
+    "retry_backoff_max",
+]
 
 
 def _settings(plugin: str) -> dict[str, dict]:
@@ -36,15 +38,7 @@ def settings() -> dict[str, dict[str, dict]]:
     return {plugin: _settings(plugin) for plugin in PLUGINS}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="retry schedules differ"))
-        if n in PENDING
-        else n
-        for n in SHARED
-    ],
-)
+@pytest.mark.parametrize("name", SHARED)
 def test_shared_setting_described_alike_in_every_plugin(name: str, settings) -> None:
     descriptions = {plugin: settings[plugin][name]["description"] for plugin in PLUGINS}
     assert len(set(descriptions.values())) == 1, descriptions

@@ -387,7 +387,7 @@ class ExportClient:
         return Retryable(
             f"{where}: {problem}",
             rate_limited=response.status_code == 429,
-            server_wait=server_wait(response.headers),
+            server_wait=server_wait(response.headers, rate_limited=response.status_code == 429),
         )
 
     # -- trigger ---------------------------------------------------------------------------

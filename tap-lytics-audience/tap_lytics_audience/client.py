@@ -291,7 +291,11 @@ class LyticsStream(RESTStream):
                     if isinstance(exc, RetriableAPIError):
                         raise _gave_up(exc, policy, failures + rate_limited, limited=limited)
                     return
-                asked = None if response is None else server_wait(response.headers)
+                asked = (
+                    None
+                    if response is None
+                    else server_wait(response.headers, rate_limited=limited)
+                )
                 exc = yield policy.wait(failures + rate_limited, asked)
 
         return waits()

@@ -1,9 +1,12 @@
 """HTTP client for Braze `POST /users/track`: rate limit, retries, partial errors.
 
-The SDK's REST retry machinery exists for streams only (taps), so the sink side brings
-its own: a shared client-side rate limiter that also obeys Braze's `X-RateLimit-*`
-headers, bounded exponential backoff for 5xx/timeouts, waits until
-`X-RateLimit-Reset` on 429, and fail-fast errors naming the setting on 401/403/404.
+The SDK's REST retry machinery exists for streams only (taps), so the sink side retries with
+tenacity on the schedule every plugin shares (common/retries.py, common/retrying.py): 5xx,
+timeouts and transient connection errors within `max_retries`, 429 within
+`max_rate_limit_retries`, each waiting the server's `Retry-After`/`X-RateLimit-Reset` (at most
+`retry_backoff_max`) or the backoff. A shared client-side rate limiter spaces requests and
+pauses every sender when Braze says the window is spent; 401/403/404 fail fast naming the
+setting.
 
 Braze's other answers are reported, not retried here (the delta engine decides):
 `202 {"message": "queued"}` is an accepted request; a 400 (or a 2xx whose message is
@@ -13,8 +16,8 @@ else; a 400/413 without per-object detail is a refusal the engine splits.
 
 from __future__ import annotations
 
+import functools
 import logging
-import random
 import socket
 import threading
 import time
@@ -25,7 +28,13 @@ import orjson
 import requests
 from singer_sdk import metrics
 
-from target_braze_audience.common.retry_headers import rate_limit_reset_seconds
+from target_braze_audience.common.retries import RetryPolicy, server_wait
+from target_braze_audience.common.retrying import (
+    RetriesExhausted,
+    Retryable,
+    describe,
+    retrying,
+)
 
 TRACK_PATH = "/users/track"
 
@@ -86,13 +95,33 @@ class RateLimiter:
             self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
 
 
-def _reset_delay(headers: t.Mapping[str, str], default: float) -> float:
-    """Seconds until `X-RateLimit-Reset` (UTC epoch seconds), or `default`."""
-    seconds = rate_limit_reset_seconds(headers.get("X-RateLimit-Reset"))
-    if seconds is None:
-        return default
-    # Reset has one-second resolution: add a little slack so we land in the new window.
-    return min(seconds + 0.05, 300.0)
+def _json_object(resp: requests.Response) -> dict[str, t.Any]:
+    """Return the answer's JSON object, or {} when it is not one."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _text_or(message: t.Any, text: str) -> str:
+    """Braze's `message` when it is a non-empty string, else the answer's text."""
+    return message if isinstance(message, str) and message else text
+
+
+class _Stopping(Exception):
+    """The run is stopping: the request is not sent, or not retried (`message` says which)."""
+
+
+@dataclass
+class _Request:
+    """One `/users/track` request across its attempts."""
+
+    body: bytes
+    result: TrackResult = field(default_factory=lambda: TrackResult(ok=False))
+    started: float = field(default_factory=time.monotonic)
+    reason: str = ""
+    """Why the last attempt is being retried (for the stopping message)."""
 
 
 def unreachable_reason(exc: BaseException) -> str | None:
@@ -137,11 +166,10 @@ class BrazeClient:
         self._api_key = api_key
         self.endpoint = rest_endpoint.rstrip("/")
         self.url = self.endpoint + TRACK_PATH
-        self.max_retries = max_retries
-        self.max_rate_limit_retries = max_rate_limit_retries
+        self.policy = RetryPolicy(
+            max_retries, max_rate_limit_retries, retry_backoff_base, retry_backoff_max
+        )
         self.timeout = request_timeout
-        self.backoff_base = retry_backoff_base
-        self.backoff_max = retry_backoff_max
         self.stop = stop
         self.logger = logger
         self.limiter = RateLimiter(rate_limit_per_second, stop)
@@ -173,27 +201,21 @@ class BrazeClient:
     def _sleep(self, seconds: float) -> bool:
         return not self.stop.wait(seconds)
 
-    def _backoff(self, attempt: int) -> float:
-        """Delay before retry `attempt` (1-based): base doubling, capped, 50-100 % of it."""
-        capped = min(self.backoff_base * (2 ** (attempt - 1)), self.backoff_max)
-        return capped * random.uniform(0.5, 1.0)
+    def _pause(self, request: _Request, seconds: float) -> None:
+        """Wait before a retry (tenacity's sleep); raise `_Stopping` when the run stops."""
+        if not self._sleep(seconds):
+            raise _Stopping(f"{request.reason}; not retried: the run is stopping")
 
-    def _wait_to_retry(
-        self, result: TrackResult, failures: int, reason: str, started: float
-    ) -> bool:
-        """Back off before retrying a transient failure (5xx, timeout, connection error).
-
-        Returns False, with `result.error` set, when retries are used up or the run is stopping.
-        """
-        if failures <= self.max_retries:
-            self.logger.warning("%s; retry %d/%d", reason, failures, self.max_retries)
-            if self._sleep(self._backoff(failures)):
-                return True
-            result.stopped = True
-            result.error = f"{reason}; not retried: the run is stopping"
-            return False
-        result.error = self._gave_up(result, started, reason, "max_retries", self.max_retries)
-        return False
+    def _log_retry(
+        self, request: _Request, outcome: Retryable, count: int, budget: int, wait: float
+    ) -> None:
+        """Say what is retried and when (tenacity's before_sleep); a 429 pauses every sender."""
+        request.reason = outcome.reason
+        if outcome.rate_limited:
+            self.limiter.block_for(wait)  # the window is Braze-wide, not this thread's
+            self.logger.info("%s", describe(outcome, count, budget, wait))
+        else:
+            self.logger.warning("%s", describe(outcome, count, budget, wait))
 
     def _gave_up(
         self, result: TrackResult, started: float, last: str, setting: str, value: int
@@ -244,91 +266,93 @@ class BrazeClient:
 
     def track(self, payload: dict[str, t.Any]) -> TrackResult:
         """POST one batch; retries 5xx/timeouts/429 within bounds. Thread-safe."""
-        body = orjson.dumps(payload)
-        result = TrackResult(ok=False)
-        failures = 0
-        started = time.monotonic()
-        while True:
-            if not self.limiter.acquire():
-                result.stopped = True
-                result.error = "not sent: the run is stopping"
-                return result
-            result.attempts += 1
-            try:
-                with metrics.Timer(
-                    metrics.Metric.HTTP_REQUEST_DURATION, {metrics.Tag.ENDPOINT: TRACK_PATH}
-                ) as timer:
-                    resp = self._session().post(self.url, data=body, timeout=self.timeout)
-                    timer.tags[metrics.Tag.HTTP_STATUS_CODE] = resp.status_code
-                with self._metric_lock:
-                    self.request_counter.increment()
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                why = None if self.contacted else unreachable_reason(exc)
-                if why:
-                    msg = f"Cannot reach Braze at {self.endpoint} ({why}): check the `rest_endpoint` setting"
-                    raise BrazeSettingError(msg) from None
-                failures += 1
-                if self._wait_to_retry(
-                    result, failures, f"{type(exc).__name__} talking to {self.url}", started
-                ):
-                    continue
-                return result
-            self.contacted = True
-            status = resp.status_code
-            text = self._scrub(resp.text[:300])
-            remaining = resp.headers.get("X-RateLimit-Remaining")
-            if status == 429:
-                result.rate_limited += 1
-                delay = _reset_delay(resp.headers, self._backoff(result.rate_limited))
-                self.limiter.block_for(delay)
-                if result.rate_limited > self.max_rate_limit_retries:
-                    result.error = self._gave_up(
-                        result,
-                        started,
-                        f"429 rate limited ({result.rate_limited} times)",
-                        "max_rate_limit_retries",
-                        self.max_rate_limit_retries,
-                    )
-                    return result
-                self.logger.info("Braze rate limit reached (429); waiting %.2fs", delay)
-                continue
-            if remaining is not None and remaining.strip() == "0":
-                self.limiter.block_for(_reset_delay(resp.headers, 1.0))
-            if status in {401, 403, 404}:
-                raise self._setting_error(status, text)
-            if status >= 500:
-                failures += 1
-                if self._wait_to_retry(
-                    result, failures, f"Braze answered {status}: {text}", started
-                ):
-                    continue
-                return result
-            result.status = status
-            try:
-                data = resp.json()
-            except ValueError:
-                data = {}
-            if not isinstance(data, dict):
-                data = {}
-            message = data.get("message")
-            if status >= 400 and status not in {400, 413}:
-                result.error = f"Braze answered {status}: {text}"
-                return result
-            self._read_errors(result, data.get("errors"))
-            if status == 202 and message == "queued":
-                # Braze during maintenance: received and queued, processed later.
-                result.queued = result.ok = True
-                return result
-            if status < 300 and message == "success":
-                result.ok = True
-                return result
-            if status >= 400 or result.rejected:
-                # 400/413, or a 2xx carrying a fatal message with per-object errors.
-                detail = message if isinstance(message, str) and message else text
-                result.refused = self._scrub(f"{status} {detail}"[:300])
-                return result
-            result.error = f"Braze answered {status} with message {message!r}: {text}"
+        request = _Request(orjson.dumps(payload))
+        result = request.result
+        loop = retrying(
+            self.policy,
+            sleep=functools.partial(self._pause, request),
+            log=functools.partial(self._log_retry, request),
+        )
+        try:
+            return t.cast("TrackResult", loop(self._attempt, request))
+        except _Stopping as exc:
+            result.stopped = True
+            result.error = str(exc)
+        except RetriesExhausted as exc:
+            last = exc.last.reason
+            if exc.last.rate_limited:
+                last = f"429 rate limited ({result.rate_limited} times)"
+            result.error = self._gave_up(result, request.started, last, exc.setting, exc.budget)
+        return result
+
+    def _attempt(self, request: _Request) -> TrackResult:
+        """One POST: the result, `Retryable` (429, 5xx, a transient network error) or an error."""
+        result = request.result
+        if not self.limiter.acquire():
+            raise _Stopping("not sent: the run is stopping")
+        result.attempts += 1
+        try:
+            with metrics.Timer(
+                metrics.Metric.HTTP_REQUEST_DURATION, {metrics.Tag.ENDPOINT: TRACK_PATH}
+            ) as timer:
+                resp = self._session().post(self.url, data=request.body, timeout=self.timeout)
+                timer.tags[metrics.Tag.HTTP_STATUS_CODE] = resp.status_code
+            with self._metric_lock:
+                self.request_counter.increment()
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            why = None if self.contacted else unreachable_reason(exc)
+            if why:
+                msg = f"Cannot reach Braze at {self.endpoint} ({why}): check the `rest_endpoint` setting"
+                raise BrazeSettingError(msg) from None
+            raise Retryable(f"{type(exc).__name__} talking to {self.url}") from None
+        self.contacted = True
+        return self._read_answer(result, resp)
+
+    def _read_answer(self, result: TrackResult, resp: requests.Response) -> TrackResult:
+        """Braze's answer: retryable (429, 5xx), fail-fast (401/403/404), or the result."""
+        status = resp.status_code
+        text = self._scrub(resp.text[:300])
+        wait = server_wait(resp.headers, rate_limited=status == 429)
+        if status == 429:
+            result.rate_limited += 1
+            raise Retryable(
+                "Braze answered 429 (rate limited)", rate_limited=True, server_wait=wait
+            )
+        remaining = resp.headers.get("X-RateLimit-Remaining")
+        if remaining is not None and remaining.strip() == "0":
+            # The window is spent: pause every sender until it resets (or a second).
+            reset = server_wait(resp.headers)
+            self.limiter.block_for(1.0 if reset is None else min(reset, self.policy.backoff_max))
+        if status in {401, 403, 404}:
+            raise self._setting_error(status, text)
+        if status >= 500:
+            raise Retryable(f"Braze answered {status}: {text}", server_wait=wait)
+        result.status = status
+        return self._final(result, resp, status, text)
+
+    def _final(
+        self, result: TrackResult, resp: requests.Response, status: int, text: str
+    ) -> TrackResult:
+        """Read a 2xx/4xx answer into `result`: accepted, queued, refused, or an error."""
+        data = _json_object(resp)
+        message = data.get("message")
+        if status >= 400 and status not in {400, 413}:
+            result.error = f"Braze answered {status}: {text}"
             return result
+        self._read_errors(result, data.get("errors"))
+        if status == 202 and message == "queued":
+            # Braze during maintenance: received and queued, processed later.
+            result.queued = result.ok = True
+            return result
+        if status < 300 and message == "success":
+            result.ok = True
+            return result
+        if status >= 400 or result.rejected:
+            # 400/413, or a 2xx carrying a fatal message with per-object errors.
+            result.refused = self._scrub(f"{status} {_text_or(message, text)}"[:300])
+            return result
+        result.error = f"Braze answered {status} with message {message!r}: {text}"
+        return result
 
     def _read_errors(self, result: TrackResult, errors: t.Any) -> None:
         """Collect `errors` items naming an attributes object into `result.rejected`."""

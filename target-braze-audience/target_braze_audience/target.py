@@ -16,6 +16,7 @@ from target_braze_audience.client import BrazeClient, BrazeSettingError
 from target_braze_audience.common.batch_files import BatchFileError, iter_batch_records
 from target_braze_audience.common.config_numbers import coerce_number_strings
 from target_braze_audience.common.input_lines import InputLineError
+from target_braze_audience.common.retries import DESCRIPTIONS as RETRY_DESCRIPTIONS
 from target_braze_audience.common.secrets import header_secret_errors, strip_secrets
 from target_braze_audience.deltas import (
     DeliveryIncompleteError,
@@ -284,16 +285,13 @@ class TargetBrazeAudience(Target):
             "max_retries",
             th.IntegerType(minimum=0),
             default=5,
-            description=(
-                "Retries of a request on 5xx, timeouts and connection errors (429 waits: "
-                "`max_rate_limit_retries`)."
-            ),
+            description=RETRY_DESCRIPTIONS["max_retries"],
         ),
         th.Property(
             "max_rate_limit_retries",
             th.IntegerType(minimum=0),
             default=30,
-            description="Waits (until X-RateLimit-Reset) after 429 before a request is given up.",
+            description=RETRY_DESCRIPTIONS["max_rate_limit_retries"],
         ),
         th.Property(
             "request_timeout",
@@ -307,16 +305,13 @@ class TargetBrazeAudience(Target):
             "retry_backoff_base",
             th.NumberType(minimum=0),
             default=1.0,
-            description=(
-                "Seconds of the first retry delay; doubles each retry (with jitter: 50-100% "
-                "of it). After a 429, Braze's `X-RateLimit-Reset` wins."
-            ),
+            description=RETRY_DESCRIPTIONS["retry_backoff_base"],
         ),
         th.Property(
             "retry_backoff_max",
             th.NumberType(minimum=0),
-            default=30.0,
-            description="Longest wait between retries, in seconds (jitter only shortens it).",
+            default=60.0,  # Braze's rate-limit windows reset each minute: a reset wait fits
+            description=RETRY_DESCRIPTIONS["retry_backoff_max"],
         ),
     ).to_dict()
 
@@ -418,7 +413,7 @@ class TargetBrazeAudience(Target):
             max_rate_limit_retries=int(cfg.get("max_rate_limit_retries", 30)),
             request_timeout=float(cfg.get("request_timeout", 30)),
             retry_backoff_base=float(cfg.get("retry_backoff_base", 1.0)),
-            retry_backoff_max=float(cfg.get("retry_backoff_max", 30.0)),
+            retry_backoff_max=float(cfg.get("retry_backoff_max", 60.0)),
             stop=self._stop,
             logger=self.logger,
         )

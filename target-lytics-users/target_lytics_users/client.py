@@ -139,6 +139,10 @@ class LyticsClient:
             self._local.session = session
         return session
 
+    def _sleep(self, seconds: float) -> bool:
+        """Wait before a retry; False when the run failed meanwhile (stop retrying)."""
+        return not self.abort.wait(seconds)
+
     def collect_url(self, stream: str) -> str:
         """URL of the collect endpoint for `stream` (no query string, no secret)."""
         return f"{self.api_url}/collect/json/{quote(stream, safe='')}"
@@ -223,7 +227,7 @@ class LyticsClient:
             )
 
         def sleep(seconds: float) -> None:
-            if self.abort.wait(seconds):
+            if not self._sleep(seconds):
                 msg = f"{label} not sent: the run is stopping after an earlier failure"
                 raise LyticsAbortedError(msg)
 
@@ -274,7 +278,7 @@ class LyticsClient:
         raise Retryable(
             f"HTTP {status} ({self._server_message(response)[:120]})",
             rate_limited=status == 429,
-            server_wait=server_wait(response.headers),
+            server_wait=server_wait(response.headers, rate_limited=status == 429),
         )
 
     def _result(
