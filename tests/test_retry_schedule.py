@@ -16,15 +16,25 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import tempfile
 import threading
 import time
 import typing as t
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
 
+import backoff._sync
 import pytest
+import tap_braze_csv.common.retries as braze_csv_retries
+import tap_lytics_audience.common.retries as lytics_tap_retries
 import target_braze_audience.common.retries as braze_retries
 import target_lytics_users.common.retries as lytics_retries
+from singer_sdk.exceptions import RetriableAPIError
+from tap_braze_csv.rest_export import BrazeExportError, ExportClient, RestExportSettings
+from tap_lytics_audience.tap import TapLyticsAudience
 from target_braze_audience.client import BrazeClient
 from target_lytics_users.client import LyticsClient, LyticsError
 
@@ -59,7 +69,11 @@ class ScriptedServer:
                     owner.requests += 1
                     answer = owner.answers.pop(0) if len(owner.answers) > 1 else owner.answers[0]
                 ok = 200 <= answer.status < 300
-                body = {"message": "success", "data": {"message_count": 1}} if ok else {}
+                body = (
+                    {"message": "success", "data": {"message_count": 1}, "object_prefix": "p"}
+                    if ok
+                    else {}
+                )
                 payload = json.dumps(body or {"message": f"scripted {answer.status}"}).encode()
                 self.send_response(answer.status)
                 for name, value in answer.headers().items():
@@ -68,6 +82,8 @@ class ScriptedServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            do_GET = do_POST  # the taps' GETs (segment list, export download)
 
             def log_message(self, *args: t.Any) -> None:
                 pass
@@ -127,9 +143,58 @@ def drive_target_lytics_users(url: str, waits: list[float], mp: pytest.MonkeyPat
     return None
 
 
+def drive_tap_lytics_audience(url: str, waits: list[float], mp: pytest.MonkeyPatch) -> str | None:
+    """The SDK's request loop (RESTStream.request_records, backoff) listing the audiences."""
+    mp.setattr(lytics_tap_retries, "random", lambda: RANDOM)
+    # backoff sleeps with `time.sleep` of its _sync module (a private module of the library):
+    # recorded here instead.
+    mp.setattr(backoff._sync, "time", SimpleNamespace(sleep=waits.append))
+    tap = TapLyticsAudience(
+        config={"api_token": "t", "api_url": url, "request_timeout": 5, **POLICY}
+    )
+    try:
+        list(tap.streams["audiences"].request_records(None))
+    except RetriableAPIError as exc:
+        return str(exc)
+    return None
+
+
+def _braze_export_client(url: str, waits: list[float], mp: pytest.MonkeyPatch) -> ExportClient:
+    mp.setattr(braze_csv_retries, "random", lambda: RANDOM)
+    config = {"api_key": "k", "rest_endpoint": url, "segment_ids": ["s"], **POLICY}
+    settings = RestExportSettings.from_config({"rest_export": {**config, "request_timeout": 5}})
+    assert settings is not None
+    return ExportClient(settings, logging.getLogger("test"), sleep=waits.append)
+
+
+def drive_tap_braze_csv_trigger(url: str, waits: list[float], mp: pytest.MonkeyPatch) -> str | None:
+    """tap-braze-csv's POST /users/export/segment."""
+    try:
+        _braze_export_client(url, waits, mp).trigger("s")
+    except BrazeExportError as exc:
+        return str(exc)
+    return None
+
+
+def drive_tap_braze_csv_download(
+    url: str, waits: list[float], mp: pytest.MonkeyPatch
+) -> str | None:
+    """tap-braze-csv's GET of the export's download URL (one poll: the export is ready)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        client = _braze_export_client(url, waits, mp)
+        try:
+            client.download("s", f"{url}/export.zip", str(Path(tmp, "a")), time.monotonic() + 60)
+        except BrazeExportError as exc:
+            return str(exc)
+    return None
+
+
 DRIVERS: dict[str, Driver] = {
     "target-braze-audience": drive_target_braze_audience,
     "target-lytics-users": drive_target_lytics_users,
+    "tap-lytics-audience": drive_tap_lytics_audience,
+    "tap-braze-csv (export trigger)": drive_tap_braze_csv_trigger,
+    "tap-braze-csv (export download)": drive_tap_braze_csv_download,
 }
 
 
@@ -195,6 +260,7 @@ def test_a_server_that_keeps_failing_gets_one_request_plus_the_budget(
     budget = POLICY[setting]
     assert requests == budget + 1
     assert error is not None
-    assert f"`{setting}` (now {budget})" in error
+    # The setting named as the plugin spells it (tap-braze-csv: `rest_export.max_retries`).
+    assert re.search(rf"`(rest_export\.)?{setting}` \(now {budget}\)", error), error
     # No server wait: the backoff, doubling from 2 s, jitter fixed at 0.75.
     assert waits == pytest.approx([2 * 2**n * 0.75 for n in range(budget)], abs=1e-9)
