@@ -151,7 +151,7 @@ def run(work: Path, scale: float = 1.0) -> list[dict]:
             ],
             out,
             rows,
-            "same records through the SDK's per-record path (conform, prune, simplejson)",
+            "same records through the SDK's per-record path (conform, prune, one write per record)",
         ),
         measure(
             "tap-braze-csv (1/4 of the rows)",

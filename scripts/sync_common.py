@@ -26,7 +26,7 @@ COPIES: dict[str, tuple[str, ...]] = {
     "config_numbers.py": PLUGINS,
     "input_lines.py": TARGETS,
     "orjson_reader.py": TARGETS,
-    "orjson_writer.py": ("tap-lytics-audience",),
+    "orjson_writer.py": ("tap-lytics-audience", "tap-braze-csv"),
     "retry_headers.py": PLUGINS,
     # tap-lytics-audience's RESTStream hooks take retries.py only (issue 15); the other clients
     # both.

@@ -13,6 +13,7 @@ import json
 import typing as t
 import uuid
 
+import orjson
 import pytest
 from singer_sdk.io_base import SingerReader, SingerWriter
 from singer_sdk.singerlib.messages import RecordMessage, SchemaMessage, StateMessage
@@ -147,3 +148,96 @@ def test_the_writer_writes_the_sdk_writers_json() -> None:
     assert '"exact":1.50,' in line
     assert '"exp":1E+2,' in line
     assert '"nan":null,' in line
+
+
+@pytest.mark.parametrize(
+    ("stream", "version", "when"),
+    [
+        ("s", None, None),
+        (
+            'odd "record":{} é',
+            1700000000000,
+            datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc),
+        ),
+        (
+            "braze_users",
+            None,
+            datetime.datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=datetime.timezone.utc),
+        ),
+    ],
+)
+def test_record_line_parts_give_the_line_write_message_writes(
+    stream: str, version: int | None, when: datetime.datetime | None
+) -> None:
+    writer = OrjsonWriter()
+    head, tail = writer.record_line_parts(stream, version, when)
+    for record in ({}, {"id": "a", "n": 1.5, "x": None, "l": [1, {"k": "é"}]}):
+        message = RecordMessage(stream=stream, record=record, version=version, time_extracted=when)
+        assert (
+            head + orjson.dumps(record) + tail == (writer.format_message(message) + "\n").encode()
+        )
+
+
+@pytest.mark.parametrize("kind", ["file", "bytes buffer", "text only"])
+def test_written_lines_follow_what_was_written_before(kind: str, monkeypatch, tmp_path) -> None:
+    path = tmp_path / "out"
+    if kind == "file":  # has a file descriptor, as a pipe does: written with os.write
+        out: t.Any = open(path, "w", encoding="utf-8")  # noqa: SIM115
+    elif kind == "bytes buffer":
+        out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    else:
+        out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    writer = OrjsonWriter()
+    writer.write_message(SchemaMessage(stream="s", schema={"type": "object"}, key_properties=[]))
+    writer.write_message(RecordMessage(stream="s", record={"i": 0}))  # buffered, not flushed
+    head, tail = writer.record_line_parts("s")
+    writer.write_lines(b"".join(head + json.dumps({"i": i}).encode() + tail for i in (1, 2)))
+    writer.write_message(StateMessage(value={"bookmarks": {}}))
+    if kind == "file":
+        out.close()
+        text = path.read_text()
+    elif kind == "bytes buffer":
+        text = out.buffer.getvalue().decode()  # type: ignore[attr-defined]
+    else:
+        text = out.getvalue()
+    messages = [json.loads(line) for line in text.splitlines()]
+    assert [(m["type"], m.get("record")) for m in messages] == [
+        ("SCHEMA", None),
+        ("RECORD", {"i": 0}),
+        ("RECORD", {"i": 1}),
+        ("RECORD", {"i": 2}),
+        ("STATE", None),
+    ]
+
+
+def test_a_deferred_action_waits_for_the_end_of_a_held_block(monkeypatch) -> None:
+    """What the fast path does: write lines, move its resume point, then a signal's exit."""
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    writer = OrjsonWriter()
+    cursor = {"line": 0}
+    events: list[tuple[str, int, str]] = []
+    with writer.hold():
+        # the signal lands during the first write; the writes inside keep it waiting
+        writer.write_message(RecordMessage(stream="s", record={"i": 1}))
+        writer.deferred = lambda: events.append(("exit", cursor["line"], out.getvalue()))
+        writer.write_lines(b'{"type":"RECORD","stream":"s","record":{"i":2}}\n')
+        writer.write_message(StateMessage(value={"bookmarks": {}}))
+        assert writer.writing
+        assert events == []
+        cursor["line"] = 2
+    assert events == [("exit", 2, out.getvalue())]  # once, after the block's bookkeeping
+    assert writer.deferred is None
+    assert not writer.writing
+
+    # a block that raises still runs the action (a signal is never lost)
+    def failing_write() -> None:
+        with writer.hold():
+            writer.deferred = lambda: events.append(("exit", 3, ""))
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        failing_write()
+    assert events[-1] == ("exit", 3, "")
+    assert not writer.writing

@@ -17,10 +17,11 @@ Why each is used:
 - ``Stream._abort_sync``: the SDK's dry-run record limit (``--test``), honoured by the loop.
 - ``Stream._stream_version``: the ACTIVATE_VERSION version the SDK set, put on fast-path
   records.
-- ``Stream._tap``: the tap owning a stream (its REST export coordinator).
+- ``Stream._tap``: the tap owning a stream (its REST export coordinator, its message writer).
 - ``PluginBase._config`` and ``PluginBase._validate_config`` (overridden): secrets read from
   files and number settings given as strings are cleaned before the SDK validates them.
-- ``Tap._handle_termination`` (overridden): exit 128 + signal number, not 0, on SIGTERM.
+- ``Tap._handle_termination`` (overridden): exit 128 + signal number, not 0, on SIGTERM,
+  once the message writer's write in progress is over.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The stream lists the files (:mod:`tap_braze_csv.sources`), reads each one's CSV members and
 writes their rows. Its parts live apart: the schema in :mod:`tap_braze_csv.schema`, the
-per-file, per-line state in :mod:`tap_braze_csv.state`, stdout writing and signal handling in
-:mod:`tap_braze_csv.output`.
+per-file, per-line state in :mod:`tap_braze_csv.state`, the record writers in
+:mod:`tap_braze_csv.output` (stdout and signals: the tap's message writer, see ``tap.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from singer_sdk.mapper import SameRecordTransform
 from tap_braze_csv.bad_rows import BadRowPolicy, StructureBroken
 from tap_braze_csv.cloud import braze_segment_id
 from tap_braze_csv.columns import WEBHOOK_FIELDS, Column, map_header
+from tap_braze_csv.common.orjson_writer import OrjsonWriter
 from tap_braze_csv.convert import (
     compile_row_converter,
     null_unparsable,
@@ -29,10 +30,10 @@ from tap_braze_csv.convert import (
 from tap_braze_csv.errors import BrazeCsvError
 from tap_braze_csv.export_sync import sync_rest_exports
 from tap_braze_csv.openers import TextReadError, iter_csv_members
-from tap_braze_csv.output import FastWriter, NullWriter, SignalGuard, Writer
+from tap_braze_csv.output import FastWriter, NullWriter, Writer
 from tap_braze_csv.routing import make_source
 from tap_braze_csv.schema import type_from_schema
-from tap_braze_csv.sdk_compat import write_state_message
+from tap_braze_csv.sdk_compat import stream_tap, write_state_message
 from tap_braze_csv.segments import segment_for
 from tap_braze_csv.sources import FileRef, FileSource, FileVanishedError
 from tap_braze_csv.state import Progress
@@ -63,7 +64,6 @@ class BrazeUsersStream(Stream):
         self.exports_skipped = 0
         self.files_vanished = 0
         self._writes_messages = True
-        self.signal_guard = SignalGuard()
 
     # -- SDK idiom ----------------------------------------------------------------------
 
@@ -75,14 +75,15 @@ class BrazeUsersStream(Stream):
         """Write a STATE message now (the stream state holds only flushed progress)."""
         self.state_manager.is_flushed = False
         if self._writes_messages:
-            with self.signal_guard.write():
-                write_state_message(self)
+            write_state_message(self)
 
     def _fast_writer_allowed(self) -> bool:
         if not self.config.get("fast_writer", True):
             return False
         if self.config.get("stream_maps") or self.config.get("flattening_enabled"):
             return False
+        if not isinstance(stream_tap(self).message_writer, OrjsonWriter):
+            return False  # a message writer given to the tap: the SDK path writes through it
         maps = self.stream_maps
         return len(maps) == 1 and type(maps[0]) is SameRecordTransform
 
@@ -110,12 +111,7 @@ class BrazeUsersStream(Stream):
         writer = writer_class(self, counter)
         self.logger.info("Writer: %s", "fast (orjson, buffered)" if fast else "SDK")
         started = time.monotonic()
-        if write_messages:
-            self.signal_guard.install()
-        try:
-            yield from self._sync_all_files(progress, writer, counter, timer)
-        finally:
-            self.signal_guard.restore()
+        yield from self._sync_all_files(progress, writer, counter, timer)
         elapsed = time.monotonic() - started
         unparsed = ", ".join(f"{k}={v}" for k, v in sorted(self.unparsed.items())) or "none"
         self.logger.info(

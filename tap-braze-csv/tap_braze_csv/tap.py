@@ -17,6 +17,7 @@ from singer_sdk.helpers.capabilities import (
 
 from tap_braze_csv.columns import COLUMN_TYPES, validate_column_types
 from tap_braze_csv.common.config_numbers import coerce_number_strings
+from tap_braze_csv.common.orjson_writer import OrjsonWriter
 from tap_braze_csv.common.secrets import header_secret_errors, strip_secrets
 from tap_braze_csv.export_coordinator import ExportCoordinator
 from tap_braze_csv.jsonl import user_json_schema_properties
@@ -33,6 +34,9 @@ class TapBrazeCsv(Tap):
     """Streams rows of Braze segment CSV exports."""
 
     name = "tap-braze-csv"
+    #: The workspace's shared writer (common/orjson_writer.py): orjson, RECORDs not flushed one
+    #: by one, and the fast record path hands it pre-serialised lines (output.py).
+    message_writer_class = OrjsonWriter
 
     #: The SDK defaults minus BATCH: records are already written by a buffered orjson writer
     #: (streams.py), and BATCH would hand them to the SDK's batcher, whose files are not yet
@@ -361,7 +365,18 @@ class TapBrazeCsv(Tap):
 
         An interrupted run did not finish: like the other plugins of this project, the
         exit code says so (143 for SIGTERM), so an orchestrator never takes it for a success.
+        A signal landing while the message writer holds a write (a line, a block of records
+        and the resume point moved past them) is handled once that write is over: exiting
+        inside it would cut a line or splice STATE into a RECORD. Raised from there, the exit
+        unwinds through the stream, which writes what it buffered, then STATE.
         """
+        writer = self.message_writer
+        if isinstance(writer, OrjsonWriter) and writer.writing:
+            writer.deferred = lambda: self._terminate(signum, frame)
+            return
+        self._terminate(signum, frame)
+
+    def _terminate(self, signum: int, frame: FrameType | None) -> None:
         self.logger.warning(
             "Interrupted by signal %d: stopping; the next run resumes from the last STATE.",
             signum,
