@@ -17,13 +17,15 @@ from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_lytics_audience.common.retries import RetryPolicy, server_wait
+from tap_lytics_audience.common.retries import RetryPolicy, retry_message, server_wait
 
 if t.TYPE_CHECKING:
     from backoff.types import Details
     from singer_sdk.helpers.types import Context
 
 EXPIRED_CURSOR_MESSAGE = "invalid or expired scan cursor"
+RETRY_COUNT = "lytics_retry_count"
+"""Attribute the wait generator sets on each exception it answers: (count, budget) for the log."""
 CURSOR_KEYS = ("_next", "next")
 
 
@@ -296,6 +298,14 @@ class LyticsStream(RESTStream):
                     if response is None
                     else server_wait(response.headers, rate_limited=limited)
                 )
+                # For `backoff_handler`, which backoff calls next with this same exception (a
+                # new one per attempt, so concurrent scans never share a count).
+                count = (
+                    (rate_limited, policy.max_rate_limit_retries)
+                    if limited
+                    else (failures, policy.max_retries)
+                )
+                setattr(exc, RETRY_COUNT, count)
                 exc = yield policy.wait(failures + rate_limited, asked)
 
         return waits()
@@ -305,21 +315,28 @@ class LyticsStream(RESTStream):
         return value
 
     def backoff_handler(self, details: Details) -> None:
-        """Log a retry without request arguments (they could carry headers)."""
+        """Warn before a retry like every plugin: 'Lytics answered 503 on <path>; retry 2/5 in 3.1 s'.
+
+        The count and budget are this request's, per kind (429s against
+        `max_rate_limit_retries`, the rest against `max_retries`), as the wait generator set
+        them on the exception. Only the URL's path is named (no query, no headers, no token).
+        """
         exc = details.get("exception")
-        status = (
-            exc.response.status_code
-            if isinstance(exc, RetriableAPIError) and exc.response is not None
-            else type(exc).__name__
-        )
-        self.log(
-            "Retrying %s in %.2fs after attempt %d (%s)",
-            self.path,
-            details.get("wait") or 0.0,
-            details.get("tries") or 0,
-            status,
-            level=logging.WARNING,
-        )
+        count, budget = getattr(exc, RETRY_COUNT, (details.get("tries") or 0, 0))
+        message = retry_message(self._retry_reason(exc), count, budget, details.get("wait") or 0.0)
+        self.log("%s", message, level=logging.WARNING)
+
+    def _retry_reason(self, exc: BaseException | None) -> str:
+        """Say what failed, for the retry warning: the status and path, or the network error."""
+        response = getattr(exc, "response", None)
+        if response is not None:
+            path = urlparse(response.url).path or self.path
+            if response.status_code >= HTTPStatus.BAD_REQUEST:
+                return f"Lytics answered {response.status_code} on {path}"
+            return self._redact(str(exc))  # a 200 that is not a page (truncated, malformed)
+        request = getattr(exc, "request", None)
+        path = urlparse(getattr(request, "url", None) or "").path or self.path
+        return f"{type(exc).__name__} talking to Lytics ({path})"
 
     # --- sending on a given session (used by the prefetch thread) -------------------------
 

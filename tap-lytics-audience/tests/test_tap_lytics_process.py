@@ -125,7 +125,8 @@ def test_token_never_appears_in_output_or_logs(tmp_path):
         )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert '"audience_snapshots"' in ok.stdout
-    assert "Retrying" in ok.stderr  # the 503 was retried and logged
+    assert "answered 503 on /api/segment/" in ok.stderr  # the 503 was retried and logged
+    assert "; retry 1/" in ok.stderr
     assert bad.returncode != 0
     assert "api_token" in bad.stderr
     for output in (ok.stdout, ok.stderr, about.stdout, about.stderr, bad.stdout, bad.stderr):

@@ -129,24 +129,66 @@ def test_the_wait_generator_follows_the_retry_contract(make_config, monkeypatch)
         gen.send(rq.exceptions.Timeout())
 
 
-def test_rate_limited_answers_count_in_their_own_budget(lytics_sandbox, tap_runner, make_config):
-    """429s do not use up `max_retries`; `max_rate_limit_retries` bounds them."""
+def test_rate_limited_answers_count_in_their_own_budget(
+    lytics_sandbox, tap_runner, make_config, caplog, monkeypatch
+):
+    """429s do not use up `max_retries`; `max_rate_limit_retries` bounds them.
+
+    Each retry is logged like every plugin's ('<what> answered 503; retry 2/5 in 3.1 s'),
+    counted in its own budget, per request: the two audiences are scanned concurrently and
+    each counts only its own retries.
+    """
+    from tap_lytics_audience.common import retries
+
+    monkeypatch.setattr(retries, "random", lambda: 0.0)  # every backoff: 0.2 * 0.5 = 0.1 s
     aid = lytics_sandbox.generate_members("rl", 30)
+    other = lytics_sandbox.generate_members("other", 20)
     scan = f"/api/segment/{aid}/scan"
     lytics_sandbox.fail_next(4, status=429, path_prefix=scan)
     lytics_sandbox.fail_next(1, status=503, path_prefix=scan)
-    cfg = make_config(lytics_sandbox.url, audiences=["rl"], max_retries=1)
-    run = tap_runner({**cfg, "max_rate_limit_retries": 4})
-    assert run.records["audience_snapshots"][0]["member_count"] == 30
+    lytics_sandbox.fail_next(2, status=502, path_prefix=f"/api/segment/{other}/scan")
+    cfg = make_config(
+        lytics_sandbox.url,
+        audiences=["rl", "other"],
+        max_retries=2,
+        scan_concurrency=2,
+        retry_backoff_base=0.2,
+        retry_backoff_max=0.2,
+    )
+
+    def retry_lines() -> list[str]:
+        lines = [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
+        caplog.clear()
+        return lines
+
+    with caplog.at_level("WARNING"):
+        run = tap_runner({**cfg, "max_rate_limit_retries": 4})
+    assert {s["audience_slug"]: s["member_count"] for s in run.records["audience_snapshots"]} == {
+        "rl": 30,
+        "other": 20,
+    }
     assert [r.status for r in scan_requests(lytics_sandbox, aid)] == [429] * 4 + [503, 200]
+    lines = retry_lines()
+    assert [line for line in lines if scan in line] == [
+        *(f"Lytics answered 429 on {scan}; retry {n}/4 in 0.1 s" for n in range(1, 5)),
+        f"Lytics answered 503 on {scan}; retry 1/2 in 0.1 s",  # its own budget: max_retries
+    ]
+    assert [line for line in lines if scan not in line] == [
+        f"Lytics answered 502 on /api/segment/{other}/scan; retry {n}/2 in 0.1 s" for n in (1, 2)
+    ]
 
     lytics_sandbox.clear_requests()
     lytics_sandbox.fail_next(1000, status=429, path_prefix=scan)
-    run = tap_runner({**cfg, "max_rate_limit_retries": 2}, expect_error=True)
+    with caplog.at_level("WARNING"):
+        run = tap_runner(
+            {**cfg, "audiences": ["rl"], "max_rate_limit_retries": 2}, expect_error=True
+        )
     assert isinstance(run.error, RetriableAPIError)
     assert "gave up after 3 attempts: raise `max_rate_limit_retries` (now 2)" in str(run.error)
     assert [r.status for r in scan_requests(lytics_sandbox, aid)] == [429] * 3
     assert run.records["audience_snapshots"] == []
+    assert retry_lines() == [f"Lytics answered 429 on {scan}; retry {n}/2 in 0.1 s" for n in (1, 2)]
+    assert "sandbox-lytics-token" not in caplog.text
 
 
 def test_network_errors_after_first_contact_are_still_retried(

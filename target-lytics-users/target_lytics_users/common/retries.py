@@ -100,6 +100,16 @@ class RetryPolicy:
         return failures > self.max_retries or rate_limited > self.max_rate_limit_retries
 
 
+def retry_message(reason: str, count: int, budget: int, wait: float) -> str:
+    """Return the warning before a retry, every plugin's: 'Braze answered 503; retry 2/5 in 3.1 s'.
+
+    `reason` says what failed (never a secret, never a URL carrying one); `count` is this
+    retry's number in its budget (429s in `max_rate_limit_retries`, the rest in
+    `max_retries`), `budget` that setting's value, `wait` the seconds before the retry.
+    """
+    return f"{reason}; retry {count}/{budget} in {wait:.1f} s"
+
+
 def server_wait(headers: t.Mapping[str, str], *, rate_limited: bool = True) -> float | None:
     """Seconds the server asks to wait: `Retry-After`, else `X-RateLimit-Reset`, else None.
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import tenacity
 
-from .retries import RetryPolicy
+from .retries import RetryPolicy, retry_message
 
 
 class Retryable(Exception):
@@ -75,8 +75,8 @@ class RetryLog(t.Protocol):
 
 
 def describe(outcome: Retryable, count: int, budget: int, wait: float) -> str:
-    """'Braze answered 503: ...; retry 2/5 in 3.1 s' (the usual warning text)."""
-    return f"{outcome.reason}; retry {count}/{budget} in {wait:.1f} s"
+    """'Braze answered 503: ...; retry 2/5 in 3.1 s' (retries.retry_message, every plugin's)."""
+    return retry_message(outcome.reason, count, budget, wait)
 
 
 def _outcome(state: tenacity.RetryCallState) -> Retryable:
