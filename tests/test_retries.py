@@ -192,3 +192,21 @@ def test_one_loop_counts_each_call_afresh(rand: list[float]) -> None:
     for _ in range(3):  # 3 retried 503s each: within max_retries every time
         script = Script(*[Retryable("answered 503")] * 3, "done")
         assert loop(script) == "done"
+
+
+def test_no_retry_waits_past_the_deadline(rand: list[float]) -> None:
+    """With a deadline, the loop stops before a wait that would end past it (budgets left)."""
+    slept: list[float] = []
+    script = Script(
+        Retryable("answered 503"), Retryable("answered 429", rate_limited=True, server_wait=60.0)
+    )
+    loop = retrying.retrying(
+        POLICY, sleep=slept.append, log=lambda *a: None, deadline=time.monotonic() + 5
+    )
+    with pytest.raises(retrying.DeadlinePassed) as exc:
+        loop(script)
+    assert slept == [1.0]  # backoff(1) fits; the server's 60 s (capped: 10 s) would not
+    assert script.calls == 2
+    assert exc.value.wait == 10.0
+    assert exc.value.count.attempts == 2
+    assert exc.value.last.reason == "answered 429"

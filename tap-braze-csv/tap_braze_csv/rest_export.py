@@ -47,7 +47,7 @@ import requests
 import urllib3
 
 from tap_braze_csv.common.retries import RetryPolicy, server_wait
-from tap_braze_csv.common.retrying import RetriesExhausted, Retryable, describe
+from tap_braze_csv.common.retrying import DeadlinePassed, RetriesExhausted, Retryable, describe
 from tap_braze_csv.common.retrying import retrying as retrying_for
 from tap_braze_csv.errors import BrazeCsvError
 
@@ -361,14 +361,18 @@ class ExportClient:
 
     # -- retries -----------------------------------------------------------------------------
 
-    def _retried(self, attempt: Callable[[], T]) -> T:
+    def _retried(self, attempt: Callable[[], T], deadline: float | None = None) -> T:
         """Run ``attempt`` on the retry contract (common/retrying.py).
 
         A `Retryable` it raises is retried (429 within ``max_rate_limit_retries``, the rest
         within ``max_retries``), sleeping with this client's ``sleep`` (interrupted when a
-        signal stops the run); a used-up budget stops the run naming the setting.
+        signal stops the run); a used-up budget stops the run naming the setting. With a
+        ``deadline`` (``time.monotonic()``), a retry whose wait would end past it is not made:
+        `DeadlinePassed` is raised for the caller to name its timeout.
         """
-        retrying = retrying_for(self.settings.retry_policy, sleep=self.sleep, log=self._log_retry)
+        retrying = retrying_for(
+            self.settings.retry_policy, sleep=self.sleep, log=self._log_retry, deadline=deadline
+        )
         try:
             return retrying(attempt)
         except RetriesExhausted as exc:
@@ -453,14 +457,23 @@ class ExportClient:
         """Wait until ``url`` serves the archive (403/404 = not ready yet), save it to ``dest``.
 
         Polled every ``poll_interval`` until ``deadline``; each poll is one request, retried on
-        the retry contract after a 429, a 5xx, a network error or an interrupted download.
+        the retry contract after a 429, a 5xx, a network error or an interrupted download, as
+        long as the retry's wait ends by ``deadline`` (``wait_timeout`` bounds retries too).
         """
         s = self.settings
         host = urlsplit(url).netloc or "?"
         where = f"Braze export of segment {segment_id} (download from {host})"
         waited_logged = False
         while True:
-            status = self._retried(lambda: self._fetch(where, url, dest))
+            try:
+                status = self._retried(lambda: self._fetch(where, url, dest), deadline)
+            except DeadlinePassed as exc:
+                raise BrazeExportError(
+                    f"{where}: not downloaded within rest_export.wait_timeout "
+                    f"({s.wait_timeout:g}s): {exc.last.reason} after {exc.count.attempts} "
+                    f"attempt(s), and the next retry's wait ({exc.wait:.1f} s) would pass it: "
+                    "raise wait_timeout or run again later"
+                ) from None
             if status is None:
                 return
             if not waited_logged:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -266,6 +267,43 @@ def test_download_429s_and_5xx_have_their_own_budgets(
     assert "gave up after 3 attempt(s): raise `rest_export.max_retries` (now 2)" in str(run.error)
     statuses = [r.status for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
     assert statuses == [503, 503, 503]
+    braze_sandbox.clear_faults()
+
+
+def test_download_retries_end_within_wait_timeout(
+    braze_sandbox: BrazeSandbox, tap_runner, caplog
+) -> None:
+    """A retry whose wait would pass `wait_timeout` is not made: the run stops naming it.
+
+    Braze answers the download 503 (retried at once: backoff 0), then 429 with an
+    `X-RateLimit-Reset` far away: the wait (capped at `retry_backoff_max`, 60 s) would end
+    past the 2 s `wait_timeout`, so the tap stops there instead of sleeping 60 s per retry.
+    """
+    seed(braze_sandbox, 3)
+    braze_sandbox.segment_exports.delay = 0
+    braze_sandbox.rate_limit_window = 10**10  # the window resets in 2286: a long wait asked
+    braze_sandbox.fail_next(1, 503, "/_export_downloads/")
+    braze_sandbox.fail_next(1000, 429, "/_export_downloads/")
+    cfg = config(braze_sandbox, wait_timeout=2, max_rate_limit_retries=1)
+    started = time.monotonic()
+    with caplog.at_level("WARNING"):
+        run = tap_runner(cfg, expect_error=True)
+    elapsed = time.monotonic() - started
+    message = str(run.error)
+    assert "not downloaded within rest_export.wait_timeout (2s)" in message
+    assert "HTTP 429 after 2 attempt(s)" in message
+    assert "the next retry's wait (60.0 s) would pass it" in message
+    assert SEGMENT in message
+    assert "X-Amz-Signature" not in message
+    assert braze_sandbox.api_key not in message + caplog.text
+    statuses = [r.status for r in braze_sandbox.requests if r.path.startswith("/_export_downloads")]
+    assert statuses == [503, 429]
+    assert [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()] == [
+        f"Braze export of segment {SEGMENT} (download from 127.0.0.1:{braze_sandbox.port}): "
+        "HTTP 503; retry 1/5 in 0.0 s"
+    ]
+    assert elapsed < 5  # not 60 s (one capped wait), let alone 30 of them
+    assert records(run, "braze_users") == []
     braze_sandbox.clear_faults()
 
 

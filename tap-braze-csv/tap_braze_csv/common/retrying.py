@@ -10,7 +10,9 @@ A plugin's client makes one attempt in a function and says what happened:
 - it raises anything else: not retried (fail-fast errors such as a refused key).
 
 When a budget is used up, `RetriesExhausted` is raised, naming the setting and holding the
-counts and the last `Retryable`, so the plugin raises its own error from it. The plugin
+counts and the last `Retryable`, so the plugin raises its own error from it. A request that
+must end by a `deadline` (`time.monotonic()`, e.g. an export's wait timeout) stops retrying
+when the next wait would end past it: `DeadlinePassed` is raised, holding the same. The plugin
 passes its own interruptible `sleep` (which raises to stop waiting when the run stops) and its
 own warning log. Build one `Retrying` per request: it counts that request's retries.
 
@@ -19,6 +21,7 @@ Every plugin depending on tenacity carries a copy of this module (scripts/sync_c
 
 from __future__ import annotations
 
+import time
 import typing as t
 from dataclasses import dataclass
 
@@ -67,6 +70,17 @@ class RetriesExhausted(Exception):
         super().__init__(f"{last.reason}; `{self.setting}` ({self.budget}) used up")
 
 
+class DeadlinePassed(Exception):
+    """The next retry's wait would end past the request's deadline: `last` is the final outcome."""
+
+    def __init__(self, last: Retryable, count: RetryCount, wait: float) -> None:
+        """Keep the last outcome, the counts and the wait that did not fit."""
+        self.last = last
+        self.count = count
+        self.wait = wait
+        super().__init__(f"{last.reason}; the retry in {wait:.1f} s would pass the deadline")
+
+
 class RetryLog(t.Protocol):
     """The plugin's warning before a retry: (outcome, its count, its budget, wait in seconds)."""
 
@@ -87,9 +101,16 @@ def _outcome(state: tenacity.RetryCallState) -> Retryable:
 
 
 def retrying(
-    policy: RetryPolicy, *, sleep: t.Callable[[float], None], log: RetryLog
+    policy: RetryPolicy,
+    *,
+    sleep: t.Callable[[float], None],
+    log: RetryLog,
+    deadline: float | None = None,
 ) -> tenacity.Retrying:
-    """Build a `tenacity.Retrying` for one request on `policy`'s schedule (see the module)."""
+    """Build a `tenacity.Retrying` for one request on `policy`'s schedule (see the module).
+
+    With a `deadline` (`time.monotonic()` seconds), no retry waits past it.
+    """
     count = RetryCount()
 
     def before(state: tenacity.RetryCallState) -> None:
@@ -106,8 +127,11 @@ def retrying(
         # Retry n is the n-th retry of the request, both kinds counted: attempt n just failed.
         return policy.wait(state.attempt_number, _outcome(state).server_wait)
 
+    def late(state: tenacity.RetryCallState) -> bool:  # the wait is known before the stop
+        return deadline is not None and time.monotonic() + state.upcoming_sleep > deadline
+
     def stop(state: tenacity.RetryCallState) -> bool:
-        return policy.exhausted(count.failures, count.rate_limited)
+        return policy.exhausted(count.failures, count.rate_limited) or late(state)
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         outcome = _outcome(state)
@@ -117,7 +141,10 @@ def retrying(
             log(outcome, count.failures, policy.max_retries, state.upcoming_sleep)
 
     def give_up(state: tenacity.RetryCallState) -> t.NoReturn:
-        raise RetriesExhausted(_outcome(state), count, policy) from state.outcome.exception()  # type: ignore[union-attr]
+        cause = state.outcome.exception()  # type: ignore[union-attr]
+        if policy.exhausted(count.failures, count.rate_limited):
+            raise RetriesExhausted(_outcome(state), count, policy) from cause
+        raise DeadlinePassed(_outcome(state), count, state.upcoming_sleep) from cause
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(Retryable),
