@@ -10,6 +10,7 @@ import datetime
 import decimal
 import io
 import json
+import random
 import typing as t
 import uuid
 
@@ -18,7 +19,7 @@ import pytest
 from singer_sdk.io_base import SingerReader, SingerWriter
 from singer_sdk.singerlib.messages import RecordMessage, SchemaMessage, StateMessage
 from tap_lytics_audience.common.orjson_writer import OrjsonWriter
-from target_lytics_users.common.input_lines import InputLineError
+from target_lytics_users.common.input_lines import InputLineError, decode_line, long_integer
 from target_lytics_users.common.orjson_reader import OrjsonReader
 
 LINES = [
@@ -57,15 +58,107 @@ def test_same_messages_and_counts_as_the_sdk_reader() -> None:
     assert our_stats == sdk_stats == {"SCHEMA": 1, "RECORD": 2, "STATE": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orjson reads an integer beyond 64 bits as a rounded float (common/input_lines.py)",
-)
-def test_an_integer_beyond_64_bits_keeps_its_exact_value() -> None:
-    big = 123456789012345678901234
-    line = b'{"type":"RECORD","stream":"s","record":{"n":%d}}' % big
-    ours, _stats = _collect(OrjsonReader(), [LINES[0], line])
-    assert ours[1]["record"]["n"] == big  # the SDK's reader: int, exact
+BIG = [
+    123456789012345678901234,
+    2**64,  # the smallest positive integer orjson (3.13) reads as a rounded float
+    -(2**63) - 1,  # the largest negative one: 19 digits
+    -123456789012345678901234,
+]
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["bytes", "text"])
+def test_an_integer_beyond_64_bits_keeps_its_exact_value(as_text: bool) -> None:
+    """orjson reads these as rounded floats; the line goes to the SDK's parser: exact `int`."""
+    nested = b'{"a":[1,{"b":[%d]}]}' % BIG[0]
+    lines = [
+        LINES[0],
+        *(b'{"type":"RECORD","stream":"s","record":{"n":%d,"f":0.5}}' % n for n in BIG),
+        b'{"type":"RECORD","stream":"s","record":{"n": -9223372036854775808 ,"m":%d}}'
+        % (2**64 - 1),
+        b'{"type":"RECORD","stream":"s","record":{"nested":%s}}' % nested,
+        b'{"type":"RECORD","stream":"s","record":{"id":"1234567890123456789","f":0.5}}',
+        b'{"type":"STATE","value":{"bookmarks":{"s":%d,"f":[0.5]}}}' % BIG[0],
+    ]
+    if as_text:  # `--input FILE` and in-process `listen(io.StringIO(...))` give str lines
+        stdin: t.Any = io.StringIO(b"".join(line + b"\n" for line in lines).decode())
+        ours: list[dict] = []
+        OrjsonReader().process_lines(
+            stdin, dict.fromkeys(("SCHEMA", "RECORD", "STATE"), ours.append)
+        )
+    else:
+        ours, _stats = _collect(OrjsonReader(), lines)
+    assert len(ours) == len(lines)
+    records = [m["record"] for m in ours[1:-1]]
+    for record, n in zip(records, BIG, strict=False):
+        assert type(record["n"]) is int
+        assert record["n"] == n
+        assert record["f"] == decimal.Decimal("0.5")  # the SDK parser's value on such a line
+    # orjson's own range stays orjson's: exact ints, the same values
+    assert records[4] == {"n": -(2**63), "m": 2**64 - 1}
+    assert records[5] == {"nested": {"a": [1, {"b": [BIG[0]]}]}}
+    assert type(records[5]["nested"]["a"][1]["b"][0]) is int
+    # a 19-digit id is a string, its line decoded by orjson (a float stays a float)
+    assert records[6] == {"id": "1234567890123456789", "f": 0.5}
+    assert type(records[6]["f"]) is float
+    # a STATE keeps floats (singer-sdk 0.54.9 cannot write a Decimal STATE back)
+    assert ours[-1]["value"] == {"bookmarks": {"s": BIG[0], "f": [0.5]}}
+    assert type(ours[-1]["value"]["bookmarks"]["f"][0]) is float
+
+
+def test_only_a_number_of_19_digits_or_more_takes_the_exact_parser() -> None:
+    """`long_integer` finds every such number (any spacing, any place); not a 19-digit id."""
+    numbers = [
+        b'{"n":1234567890123456789}',
+        b'{"n" : -1234567890123456789012}',
+        b'{"l":[ 1,\t12345678901234567890]}',
+        b'{"l":[\r\n-12345678901234567890]}',
+        b"12345678901234567890",
+        b'{"n":12345678901234567890.5}',
+    ]
+    strings = [
+        b'{"id":"1234567890123456789012"}',
+        b'{"id":"5f0000000000000000000000"}',
+        b'{"t":"x-1234567890123456789"}',
+        b'{"f":0.12345678901234567890}',
+        b'{"n":123456789012345678}',  # 18 digits: orjson keeps every such integer exact
+    ]
+    look_alike = b'{"t":"at: 12345678901234567890"}'  # the exact parser: the same string
+    for line in [*numbers, look_alike]:
+        assert long_integer(line), line
+        assert long_integer(line.decode()), line
+        assert decode_line(line) == json.loads(line, parse_float=decimal.Decimal)
+    for line in strings:
+        assert not long_integer(line), line
+        assert decode_line(line) == json.loads(line)
+
+
+def test_random_documents_keep_every_integer_the_sdk_parser_keeps() -> None:
+    """Integers of 1 to 30 digits, both signs, nested, beside digit strings, any spacing."""
+    rng = random.Random(15)
+
+    def value(depth: int) -> t.Any:
+        pick = rng.random()
+        if depth < 3 and pick < 0.3:
+            return {f"k{i}": value(depth + 1) for i in range(rng.randint(0, 3))}
+        if depth < 3 and pick < 0.5:
+            return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+        digits = rng.choice([1, 18, 19, 20, 30])
+        n = rng.randrange(10 ** (digits - 1), 10**digits) * rng.choice([1, -1])
+        return str(n) if pick > 0.9 else n
+
+    def exact(v: t.Any) -> t.Any:  # every number with its type: 1 == 1.0 must not pass
+        if isinstance(v, dict):
+            return {k: exact(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [exact(x) for x in v]
+        return (type(v), v)
+
+    for _ in range(500):
+        separators = rng.choice([(",", ":"), (", ", ": "), (" ,\t", " : ")])
+        text = json.dumps({"type": "RECORD", "v": value(0)}, separators=separators)
+        expected = exact(json.loads(text))
+        assert exact(decode_line(text.encode())) == expected, text
+        assert exact(decode_line(text)) == expected, text
 
 
 @pytest.mark.parametrize(
@@ -86,6 +179,25 @@ def test_a_line_that_is_not_a_message_stops_naming_its_number_not_its_content(
     assert str(caught.value).startswith(f"Input line 3 {words}")
     assert "example.com" not in str(caught.value)
     assert reader.line_number == 3
+
+
+def test_a_text_source_is_read_by_the_same_rule() -> None:
+    """`--input FILE` and `io.StringIO` give text: encoded back, a lone surrogate is not UTF-8."""
+    text = b"".join(line + b"\n" for line in LINES).decode()
+    seen: list[dict] = []
+    kinds = ("SCHEMA", "RECORD", "STATE")
+    stats = OrjsonReader().process_lines(io.StringIO(text), dict.fromkeys(kinds, seen.append))
+    ours, our_stats = _collect(OrjsonReader(), LINES)
+    assert stats == our_stats
+    assert [m.get("record", {}).get("id") for m in seen] == [None, "a", "b", None]
+    assert seen[2] == ours[2]
+    assert seen[2]["record"]["s"] == "é"
+    reader = OrjsonReader()
+    with pytest.raises(InputLineError, match=r"^Input line 2 is not JSON \("):
+        reader.process_lines(
+            io.StringIO(text.splitlines()[0] + '\n{"type":"STATE","value":"\udcff"}\n'),
+            dict.fromkeys(kinds, seen.append),
+        )
 
 
 def test_an_unknown_type_goes_to_the_public_hook() -> None:

@@ -178,3 +178,55 @@ def test_anything_else_is_refused_naming_it(case, where: str, bad: bytes, tmp_pa
         assert "bad.json.gz (stream" in err, err[-3000:]
         assert "line 3 is not JSON" in err, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
+
+
+BIG = [123456789012345678901234, 2**64, -(2**63) - 1]  # orjson alone: rounded floats
+
+
+def test_integers_beyond_64_bits_reach_lytics_exactly(lytics_sandbox, tmp_path: Path) -> None:
+    """On standard input, in a BATCH file and in STATE: every digit, a JSON number."""
+    target = TARGETS["target-lytics-users"]
+    rec = b'{"id":"u%d","v":%d,"nested":{"l":[%d]}}'
+    lines = [
+        _schema_line(target),
+        b'{"type":"RECORD","stream":"braze_users","record":%s}' % (rec % (0, BIG[0], BIG[2])),
+        _batch_line(target, tmp_path / "b.json.gz", [rec % (1, BIG[1], -BIG[0])]),
+        b'{"type":"STATE","value":{"bookmarks":{"n":%d,"f":0.5}}}' % BIG[0],
+    ]
+    proc = _run(target, target.config(lytics_sandbox, tmp_path), tmp_path, lines)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    bodies = [r.body for r in lytics_sandbox.requests if r.path.startswith("/collect/json/")]
+    sent = [record for body in bodies for record in json.loads(body)]
+    assert sorted(sent, key=lambda r: r["id"]) == [
+        {"id": "u0", "v": BIG[0], "nested": {"l": [BIG[2]]}},
+        {"id": "u1", "v": BIG[1], "nested": {"l": [-BIG[0]]}},
+    ]
+    assert all(type(r["v"]) is int for r in sent)  # json.loads: a float or a string would differ
+    # the SDK (0.54.9) cannot write a STATE holding a Decimal: the float stays a float
+    assert _states(proc.stdout) == [{"bookmarks": {"n": BIG[0], "f": 0.5}}]
+
+
+def test_an_integer_id_beyond_64_bits_is_the_braze_user_with_those_digits(
+    braze_sandbox, tmp_path: Path
+) -> None:
+    """`external_id` may be an integer (its decimal string is the id): each digit counts."""
+    target = TARGETS["target-braze-audience"]
+    schema = {**target.schema, "properties": {**target.schema["properties"]}}
+    schema["properties"]["external_id"] = {"type": ["string", "integer", "null"]}
+    rec = b'{"audience_slug":"a","external_id":%s,"lytics_uid":"l%d","scan_id":"scan1"}'
+    schema_line = orjson.dumps(
+        {"type": "SCHEMA", "stream": target.stream, "schema": schema, "key_properties": []}
+    )
+    lines = [
+        schema_line,
+        *(
+            b'{"type":"RECORD","stream":"audience_members","record":%s}' % (rec % (v, i))
+            for i, v in enumerate([b"%d" % BIG[0], b'"1234567890123456789012"'])
+        ),
+        _batch_line(target, tmp_path / "b.json.gz", [rec % (b"%d" % BIG[1], 2)]),
+    ]
+    proc = _run(target, target.config(braze_sandbox, tmp_path), tmp_path, lines)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert _braze_landed(braze_sandbox) == sorted(
+        [str(BIG[0]), "1234567890123456789012", str(BIG[1])]
+    )

@@ -15,6 +15,7 @@ from singer_sdk.sinks.core import BaseJSONSchemaValidator, JSONSchemaValidator
 from target_lytics_users.common.orjson_reader import OrjsonReader
 
 _FRAGMENT_NULL = orjson.Fragment(b"null")
+_I64_MIN, _U64_MAX = -(2**63), 2**64 - 1  # the integers orjson writes itself
 
 
 def _default(obj: t.Any) -> t.Any:
@@ -36,8 +37,27 @@ def _default(obj: t.Any) -> t.Any:
 
 
 def dumps_record(record: dict) -> bytes:
-    """Serialize one record to compact JSON bytes."""
-    return orjson.dumps(record, default=_default)
+    """Serialize one record to compact JSON bytes.
+
+    An integer beyond 64 bits (the input-line rule keeps it exact) is written with all its
+    digits, as the SDK's writer would: orjson refuses it (`TypeError`), so only such a record
+    is serialized a second time, its big integers as `orjson.Fragment`s.
+    """
+    try:
+        return orjson.dumps(record, default=_default)
+    except TypeError:  # orjson.JSONEncodeError; only an integer beyond 64 bits is expected
+        return orjson.dumps(_big_ints_as_fragments(record), default=_default)
+
+
+def _big_ints_as_fragments(value: t.Any) -> t.Any:
+    """Return a copy of `value` whose integers beyond orjson's range are exact JSON fragments."""
+    if isinstance(value, dict):
+        return {k: _big_ints_as_fragments(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_big_ints_as_fragments(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not _I64_MIN <= value <= _U64_MAX:
+        return orjson.Fragment(int.__repr__(value).encode())
+    return value
 
 
 class UnsupportedMessageError(Exception):

@@ -243,6 +243,36 @@ def test_decimals_from_the_input_stay_exact(lytics_sandbox, config):
     assert lytics_sandbox.collected("braze_users") == [{"id": 1, "v": 0.1}, {"id": 2, "v": None}]
 
 
+def test_integers_beyond_64_bits_reach_lytics_with_every_digit(lytics_sandbox, config):
+    """orjson alone reads them as rounded floats and cannot write them: the body has each digit."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "n": {"type": ["integer", "null"]},
+            "nested": {"type": ["object", "null"]},
+        },
+    }
+    big = 123456789012345678901234
+    records = [
+        {"id": 1, "n": big, "nested": {"l": [-(2**63) - 1, 2**64, 2**64 - 1, 0.5]}},
+        {"id": 2, "n": -big, "nested": None},
+        {"id": 3, "n": 7, "nested": {"id": "12345678901234567890"}},
+    ]
+    result = run_target(config, singer_lines(records, schema=schema, key_properties=["id"]))
+
+    assert result.error is None
+    (req,) = collect_requests(lytics_sandbox)
+    assert b'"n":123456789012345678901234,' in req.body  # a JSON number: not a float, no quotes
+    assert b'"l":[-9223372036854775809,18446744073709551616,18446744073709551615,0.5]' in req.body
+    sent = json.loads(req.body)  # exact ints: a rounded float or a string would differ
+    assert [{k: (type(v), v) for k, v in r.items()} for r in sent] == [
+        {k: (type(v), v) for k, v in r.items()} for r in records
+    ]
+    assert len(lytics_sandbox.collected("braze_users")) == 3
+    assert result.states == [{"n": 3, "done": True}]
+
+
 def test_invalid_record_fails_validation(lytics_sandbox, config):
     records = [braze_user(1), braze_user(2, sessions="not a number")]
     result = run_target(config, singer_lines(records))
