@@ -58,7 +58,16 @@ def peer_venv(work: Path, package: str) -> Path:
         uv = shutil.which("uv") or "uv"
         subprocess.run([uv, "venv", "-q", "--python", "3.11", str(venv)], check=True)
         subprocess.run(
-            [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), package],
+            [
+                uv,
+                "pip",
+                "install",
+                "-q",
+                "--compile-bytecode",
+                "--python",
+                str(venv / "bin" / "python"),
+                package,
+            ],
             check=True,
         )
     return exe

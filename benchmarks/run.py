@@ -17,6 +17,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from measure import compile_bytecode
+
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 README = HERE / "README.md"
@@ -83,6 +85,7 @@ def main() -> int:
         if not hasattr(module, "run"):  # a long benchmark run on its own (bench_scale.py)
             continue
         print(f"== {path.stem}", flush=True)
+        compile_bytecode(WORK / "venvs")  # quick when nothing changed (mtime checks)
         try:
             result = module.run(WORK / path.stem, scale=args.scale)
         except Exception:
