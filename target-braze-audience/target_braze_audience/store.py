@@ -516,7 +516,12 @@ class MembershipStore:
             return {}
         last = self._mark_seen(rows)
         n = seen.alias("new").c
-        fresh = n.seq > last
+        # Bounded on both sides: with only `seq > last`, SQLite plans a scan of the whole
+        # covering index of the seen marks ("SCAN new USING COVERING INDEX
+        # braze_seen_tmp_key") instead of the chunk's rowid range once that index exists
+        # (from the first complete snapshot on): every chunk read every mark so far
+        # (1,000,000 memberships in 20 audiences: add_seen 7.7 -> 6.2 s CPU).
+        fresh = n.seq.between(last + 1, self._seen_seq)
         present = self._stored_presence(n)
         silent = list(silent_audiences)
         unchanged: dict[str, int] = {}

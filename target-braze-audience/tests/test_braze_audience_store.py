@@ -6,9 +6,11 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import typing as t
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from target_braze_audience.store import (
     MembershipStore,
     StoreBusyError,
@@ -487,4 +489,33 @@ def test_postgres_probes_each_chunk_row_instead_of_scanning_the_store(pg_store_u
     assert chunk_plans
     assert not [p for p in chunk_plans if "Seq Scan on braze_membership" in p]
     assert [u for u, _a, _o, *_ in st.pending_rows()] == ["new1"]
+    st.close()
+
+
+def test_sqlite_chunk_reads_only_its_own_marks(tmp_path: Path) -> None:
+    """A chunk's statements read its rowid range of the seen marks, never all of them.
+
+    Once the marks' lookup index exists (from the first complete snapshot on), SQLite
+    planned `seq > last` as a scan of that whole covering index: every chunk read every
+    mark so far, quadratic over a first sync of several audiences.
+    """
+    st = MembershipStore(str(tmp_path / "store.sqlite"))
+    st.add_seen([("a", f"u{i}", "s1", f"l{i}") for i in range(50)])
+    st.complete_snapshot("a", "s1", baseline=False, member_count=50)  # builds the index
+    statements: list[tuple[str, t.Any]] = []
+
+    @sa.event.listens_for(st.conn, "before_cursor_execute")
+    def _capture(_c: t.Any, _cur: t.Any, stmt: str, params: t.Any, _ctx: t.Any, many: bool) -> None:
+        if "braze_seen_tmp AS new" in stmt and not many:
+            statements.append((stmt, params))
+
+    st.add_seen([("b", f"u{i}", "s1", f"l{i}") for i in range(50)])
+    sa.event.remove(st.conn, "before_cursor_execute", _capture)
+    assert statements
+    for stmt, params in statements:
+        plan = [r[3] for r in st.conn.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params)]
+        assert not [p for p in plan if p.startswith("SCAN new")], (stmt, plan)
+    assert {(u, a, o) for u, a, o, *_ in st.pending_rows()} == {
+        (f"u{i}", aud, "add") for i in range(50) for aud in ("a", "b")
+    }
     st.close()
