@@ -40,6 +40,8 @@ class SftpFaults:
     #: counters the tests read back
     connections: int = 0
     bytes_read: int = 0
+    #: the furthest byte asked for so far (offset + bytes read), whatever was asked twice
+    read_end: int = 0
     drops: int = 0
     read_sizes: list[int] = field(default_factory=list)
 
@@ -97,6 +99,7 @@ class _RootedSftp(asyncssh.SFTPServer):
         data: bytes = super().read(file_obj, offset, size)  # type: ignore[arg-type,assignment]
         faults.read_sizes.append(size)
         faults.bytes_read += len(data)
+        faults.read_end = max(faults.read_end, offset + len(data))
         limit = faults.drop_after_read_bytes
         if limit is not None and faults.bytes_read >= limit:
             faults.drop_after_read_bytes = None

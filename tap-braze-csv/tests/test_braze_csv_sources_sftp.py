@@ -300,12 +300,17 @@ def _read_all_bytes(source: SftpSource, path: str) -> bytes:
 def test_large_file_streams_in_bounded_windows(sftp: SftpTestServer) -> None:
     data = os.urandom(SFTP_WINDOW * 2 + 12345)
     sftp.put("big.bin", data)
-    # A generous timeout: on a loaded machine a 10 s stall made the reader time out and resume,
-    # re-fetching one window (correct behaviour, tested below), which is not what this test checks.
     with source_for(sftp.config(timeout=120)) as source:
         assert _read_all_bytes(source, "/big.bin") == hashlib.sha256(data).digest()
     assert sftp.faults.connections == 1
-    assert sftp.faults.bytes_read == len(data)
+    # Each byte is fetched once, except for a paramiko race: its `_async_response` marks the
+    # prefetch done whenever the requests in flight run out, even while its request thread is
+    # still sending the window's later chunks; `read()` then asks for the rest of that window
+    # with plain requests while the prefetched answers still arrive. Seen under load in 1 run
+    # of 6 (one window minus one chunk fetched twice, 25,145,401 vs 16,789,561 bytes; data
+    # intact). Bounded: never more than one extra fetch per window.
+    windows = -(-len(data) // SFTP_WINDOW)
+    assert len(data) <= sftp.faults.bytes_read <= len(data) + windows * SFTP_WINDOW
     assert max(sftp.faults.read_sizes) <= 32768
 
 
@@ -322,7 +327,9 @@ def test_reads_ahead_at_most_one_window(sftp: SftpTestServer) -> None:
             while chunk := raw.read(65536):
                 assert chunk == data[consumed : consumed + len(chunk)]
                 consumed += len(chunk)
-                ahead.append(sftp.faults.bytes_read - consumed)
+                # how far the server was asked beyond the reader (bytes fetched twice by the
+                # paramiko race described above do not move it)
+                ahead.append(sftp.faults.read_end - consumed)
     assert consumed == len(data)
     assert max(ahead) <= SFTP_WINDOW + 1024 * 1024  # window + the BufferedReader buffer
     assert max(ahead) > 0  # it does read ahead
